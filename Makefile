@@ -1,0 +1,55 @@
+# agent-pdp — `make run` serves on the embedded default, `make test` runs every check.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup tools run test lint typecheck policy pytest bench fmt clean
+
+setup: $(STAMP) tools
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required (set PYTHON=...)")'
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+tools:
+	@scripts/install-tools.sh
+
+run: setup
+	$(BIN)/pdpctl serve
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+policy: setup
+	$(BIN)/pdpctl policy fmt --check
+	$(BIN)/pdpctl policy check
+	$(BIN)/pdpctl policy lint
+	$(BIN)/pdpctl policy test --coverage-min 90
+	$(BIN)/pdpctl bundle build
+
+pytest: setup
+	$(BIN)/pytest
+
+test: lint typecheck policy pytest
+
+fmt: setup
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+	$(BIN)/pdpctl policy fmt
+
+bench: setup
+	@command -v wrk >/dev/null || { echo "bench needs wrk: apt-get install wrk"; exit 1; }
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .tools .pdp-state bundles/*.tar.gz .mypy_cache .ruff_cache .pytest_cache

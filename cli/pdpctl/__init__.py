@@ -1,0 +1,1 @@
+"""pdpctl: the agent-pdp command line (policy, bundle, serve, dev, decide)."""

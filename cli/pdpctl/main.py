@@ -1,0 +1,263 @@
+"""pdpctl: one click group; subcommands receive a :class:`Project` context object."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pdp.config import ConfigError, Settings, parse_trust_bundles
+from pdp.devtrust import DevTrustError, mint_svid
+
+from .errors import BAD_INPUT, FAILED, SERVICE_ERROR, CLIError
+from .policy import bundle, policy
+from .project import Project
+
+DEFAULT_URL = "http://127.0.0.1:8700"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--policies",
+    "policies_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("policies"),
+    envvar="PDP_POLICIES_DIR",
+    show_envvar=True,
+    show_default=True,
+    help="Policy directory: Rego under pdp/, data under data/.",
+)
+@click.option(
+    "--opa", "opa_binary", envvar="PDP_OPA_BINARY", show_envvar=True, help="Path of `opa`."
+)
+@click.version_option(package_name="agent-pdp")
+@click.pass_context
+def cli(ctx: click.Context, policies_dir: Path, opa_binary: str | None) -> None:
+    """agent-pdp: an OPA-backed policy decision point for AI gateways."""
+    ctx.obj = Project(policies_dir=policies_dir, opa_binary=opa_binary)
+
+
+cli.add_command(policy)
+cli.add_command(bundle)
+
+
+@cli.command()
+@click.option("--host", envvar="PDP_HOST", show_envvar=True, help="Listen address [127.0.0.1].")
+@click.option("--port", type=int, envvar="PDP_PORT", show_envvar=True, help="Listen port [8700].")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="PDP_STATE_DIR",
+    show_envvar=True,
+    help="State directory [.pdp-state].",
+)
+@click.option("--audience", envvar="PDP_AUDIENCE", show_envvar=True, help="Required SVID audience.")
+@click.option(
+    "--trust-bundle",
+    "trust_bundles",
+    multiple=True,
+    metavar="DOMAIN=FILE",
+    help="SPIFFE trust bundle for a trust domain (repeatable; replaces that domain's "
+    "bundle). Env: PDP_TRUST_BUNDLES=D=F,D2=F2.",
+)
+@click.option(
+    "--opa-url",
+    envvar="PDP_OPA_URL",
+    show_envvar=True,
+    help="Use a remote OPA (http://host:port or unix:///sock) instead of the embedded one.",
+)
+@click.option(
+    "--opa-timeout-ms",
+    type=int,
+    envvar="PDP_OPA_TIMEOUT_MS",
+    show_envvar=True,
+    help="Deadline per OPA evaluation [100].",
+)
+@click.option(
+    "--no-dev-trust",
+    is_flag=True,
+    help="Do not create dev trust domains (production). Env: PDP_DEV_TRUST_DOMAINS=''.",
+)
+@click.pass_obj
+def serve(
+    project: Project,
+    host: str | None,
+    port: int | None,
+    state_dir: Path | None,
+    audience: str | None,
+    trust_bundles: tuple[str, ...],
+    opa_url: str | None,
+    opa_timeout_ms: int | None,
+    no_dev_trust: bool,
+) -> None:
+    """Serve the decision API (embedded OPA unless --opa-url is given)."""
+    from aiohttp import web
+
+    from pdp.app import create_app
+
+    try:
+        env_bundles = Settings.from_env().trust_bundles
+        bundles = {**env_bundles, **parse_trust_bundles(trust_bundles, "--trust-bundle")}
+        settings = Settings.from_env(
+            host=host,
+            port=port,
+            state_dir=state_dir,
+            audience=audience,
+            trust_bundles=bundles,
+            opa_url=opa_url,
+            opa_timeout_ms=opa_timeout_ms,
+            opa_binary=project.opa_binary,
+            policies_dir=project.policies_dir,
+            dev_trust_domains=() if no_dev_trust else None,
+        )
+    except ConfigError as exc:
+        raise CLIError(str(exc), BAD_INPUT) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    click.echo(
+        f"agent-pdp serving on http://{settings.host}:{settings.port} "
+        f"({'embedded OPA' if settings.embedded else settings.opa_url}; "
+        f"state in {settings.state_dir})",
+        err=True,
+    )
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.host,
+            port=settings.port,
+            access_log=None,
+            print=None,
+        )
+    except Exception as exc:  # start-up failures: one line, no traceback
+        raise CLIError(f"could not start: {exc}", FAILED) from None
+
+
+@cli.group()
+def dev() -> None:
+    """Development helpers for the embedded default."""
+
+
+@dev.command()
+@click.option(
+    "--spiffe-id",
+    required=True,
+    help="SPIFFE ID of the agent, e.g. spiffe://acme.example/agents/support-bot.",
+)
+@click.option("--audience", default="agent-pdp", envvar="PDP_AUDIENCE", show_default=True)
+@click.option(
+    "--ttl", type=click.IntRange(1, 86400), default=300, show_default=True, help="Seconds."
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".pdp-state"),
+    envvar="PDP_STATE_DIR",
+    show_default=True,
+)
+def token(spiffe_id: str, audience: str, ttl: int, state_dir: Path) -> None:
+    """Print a JWT-SVID signed by the dev trust domain of SPIFFE_ID (start `serve` once first)."""
+    try:
+        click.echo(mint_svid(state_dir, spiffe_id, audience=audience, ttl_seconds=ttl))
+    except (DevTrustError, ValueError) as exc:
+        raise CLIError(str(exc), BAD_INPUT) from None
+
+
+@cli.command()
+@click.argument("file", type=click.File("rb"))
+@click.option("--url", default=DEFAULT_URL, envvar="PDP_URL", show_envvar=True, show_default=True)
+@click.option("--token", "token_", default=None, help="Agent token to send (overrides the file's).")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".pdp-state"),
+    envvar="PDP_STATE_DIR",
+    show_default=True,
+    help="Where dev keys are, to mint a token for an example's spiffe_id.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON response.")
+def decide(file: Any, url: str, token_: str | None, state_dir: Path, as_json: bool) -> None:
+    """Send a decision request from FILE and print the decision.
+
+    FILE is either a plain decision request, or an example
+    ({"spiffe_id", "request", "expect"}): a dev token is minted for its spiffe_id and the
+    answer is compared with "expect" (exit 1 when it differs).
+    """
+    try:
+        doc = json.load(file)
+    except ValueError as exc:
+        raise CLIError(f"{file.name}: not JSON: {exc}", BAD_INPUT) from None
+    if not isinstance(doc, dict):
+        raise CLIError(f"{file.name}: must hold a JSON object", BAD_INPUT)
+    expect = doc.get("expect") if "request" in doc else None
+    request: dict[str, Any] = doc["request"] if "request" in doc else doc
+    if token_ is None and doc.get("spiffe_id") and "request" in doc:
+        try:
+            token_ = mint_svid(state_dir, doc["spiffe_id"])
+        except (DevTrustError, ValueError) as exc:
+            raise CLIError(str(exc), BAD_INPUT) from None
+    if token_ is not None:
+        request = {**request, "agent": {**request.get("agent", {}), "token": token_}}
+    status, answer = _post_json(url.rstrip("/") + "/v1/decisions", request)
+    if as_json:
+        click.echo(json.dumps(answer, indent=2))
+    else:
+        _print_decision(status, answer)
+    if status != 200:
+        raise CLIError(f"service answered {status}", SERVICE_ERROR)
+    if expect is not None:
+        got = {"allow": answer.get("allow"), "reasons": [r["code"] for r in answer["reasons"]]}
+        want = {"allow": expect.get("allow"), "reasons": list(expect.get("reasons", []))}
+        if got != want:
+            raise CLIError(f"expected {json.dumps(want)}, got {json.dumps(got)}", FAILED)
+        click.echo("matches expect")
+
+
+def _post_json(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    req = urllib.request.Request(
+        url,
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read())
+        except ValueError:
+            raise CLIError(f"{url}: HTTP {exc.code}", SERVICE_ERROR) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise CLIError(f"{url}: cannot reach the service ({reason})", SERVICE_ERROR) from None
+
+
+def _print_decision(status: int, answer: dict[str, Any]) -> None:
+    if "error" in answer:
+        err = answer["error"]
+        click.echo(f"ERROR {status} {err.get('code')}: {err.get('message')}")
+        for f in err.get("fields", []):
+            click.echo(f"  {f['path']}: {f['message']}")
+        return
+    verdict = "ALLOW" if answer.get("allow") else "DENY"
+    revision = (answer.get("policy") or {}).get("revision")
+    click.echo(f"{verdict}  decision {answer.get('decision_id')}  policy {revision}")
+    for r in answer.get("reasons", []):
+        click.echo(f"  - {r.get('code')}: {r.get('message')}  [{r.get('rule')}]")
+    obligations = answer.get("obligations") or {}
+    if obligations:
+        click.echo(f"  obligations: {json.dumps(obligations, sort_keys=True)}")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    cli(prog_name=os.path.basename(sys.argv[0]) or "pdpctl")

@@ -1,0 +1,142 @@
+"""The decision path shared by every front door: authenticate, normalise, evaluate, record.
+
+Handlers (and future adapters: AuthZEN, ext_authz, MCP) validate their own wire format,
+build a decision request, and call :meth:`DecisionService.decide`. There is one path to
+OPA and one path to the recorder.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from .errors import EngineUnavailableError
+from .identity import Identity, SVIDVerifier
+from .metrics import Metrics
+from .normalize import normalize
+from .opa import OPAClient, OPAResult
+from .recorder import Recorder, build_record
+
+_POLICY_RULE = "pdp"
+
+
+class DecisionService:
+    """Answers decision requests; never answers allow on an error."""
+
+    def __init__(
+        self,
+        *,
+        verifier: SVIDVerifier,
+        opa: OPAClient,
+        recorder: Recorder,
+        metrics: Metrics,
+        prompt_to_policy: bool = False,
+        clock_ns: Callable[[], int] = time.time_ns,
+    ) -> None:
+        self.verifier = verifier
+        self.opa = opa
+        self.recorder = recorder
+        self.metrics = metrics
+        self.prompt_to_policy = prompt_to_policy
+        self.clock_ns = clock_ns
+
+    async def decide(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
+
+        Even then the decision is recorded (as a deny) under its ``decision_id``, which the
+        error carries for the error body.
+        """
+        started = time.perf_counter()
+        decision_id = str(uuid.uuid4())
+        identity = self.verifier.verify(request.get("agent", {}).get("token"))
+        if not identity.authenticated:
+            self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
+        input_doc = normalize(
+            request, identity, self.clock_ns(), prompt_to_policy=self.prompt_to_policy
+        )
+        try:
+            result = await self.opa.evaluate(input_doc)
+        except EngineUnavailableError as exc:
+            self.metrics.opa_errors.labels(exc.kind).inc()
+            self.metrics.decisions.labels("error").inc()
+            response = {"decision_id": decision_id, "allow": False, "reasons": []}
+            await self._record(
+                decision_id, input_doc, request, response, started, identity, error=exc.message
+            )
+            raise EngineUnavailableError(
+                exc.message, kind=exc.kind, decision_id=decision_id
+            ) from exc
+        self.metrics.opa_latency.observe(result.duration_s)
+        response = self._respond(decision_id, request, identity, result)
+        await self._record(decision_id, input_doc, request, response, started, identity)
+        return response
+
+    def _respond(
+        self,
+        decision_id: str,
+        request: dict[str, Any],
+        identity: Identity,
+        result: OPAResult,
+    ) -> dict[str, Any]:
+        if result.decision is None:
+            self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
+            allow = False
+            reasons = [_reason(result.error_code or "policy.error", result.error_message or "")]
+            obligations: dict[str, Any] = {}
+        else:
+            allow = result.decision["allow"] is True
+            reasons = list(result.decision["reasons"])
+            obligations = result.decision.get("obligations", {})
+            if allow and not identity.authenticated:
+                # A policy must never allow an unauthenticated caller; guard against bugs.
+                allow = False
+                reasons = [
+                    _reason(
+                        identity.error_code or "authn.unauthenticated",
+                        "policy allowed an unauthenticated agent; denied by the PDP",
+                    )
+                ]
+        response: dict[str, Any] = {"decision_id": decision_id}
+        if "request_id" in request:
+            response["request_id"] = request["request_id"]
+        response.update(
+            allow=allow,
+            reasons=reasons,
+            obligations=obligations if allow else {},
+            policy={"revision": result.revision},
+        )
+        self.metrics.decisions.labels("allow" if allow else "deny").inc()
+        for r in reasons:
+            self.metrics.reasons.labels(str(r.get("code", ""))).inc()
+        return response
+
+    async def _record(
+        self,
+        decision_id: str,
+        input_doc: dict[str, Any],
+        request: dict[str, Any],
+        response: dict[str, Any],
+        started: float,
+        identity: Identity,
+        *,
+        error: str | None = None,
+    ) -> None:
+        latency = time.perf_counter() - started
+        self.metrics.latency.observe(latency)
+        await self.recorder.record(
+            build_record(
+                decision_id=decision_id,
+                input_doc=input_doc,
+                request=request,
+                response=response,
+                latency_s=latency,
+                kid=identity.kid,
+                error=error,
+            )
+        )
+
+
+def _reason(code: str, message: str) -> dict[str, Any]:
+    return {"code": code, "message": message, "rule": _POLICY_RULE, "controls": []}

@@ -1,0 +1,119 @@
+"""Request + verified identity + clock -> the OPA input document (version 1).
+
+A pure function: no I/O, no clock reads, no randomness. The shape is specified by
+``pdp/schemas/opa-input.schema.json`` and documented in docs/policy-authoring.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import FieldError, RequestError
+from .identity import Identity
+
+INPUT_VERSION = 1
+
+#: Sensitivity labels in rising order; the index is the rank policies compare.
+SENSITIVITY_RANKS = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
+#: What a request that does not label its data is treated as.
+DEFAULT_SENSITIVITY = "internal"
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def rfc3339(unix_ns: int) -> str:
+    """UTC RFC 3339 timestamp with microseconds, e.g. 2026-11-25T18:00:00.000001Z."""
+    dt = datetime.fromtimestamp(unix_ns / 1e9, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def normalize(
+    request: dict[str, Any],
+    identity: Identity,
+    now_ns: int,
+    *,
+    prompt_to_policy: bool = False,
+) -> dict[str, Any]:
+    """Build the OPA input from a schema-valid decision request.
+
+    ``identity`` comes only from token verification; nothing in ``request`` can set it.
+    Raises :class:`RequestError` only for a URL the schema could not rule out (a bad port).
+    """
+    now = rfc3339(now_ns)
+    agent = request.get("agent", {})
+    action = request["action"]
+    data = request.get("data", {})
+    sensitivity = data.get("sensitivity", DEFAULT_SENSITIVITY)
+    doc: dict[str, Any] = {
+        "version": INPUT_VERSION,
+        "now": {"rfc3339": now, "unix_ns": now_ns},
+        "identity": identity.to_input(),
+        "agent": {
+            "id": identity.path[-1] if identity.authenticated and identity.path else None,
+            "on_behalf_of": dict(agent.get("on_behalf_of", {})),
+        },
+        "tenant": request["tenant"],
+        "task": dict(request.get("task", {})),
+        "action": {
+            "type": action["type"],
+            "name": action.get("name"),
+            "operation": action.get("operation"),
+            "arguments": action.get("arguments", {}),
+        },
+        "destination": _destination(request["destination"]),
+        "data": {
+            "sensitivity": sensitivity,
+            "sensitivity_rank": SENSITIVITY_RANKS[sensitivity],
+            "categories": sorted(set(data.get("categories", ()))),
+        },
+        "prompt": _prompt(request.get("prompt", {}), prompt_to_policy),
+        "context": request.get("context", {}),
+        "request": {"id": request.get("request_id"), "received_at": now},
+    }
+    return doc
+
+
+def _destination(dest: dict[str, Any]) -> dict[str, Any]:
+    url = dest.get("url")
+    host = scheme = port = None
+    if url is not None:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        host = parts.hostname  # lower-cased by urlsplit, userinfo stripped
+        try:
+            port = parts.port if parts.port is not None else _DEFAULT_PORTS.get(scheme)
+        except ValueError:
+            raise RequestError(
+                "request does not match the schema",
+                fields=[FieldError("/destination/url", "port is not a valid number (0-65535)")],
+            ) from None
+        if not host:
+            raise RequestError(
+                "request does not match the schema",
+                fields=[FieldError("/destination/url", "URL has no host")],
+            )
+    return {
+        "type": dest["type"],
+        "name": dest["name"],
+        "url": url,
+        "host": host,
+        "scheme": scheme,
+        "port": port,
+        "environment": dest.get("environment"),
+    }
+
+
+def _prompt(prompt: dict[str, Any], include_text: bool) -> dict[str, Any]:
+    text = prompt.get("text")
+    out: dict[str, Any] = {
+        "present": text is not None,
+        "sha256": hashlib.sha256(text.encode()).hexdigest() if text is not None else None,
+        "length": len(text) if text is not None else 0,
+        "risk_signals": sorted(set(prompt.get("risk_signals", ()))),
+    }
+    if include_text and text is not None:
+        out["text"] = text
+    return out

@@ -1,0 +1,177 @@
+"""The one OPA client: every evaluation the service makes goes through :class:`OPAClient`.
+
+It talks to OPA's REST API over a Unix socket (default) or TCP with one keep-alive
+session for the life of the app, a per-decision deadline and no hidden retries.
+
+Failure mapping (fail closed, never "no decision"):
+
+- connection refused / reset, socket missing, deadline passed -> :class:`EngineUnavailableError`
+  (the caller answers 503 with ``allow: false``);
+- non-200 status, body that is not JSON, undefined ``result``, or a result that does not
+  match ``pdp/schemas/decision.schema.json`` -> an :class:`OPAResult` carrying a ``policy.*``
+  error, which the caller turns into a deny decision.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from .errors import EngineUnavailableError
+from .schema import decision_validator
+
+#: The entrypoint every decision is asked of (data.pdp.decision).
+DECISION_PATH = "pdp/decision"
+
+
+@dataclass(frozen=True, slots=True)
+class OPAResult:
+    """What one evaluation produced: a valid decision document, or a policy error."""
+
+    decision: dict[str, Any] | None
+    revision: str | None
+    duration_s: float
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+class OPAClient:
+    """Evaluates the decision entrypoint on one OPA (embedded sidecar or remote)."""
+
+    def __init__(self, url: str, *, timeout_s: float, pool_size: int = 64) -> None:
+        parts = urlsplit(url)
+        if parts.scheme == "unix":
+            self._socket: str | None = parts.path
+            self._base = "http://opa"
+        else:
+            self._socket = None
+            self._base = url.rstrip("/")
+        self.url = url
+        self.timeout_s = timeout_s
+        self._pool_size = pool_size
+        self._session: aiohttp.ClientSession | None = None
+        self._decision_url = f"{self._base}/v1/data/{DECISION_PATH}?provenance=true"
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._validate = decision_validator().is_valid
+
+    async def start(self) -> None:
+        """Open the session (one for the client's life)."""
+        connector: aiohttp.BaseConnector
+        if self._socket is not None:
+            connector = aiohttp.UnixConnector(path=self._socket, limit=self._pool_size)
+        else:
+            connector = aiohttp.TCPConnector(limit=self._pool_size)
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            json_serialize=lambda o: orjson.dumps(o).decode(),
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            raise RuntimeError("OPAClient.start() was not called")
+        return self._session
+
+    async def evaluate(self, input_doc: dict[str, Any]) -> OPAResult:
+        """Evaluate data.pdp.decision for ``input_doc``.
+
+        Raises :class:`EngineUnavailableError` when OPA cannot be reached in time;
+        every other failure is an :class:`OPAResult` with a ``policy.*`` error code.
+        """
+        body = orjson.dumps({"input": input_doc})
+        started = time.perf_counter()
+        with _unavailable(self.timeout_s):
+            async with self.session.post(
+                self._decision_url,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                timeout=self._timeout,
+            ) as resp:
+                status = resp.status
+                raw = await resp.read()
+        duration = time.perf_counter() - started
+        return self._interpret(status, raw, duration)
+
+    def _interpret(self, status: int, raw: bytes, duration: float) -> OPAResult:
+        def fail(code: str, message: str, revision: str | None = None) -> OPAResult:
+            return OPAResult(None, revision, duration, code, message)
+
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return fail("policy.malformed_response", f"OPA answered {status} with a non-JSON body")
+        if not isinstance(doc, dict):
+            return fail("policy.malformed_response", f"OPA answered {status} with a non-object")
+        if status != 200:
+            detail = doc.get("message") or doc.get("code") or "no detail"
+            return fail("policy.evaluation_error", f"OPA answered {status}: {str(detail)[:300]}")
+        revision = _revision(doc.get("provenance"))
+        if "result" not in doc:
+            return fail(
+                "policy.undefined",
+                f"data.{DECISION_PATH.replace('/', '.')} is undefined: is the bundle loaded?",
+                revision,
+            )
+        result = doc["result"]
+        if not self._validate(result):
+            return fail(
+                "policy.invalid_decision",
+                "the policy's decision does not match the decision schema",
+                revision,
+            )
+        return OPAResult(result, revision, duration)
+
+    async def health(self, *, bundles: bool = True) -> bool:
+        """OPA's own health check; with ``bundles`` it is true only once bundles are active."""
+        url = f"{self._base}/health" + ("?bundles" if bundles else "")
+        try:
+            with _unavailable(max(self.timeout_s, 1.0)):
+                async with self.session.get(
+                    url, timeout=aiohttp.ClientTimeout(total=max(self.timeout_s, 1.0))
+                ) as resp:
+                    await resp.read()
+                    return resp.status == 200
+        except EngineUnavailableError:
+            return False
+
+
+def _revision(provenance: Any) -> str | None:
+    """The bundle revision from OPA's provenance block ("name=rev,..." for several)."""
+    if not isinstance(provenance, dict):
+        return None
+    bundles = provenance.get("bundles")
+    if not isinstance(bundles, dict) or not bundles:
+        return None
+    revs = {name: b.get("revision", "") for name, b in bundles.items() if isinstance(b, dict)}
+    if len(revs) == 1:
+        return str(next(iter(revs.values()))) or None
+    return ",".join(f"{n}={r}" for n, r in sorted(revs.items()))
+
+
+@contextlib.contextmanager
+def _unavailable(timeout_s: float) -> Iterator[None]:
+    """Translate transport failures into :class:`EngineUnavailableError` (fail closed)."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise EngineUnavailableError(
+            f"policy engine did not answer within {timeout_s * 1000:.0f} ms", kind="timeout"
+        ) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise EngineUnavailableError(
+            f"policy engine unreachable: {type(exc).__name__}: {exc}"[:300]
+        ) from exc

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Install the Go-built tools agent-pdp depends on into .tools/bin:
+#   opa   — Open Policy Agent, the policy engine (pinned)
+#   regal — the Rego linter (pinned; built from tools/regal/go.mod)
+# Idempotent: a matching binary already in .tools/bin or on PATH is reused.
+set -euo pipefail
+
+OPA_VERSION="${OPA_VERSION:-1.22.3}"
+REGAL_VERSION="$(awk '/open-policy-agent\/regal v/{print $NF}' "$(dirname "$0")/../tools/regal/go.mod")"
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+bin="$root/.tools/bin"
+mkdir -p "$bin"
+
+need_go() {
+  if ! command -v go >/dev/null 2>&1; then
+    echo "error: Go is required to build $1 (install Go >= 1.24, e.g. 'apt-get install golang'" \
+         "or from your platform's packages), or put a '$1' binary of version $2 on PATH." >&2
+    exit 1
+  fi
+}
+
+have_version() { # name binary version -> 0 if the binary reports that version
+  "$2" version 2>/dev/null | grep -qE "^Version: v?$3\$"
+}
+
+link_or_build_opa() {
+  if [ -x "$bin/opa" ] && have_version opa "$bin/opa" "$OPA_VERSION"; then
+    echo "opa $OPA_VERSION: $bin/opa"; return
+  fi
+  local onpath
+  onpath="$(command -v opa || true)"
+  if [ -n "$onpath" ] && [ "$onpath" != "$bin/opa" ] && have_version opa "$onpath" "$OPA_VERSION"; then
+    ln -sf "$onpath" "$bin/opa"; echo "opa $OPA_VERSION: reusing $onpath"; return
+  fi
+  need_go opa "$OPA_VERSION"
+  echo "building opa v$OPA_VERSION with go install (takes a few minutes the first time)..."
+  GOBIN="$bin" go install "github.com/open-policy-agent/opa@v$OPA_VERSION"
+  have_version opa "$bin/opa" "$OPA_VERSION"
+}
+
+link_or_build_regal() {
+  # Built as a dependency, regal reports no version of its own: a stamp records it.
+  if [ -x "$bin/regal" ] && [ "$(cat "$bin/.regal-version" 2>/dev/null)" = "$REGAL_VERSION" ]; then
+    echo "regal $REGAL_VERSION: $bin/regal"; return
+  fi
+  local onpath
+  onpath="$(command -v regal || true)"
+  if [ -n "$onpath" ] && [ "$onpath" != "$bin/regal" ] && have_version regal "$onpath" "${REGAL_VERSION#v}"; then
+    ln -sf "$onpath" "$bin/regal"; echo "regal $REGAL_VERSION: reusing $onpath"; return
+  fi
+  need_go regal "$REGAL_VERSION"
+  echo "building regal $REGAL_VERSION with go install (takes a few minutes the first time)..."
+  # Built from a pinned tools module (go.mod + go.sum committed) so the
+  # dependency set is reproducible.
+  (cd "$root/tools/regal" && GOBIN="$bin" go install github.com/open-policy-agent/regal)
+  echo "$REGAL_VERSION" > "$bin/.regal-version"
+}
+
+link_or_build_opa
+link_or_build_regal
