@@ -79,7 +79,7 @@ def _check_domain(domain: str) -> None:
         td, path = parse_spiffe_id(f"spiffe://{domain}")
     except ValueError as exc:
         raise DevTrustError(f"invalid dev trust domain {domain!r}: {exc}") from None
-    if path or td != domain:
+    if path or td != domain or domain in (".", ".."):  # it becomes a directory name
         raise DevTrustError(f"invalid dev trust domain {domain!r}: expected a bare domain name")
 
 
@@ -130,9 +130,12 @@ def _ensure_key(directory: Path) -> ec.EllipticCurvePrivateKey:
         )
         tmp = _write_atomic(path, pem, 0o600)
         try:
-            os.link(tmp, path)  # fails if another process got there first: use theirs
+            os.link(tmp, path)  # atomic create-if-absent: all racing creators end on one key
         except FileExistsError:
-            pass
+            pass  # another process got there first: use theirs
+        except OSError:
+            if not path.exists():  # no hard links on this file system: plain rename
+                os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
     os.chmod(path, 0o600)
@@ -210,6 +213,7 @@ def mint_svid(
         domain, path = parse_spiffe_id(spiffe_id)
     except ValueError as exc:
         raise DevTrustError(f"cannot mint an SVID for {spiffe_id!r}: {exc}") from None
+    _check_domain(domain)
     if not path:
         raise DevTrustError(
             f"cannot mint an SVID for {spiffe_id!r}: a workload SPIFFE ID needs a path, "

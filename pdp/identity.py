@@ -22,6 +22,8 @@ Error codes (``Identity.error_code``)::
     authn.expired            exp + leeway <= now
     authn.not_yet_valid      nbf - leeway > now
     authn.error              an unexpected internal failure (a bug); still a deny
+    authn.unauthenticated    only from to_input() of an Identity(authenticated=False) built
+                             without a code (the same fallback pdp.rules.authn uses)
 
 Key/alg mismatch is reported as ``authn.alg_not_allowed`` rather than
 ``authn.invalid_signature``: it is decided from the header and the public bundle before any
@@ -36,7 +38,9 @@ only on a token whose signature has verified, so forged tokens report invalid_si
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
 import math
 import re
 import time
@@ -74,6 +78,8 @@ _JWT_SVID_USE: Final = "jwt-svid"
 _SPIFFE_SCHEME: Final = "spiffe://"
 _TRUST_DOMAIN_RE: Final = re.compile(r"[a-z0-9._-]+")
 _PATH_SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9._-]+")
+#: JWS compact serialization: three unpadded base64url parts (RFC 7515 §3.1, §2).
+_COMPACT_JWS_RE: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _UNRESERVED_TD_HINT: Final = "lowercase letters, digits, '.', '-' and '_'"
 
 #: JWT-SVID spec §2.1: the only permitted algs, with the key each needs.
@@ -137,7 +143,8 @@ class Identity:
                 "expires_at": None,
                 "jti": None,
                 "error": {
-                    "code": self.error_code or "authn.error",
+                    # an Identity(authenticated=False) built by hand: the policy's own fallback
+                    "code": self.error_code or "authn.unauthenticated",
                     "message": self.error_message or "not authenticated",
                 },
             }
@@ -164,7 +171,10 @@ class Identity:
 
 def _clip(value: object, limit: int = 80) -> str:
     """``repr`` of an untrusted value, bounded so it can go into messages and logs."""
-    text = repr(value)
+    return _shorten(repr(value), limit)
+
+
+def _shorten(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
@@ -438,6 +448,29 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
     return number
 
 
+def _peek(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The unverified header and claims, needed to choose the key; _Reject if not a JWS.
+
+    Only a pre-parse: ``jwt.decode`` parses the token again (strictly) and verifies it, and
+    everything read here is either re-checked by it (alg, sub) or only selects which trusted
+    key of the sub's own domain to try (kid). The single-pass regex keeps junk cheap to
+    refuse (PyJWT's base64 alphabet check is a per-character Python loop).
+    """
+    if not _COMPACT_JWS_RE.fullmatch(token):
+        raise _Reject("authn.malformed", "token is not a compact JWS (header.payload.signature)")
+    encoded_header, encoded_claims, _ = token.split(".")
+    parts: list[dict[str, Any]] = []
+    for name, encoded in (("header", encoded_header), ("payload", encoded_claims)):
+        try:
+            decoded = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+        except (ValueError, RecursionError):  # binascii.Error and JSONDecodeError included
+            raise _Reject("authn.malformed", f"token {name} is not base64url JSON") from None
+        if not isinstance(decoded, dict):
+            raise _Reject("authn.malformed", f"token {name} is not a JSON object")
+        parts.append(decoded)
+    return parts[0], parts[1]
+
+
 class SVIDVerifier:
     """Verifies JWT-SVIDs against trust bundles for one audience; caches successes.
 
@@ -535,17 +568,7 @@ class SVIDVerifier:
         return identity
 
     def _verify_uncached(self, token: str) -> tuple[Identity, float]:
-        if token.count(".") != 2:
-            raise _Reject("authn.malformed", "token is not a compact JWS (header.payload.sig)")
-        try:
-            unverified = jwt.decode_complete(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise _Reject(
-                "authn.malformed", f"token cannot be parsed: {_clip(str(exc), 160)}"
-            ) from None
-        header: dict[str, Any] = unverified["header"]
-        claims: dict[str, Any] = unverified["payload"]
-
+        header, claims = _peek(token)
         extra = sorted(set(header) - _ALLOWED_HEADERS)
         if extra:
             raise _Reject(
@@ -562,8 +585,10 @@ class SVIDVerifier:
         if needs is None:
             raise _Reject("authn.alg_not_allowed", f"alg {_clip(alg)} is not allowed")
         kid = header.get("kid")
-        if not kid:  # PyJWT has already rejected a non-string kid as malformed
+        if kid is None or kid == "":
             raise _Reject("authn.unknown_kid", "token header has no kid")
+        if not isinstance(kid, str):
+            raise _Reject("authn.malformed", "kid must be a string")
 
         sub = claims.get("sub")
         if sub is None:
@@ -612,9 +637,9 @@ class SVIDVerifier:
                 f"token audience does not include {self._audience!r}",
             ) from None
         except (jwt.InvalidAlgorithmError, jwt.InvalidKeyError) as exc:
-            raise _Reject("authn.alg_not_allowed", _clip(str(exc), 160)) from None
+            raise _Reject("authn.alg_not_allowed", _shorten(str(exc))) from None
         except jwt.PyJWTError as exc:
-            raise _Reject("authn.malformed", f"invalid token: {_clip(str(exc), 160)}") from None
+            raise _Reject("authn.malformed", f"invalid token: {_shorten(str(exc))}") from None
 
         if verified.get("sub") != sub:  # same bytes, so never; but identity comes from here
             raise _Reject("authn.malformed", "sub changed between parse and verification")

@@ -1,0 +1,5 @@
+"""`python -m pdpctl`."""
+
+from .main import main
+
+main()

@@ -1,0 +1,183 @@
+"""normalize(): request + identity + clock -> OPA input, exhaustively."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from pdp.errors import RequestError
+from pdp.identity import Identity
+from pdp.normalize import normalize, rfc3339
+from pdp.schema import load_schema
+
+NOW_NS = 1_764_090_000_123_456_789
+ALICE = Identity(
+    authenticated=True,
+    spiffe_id="spiffe://acme.example/agents/support-bot",
+    trust_domain="acme.example",
+    path=("agents", "support-bot"),
+    expires_at=1_764_090_300,
+    jti="j-1",
+    kid="k-1",
+)
+ANON = Identity.failure("authn.expired", "token expired")
+INPUT_SCHEMA = Draft202012Validator(load_schema("opa-input"))
+
+
+def minimal(**extra: Any) -> dict[str, Any]:
+    req: dict[str, Any] = {
+        "tenant": "acme",
+        "action": {"type": "tool.call"},
+        "destination": {"type": "tool", "name": "jira"},
+    }
+    req.update(extra)
+    return req
+
+
+FULL = minimal(
+    request_id="r-1",
+    agent={"token": "t", "on_behalf_of": {"subject": "user:alice@acme.example", "tenant": "acme"}},
+    task={"id": "T-42", "purpose": "triage support tickets", "session": "s-9"},
+    action={"type": "tool.call", "name": "jira.search_issues", "operation": "read",
+            "arguments": {"jql": "project = SUP"}},
+    destination={"type": "tool", "name": "jira", "url": "https://JIRA.internal.acme/rest",
+                 "environment": "prod"},
+    data={"sensitivity": "confidential", "categories": ["pii", "customer", "pii2"]},
+    prompt={"text": "summarise ticket SUP-1", "risk_signals": ["b", "a"]},
+    context={"ip": "10.0.0.1"},
+)
+
+
+def test_full_request_matches_the_input_schema_and_the_documented_shape() -> None:
+    doc = normalize(FULL, ALICE, NOW_NS)
+    assert list(INPUT_SCHEMA.iter_errors(doc)) == []
+    assert doc == {
+        "version": 1,
+        "now": {"rfc3339": "2025-11-25T17:00:00.123457Z", "unix_ns": NOW_NS},
+        "identity": {
+            "authenticated": True,
+            "spiffe_id": "spiffe://acme.example/agents/support-bot",
+            "trust_domain": "acme.example",
+            "path": ["agents", "support-bot"],
+            "expires_at": 1_764_090_300,
+            "jti": "j-1",
+            "error": None,
+        },
+        "agent": {
+            "id": "support-bot",
+            "on_behalf_of": {"subject": "user:alice@acme.example", "tenant": "acme"},
+        },
+        "tenant": "acme",
+        "task": {"id": "T-42", "purpose": "triage support tickets", "session": "s-9"},
+        "action": {"type": "tool.call", "name": "jira.search_issues", "operation": "read",
+                   "arguments": {"jql": "project = SUP"}},
+        "destination": {"type": "tool", "name": "jira", "url": "https://JIRA.internal.acme/rest",
+                        "host": "jira.internal.acme", "scheme": "https", "port": 443,
+                        "environment": "prod"},
+        "data": {"sensitivity": "confidential", "sensitivity_rank": 2,
+                 "categories": ["customer", "pii", "pii2"]},
+        "prompt": {"present": True,
+                   "sha256": hashlib.sha256(b"summarise ticket SUP-1").hexdigest(),
+                   "length": 22, "risk_signals": ["a", "b"]},
+        "context": {"ip": "10.0.0.1"},
+        "request": {"id": "r-1", "received_at": "2025-11-25T17:00:00.123457Z"},
+    }
+
+
+def test_minimal_request_gets_defaults_and_matches_the_schema() -> None:
+    doc = normalize(minimal(), ALICE, NOW_NS)
+    assert list(INPUT_SCHEMA.iter_errors(doc)) == []
+    assert doc["data"] == {"sensitivity": "internal", "sensitivity_rank": 1, "categories": []}
+    assert doc["prompt"] == {"present": False, "sha256": None, "length": 0, "risk_signals": []}
+    assert doc["action"] == {"type": "tool.call", "name": None, "operation": None,
+                             "arguments": {}}
+    assert doc["destination"]["host"] is None and doc["destination"]["port"] is None
+    assert doc["agent"] == {"id": "support-bot", "on_behalf_of": {}}
+    assert doc["task"] == {} and doc["context"] == {}
+    assert doc["request"]["id"] is None
+
+
+def test_identity_comes_only_from_the_verified_token() -> None:
+    forged = minimal(identity={"authenticated": True}, agent={"token": "x"})
+    doc = normalize(forged, ANON, NOW_NS)
+    assert doc["identity"]["authenticated"] is False
+    assert doc["identity"]["error"] == {"code": "authn.expired", "message": "token expired"}
+    assert doc["agent"]["id"] is None
+    assert list(INPUT_SCHEMA.iter_errors(doc)) == []
+
+
+@pytest.mark.parametrize(
+    ("sensitivity", "rank"),
+    [("public", 0), ("internal", 1), ("confidential", 2), ("restricted", 3)],
+)
+def test_sensitivity_rank(sensitivity: str, rank: int) -> None:
+    doc = normalize(minimal(data={"sensitivity": sensitivity}), ALICE, NOW_NS)
+    assert doc["data"]["sensitivity_rank"] == rank
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "scheme", "port"),
+    [
+        ("https://jira.internal.acme/rest", "jira.internal.acme", "https", 443),
+        ("http://jira.internal.acme", "jira.internal.acme", "http", 80),
+        ("HTTPS://User:pw@API.GitHub.com:8443/x?y#z", "api.github.com", "https", 8443),
+        ("postgres://db.acme:5432/crm", "db.acme", "postgres", 5432),
+        ("redis://cache.acme/0", "cache.acme", "redis", None),
+        ("https://[::1]:9000/", "::1", "https", 9000),
+    ],
+)
+def test_destination_url_is_parsed(url: str, host: str, scheme: str, port: int | None) -> None:
+    dest = normalize(minimal(destination={"type": "service", "name": "x", "url": url}),
+                     ALICE, NOW_NS)["destination"]
+    assert (dest["host"], dest["scheme"], dest["port"], dest["url"]) == (host, scheme, port, url)
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [("https://jira:99999/x", "port is not a valid number (0-65535)"),
+     ("file:///etc/passwd", "URL has no host")],
+)
+def test_unusable_destination_url_is_a_field_error(url: str, message: str) -> None:
+    with pytest.raises(RequestError) as info:
+        normalize(minimal(destination={"type": "tool", "name": "x", "url": url}), ALICE, NOW_NS)
+    assert [(f.path, f.message) for f in info.value.fields] == [("/destination/url", message)]
+
+
+def test_prompt_text_reaches_policy_only_when_configured() -> None:
+    req = minimal(prompt={"text": "héllo"})
+    hidden = normalize(req, ALICE, NOW_NS)["prompt"]
+    shown = normalize(req, ALICE, NOW_NS, prompt_to_policy=True)["prompt"]
+    assert "text" not in hidden
+    assert shown["text"] == "héllo"
+    assert hidden["length"] == 5
+    assert hidden["sha256"] == hashlib.sha256("héllo".encode()).hexdigest()
+
+
+def test_empty_prompt_text_is_present_with_zero_length() -> None:
+    p = normalize(minimal(prompt={"text": ""}), ALICE, NOW_NS)["prompt"]
+    assert p["present"] is True and p["length"] == 0
+    assert p["sha256"] == hashlib.sha256(b"").hexdigest()
+
+
+def test_normalize_does_not_alias_or_mutate_the_request() -> None:
+    req = minimal(agent={"on_behalf_of": {"subject": "user:a"}}, task={"id": "t"})
+    snapshot = repr(req)
+    doc = normalize(req, ALICE, NOW_NS)
+    doc["agent"]["on_behalf_of"]["subject"] = "changed"
+    doc["task"]["id"] = "changed"
+    assert repr(req) == snapshot
+
+
+def test_same_inputs_give_the_same_document() -> None:
+    assert normalize(FULL, ALICE, NOW_NS) == normalize(FULL, ALICE, NOW_NS)
+
+
+@pytest.mark.parametrize(
+    ("ns", "text"),
+    [(0, "1970-01-01T00:00:00.000000Z"), (1_000_000_001_000, "1970-01-01T00:16:40.000001Z")],
+)
+def test_rfc3339(ns: int, text: str) -> None:
+    assert rfc3339(ns) == text
