@@ -11,13 +11,6 @@ authenticated(identity) if {
 }
 
 # METADATA
-# title: Registered agent
-# description: |
-#   The inventory record of the authenticated agent (agents are keyed by SPIFFE ID).
-#   Undefined when the agent is not authenticated or not registered.
-agent(agents, identity) := agents[identity.spiffe_id] if authenticated(identity)
-
-# METADATA
 # title: Sensitivity ranks
 # description: Data sensitivity labels in rising order; input.data.sensitivity_rank uses the same ranks.
 sensitivity_ranks := {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}

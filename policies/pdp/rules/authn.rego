@@ -22,8 +22,8 @@ import data.pdp.lib
 #   when the verifier gave none.
 # custom:
 #   code: authn.unauthenticated
-deny contains object.union(fallback, verifier_error(input.identity.error)) if {
-	not lib.authenticated(input.identity)
+deny contains object.union(fallback, verifier_error(object.get(input, ["identity", "error"], null))) if {
+	not lib.authenticated(object.get(input, "identity", null))
 	fallback := lib.reason(rego.metadata.chain(), "the agent is not authenticated")
 }
 

@@ -1,0 +1,144 @@
+# METADATA
+# title: Policy decision point
+# description: |
+#   The one entrypoint, data.pdp.decision. It composes the rule modules under pdp.rules by
+#   deny-overrides: any deny reason from any module denies; otherwise the request is allowed
+#   only when some module granted it. Obligations come from pdp.rules.risk (recheck, approval)
+#   and pdp.rules.credential (credential lifetime). Decisions are never cached.
+# custom:
+#   controls:
+#     - OWASP-ASI03
+#     - MAESTRO
+#     - NIST-AI-RMF:GOVERN-1.2
+package pdp
+
+import data.pdp.lib
+import data.pdp.rules.credential
+import data.pdp.rules.risk
+
+# METADATA
+# title: Decision
+# description: |
+#   The decision document (pdp/schemas/decision.schema.json). Always defined: when a module
+#   returns something the composition cannot trust (a deny or grant that is not a set of
+#   reasons, or ill-formed obligations), the default denies with policy_error.
+# entrypoint: true
+# scope: document
+default decision := {
+	"allow": false,
+	"reasons": [{
+		"code": "policy_error",
+		"message": "the policy could not compose a well-formed decision",
+		"rule": "pdp",
+		"controls": ["OWASP-ASI03", "MAESTRO", "NIST-AI-RMF:GOVERN-1.2"],
+	}],
+	"obligations": {"credential": {"ttl_seconds": 30}, "recheck_at_target": true, "approval": null},
+	"cache": {"ttl_seconds": 0},
+}
+
+decision := {
+	"allow": allow,
+	"reasons": reasons,
+	"obligations": obligations,
+	"cache": {"ttl_seconds": 0},
+} if {
+	count(malformed) == 0
+	well_formed(obligations)
+}
+
+# Every deny and grant reason of every module under pdp.rules: a new module is composed as
+# soon as it is loaded.
+denials contains reason if {
+	some name
+	module_reasons := data.pdp.rules[name].deny
+	some reason in module_reasons
+}
+
+grants contains reason if {
+	some name
+	module_reasons := data.pdp.rules[name].grant
+	some reason in module_reasons
+}
+
+# METADATA
+# scope: document
+# title: Malformed module output
+# description: |
+#   Each module's deny or grant that is not a set of reasons with a string code and message.
+#   A module that wrote `deny if ...` (a boolean) would otherwise be silently ignored.
+malformed contains [name, "deny"] if {
+	some name
+	value := data.pdp.rules[name].deny
+	not reason_set(value)
+}
+
+malformed contains [name, "grant"] if {
+	some name
+	value := data.pdp.rules[name].grant
+	not reason_set(value)
+}
+
+# METADATA
+# scope: document
+# title: Allow
+# description: Deny-overrides, so at least one grant and not a single deny reason.
+default allow := false
+
+allow if {
+	count(grants) > 0
+	count(denials) == 0
+}
+
+# METADATA
+# scope: document
+# title: Reasons
+# description: Empty on allow; else the deny reasons, sorted by code then message; else no_grant.
+reasons := [] if allow
+
+else := sorted(denials) if count(denials) > 0
+
+else := [no_grant]
+
+# METADATA
+# title: Nothing granted
+# description: Nothing denied the request, but no rule granted it either; deny by default.
+# custom:
+#   code: no_grant
+no_grant := lib.reason(rego.metadata.chain(), "no rule granted this action")
+
+obligations := {
+	"credential": {"ttl_seconds": credential.ttl_seconds},
+	"recheck_at_target": risk.recheck_at_target,
+	"approval": risk.approval,
+}
+
+# METADATA
+# description: Reasons in a stable order, by code, then message, then the rest of the reason.
+sorted(reasons) := [entry[2] | some entry in sort({[r.code, r.message, r] | some r in reasons})]
+
+# METADATA
+# description: A set whose members all have a string code and message.
+reason_set(value) if {
+	is_set(value)
+	every reason in value {
+		is_string(reason.code)
+		is_string(reason.message)
+	}
+}
+
+# METADATA
+# description: Obligations the PDP can act on, i.e. a whole, positive TTL and a boolean recheck.
+well_formed(obligations) if {
+	is_number(obligations.credential.ttl_seconds)
+	obligations.credential.ttl_seconds >= 1
+	round(obligations.credential.ttl_seconds) == obligations.credential.ttl_seconds
+	is_boolean(obligations.recheck_at_target)
+	well_formed_approval(obligations.approval)
+}
+
+# METADATA
+# scope: document
+# description: No approval, or one that says whether it is required.
+well_formed_approval(null)
+
+well_formed_approval(approval) if is_boolean(approval.required)

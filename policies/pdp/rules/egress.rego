@@ -1,0 +1,80 @@
+# METADATA
+# title: Data egress
+# description: |
+#   Weighs the sensitivity of the data against how far the destination is trusted. Every
+#   registered destination has a trust level: "internal", "partner" or "external" (a
+#   destination of type "external", or one without a trust level, counts as external).
+#   Confidential and restricted data stay on internal destinations unless the destination
+#   lists that sensitivity in allowed_sensitivities; restricted data goes only to the
+#   destinations in data.inventory.restricted_destinations. When the request carries a URL,
+#   its host must be one the destination registers, so a tool name cannot be pointed at an
+#   attacker's server.
+# custom:
+#   controls:
+#     - OWASP-ASI01
+#     - OWASP-ASI02
+#     - MAESTRO
+#     - NIST-AI-RMF:MEASURE-2.10
+package pdp.rules.egress
+
+import data.pdp.lib
+
+# METADATA
+# title: Sensitive data to an untrusted destination
+# description: |
+#   Confidential or restricted data to a partner or external destination that does not list
+#   the sensitivity in allowed_sensitivities.
+# custom:
+#   code: egress_sensitivity_blocked
+deny contains lib.reason(rego.metadata.chain(), message) if {
+	input.data.sensitivity_rank >= lib.sensitivity_ranks.confidential
+	level := trust(input.destination, destination)
+	level != "internal"
+	not input.data.sensitivity in object.get(destination, "allowed_sensitivities", [])
+	message := sprintf(
+		"%s data may not be sent to %s destination %q",
+		[input.data.sensitivity, level, input.destination.name],
+	)
+}
+
+# METADATA
+# title: Restricted data to a destination not cleared for it
+# description: Restricted data to a destination not named in data.inventory.restricted_destinations.
+# custom:
+#   code: restricted_destination_not_allowed
+deny contains lib.reason(rego.metadata.chain(), message) if {
+	input.data.sensitivity_rank >= lib.sensitivity_ranks.restricted
+	not input.destination.name in cleared_for_restricted
+	message := sprintf("destination %q is not cleared for restricted data", [input.destination.name])
+}
+
+# METADATA
+# title: URL host not registered for the destination
+# description: The host of the request's URL is not among the destination's registered hosts.
+# custom:
+#   code: destination_host_mismatch
+deny contains lib.reason(rego.metadata.chain(), message) if {
+	host := input.destination.host
+	is_string(host)
+	hosts := destination.hosts
+	not host in hosts
+	message := sprintf("host %q is not a registered host of destination %q", [host, input.destination.name])
+}
+
+# Destinations cleared for restricted data; none when the inventory lists none.
+default cleared_for_restricted := []
+
+cleared_for_restricted := data.inventory.restricted_destinations
+
+# The registered destination; undefined for an unknown one (pdp.rules.tenancy denies those).
+destination := data.inventory.destinations[input.destination.name]
+
+# METADATA
+# description: |
+#   How far a destination is trusted: external when the request or the inventory says its
+#   type is external, else the inventory's trust level, else external.
+trust(claimed, registered) := "external" if claimed.type == "external"
+
+else := "external" if registered.type == "external"
+
+else := object.get(registered, "trust", "external")

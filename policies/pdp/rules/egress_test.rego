@@ -1,0 +1,98 @@
+package pdp.rules.egress_test
+
+import data.pdp.lib_test as fixtures
+import data.pdp.rules.egress
+
+confidential := {"sensitivity": "confidential", "sensitivity_rank": 2}
+
+restricted := {"sensitivity": "restricted", "sensitivity_rank": 3}
+
+deny_cases := {
+	"internal data to an internal destination is not denied": {"want": set()},
+	"confidential data to an internal destination is not denied": {
+		"patch": {"data": confidential},
+		"want": set(),
+	},
+	"internal data to an external destination is not denied": {
+		"patch": {"destination": {"name": "github", "host": "api.github.com"}},
+		"want": set(),
+	},
+	"confidential data to an external destination is egress_sensitivity_blocked": {
+		"patch": {"data": confidential, "destination": {"name": "github", "host": "api.github.com"}},
+		"want": {"egress_sensitivity_blocked"},
+	},
+	"confidential data to a partner that allows it is not denied": {
+		"patch": {"data": confidential, "destination": {"type": "service", "name": "partner-analytics", "host": null}},
+		"want": set(),
+	},
+	"restricted data to a partner that allows only confidential is blocked twice over": {
+		"patch": {"data": restricted, "destination": {"type": "service", "name": "partner-analytics", "host": null}},
+		"want": {"egress_sensitivity_blocked", "restricted_destination_not_allowed"},
+	},
+	"a registered destination of type external is external whatever its trust": {
+		"patch": {"data": confidential, "destination": {"type": "service", "name": "slack-webhook", "host": null}},
+		"want": {"egress_sensitivity_blocked"},
+	},
+	"a request that calls its destination external is believed": {
+		"patch": {"data": confidential, "destination": {"type": "external"}},
+		"want": {"egress_sensitivity_blocked"},
+	},
+	"a destination without a trust level counts as external": {
+		"patch": {"data": confidential, "destination": {"type": "service", "name": "legacy-api", "host": null}},
+		"want": {"egress_sensitivity_blocked"},
+	},
+	"restricted data to a cleared internal destination is not denied": {
+		"patch": {"data": restricted, "destination": {"type": "service", "name": "vault", "host": null}},
+		"want": set(),
+	},
+	"restricted data to an uncleared destination is restricted_destination_not_allowed": {
+		"patch": {"data": restricted, "destination": {"type": "database", "name": "crm-db", "host": null}},
+		"want": {"restricted_destination_not_allowed"},
+	},
+	"restricted data to an unknown destination is restricted_destination_not_allowed": {
+		"patch": {"data": restricted, "destination": {"name": "confluence", "host": null}},
+		"want": {"restricted_destination_not_allowed"},
+	},
+	"without a list of cleared destinations restricted data goes nowhere": {
+		"patch": {"data": restricted, "destination": {"type": "service", "name": "vault", "host": null}},
+		"inventory_remove": ["restricted_destinations"],
+		"want": {"restricted_destination_not_allowed"},
+	},
+	"a URL host the destination does not register is destination_host_mismatch": {
+		"patch": {"destination": {"url": "https://jira.attacker.example/rest", "host": "jira.attacker.example"}},
+		"want": {"destination_host_mismatch"},
+	},
+	"a request without a URL is not host-checked": {
+		"patch": {"destination": {"url": null, "host": null, "scheme": null, "port": null}},
+		"want": set(),
+	},
+	"a destination that registers no hosts is not host-checked": {
+		"patch": {"destination": {"type": "database", "name": "crm-db", "host": "10.0.0.7"}},
+		"want": set(),
+	},
+	"an unknown destination is left to tenancy": {
+		"patch": {"data": confidential, "destination": {"name": "confluence", "host": "confluence.example"}},
+		"want": set(),
+	},
+}
+
+test_deny[note] if {
+	some note, tc in deny_cases
+	reasons := egress.deny with input as fixtures.input_for(tc) with data.inventory as fixtures.inventory_for(tc)
+	fixtures.codes(reasons) == tc.want
+}
+
+test_blocked_reason_names_the_trust_level if {
+	no_exceptions := {"inventory": {"destinations": {"partner-analytics": {"allowed_sensitivities": []}}}}
+	reasons := egress.deny with input as fixtures.request({
+		"data": confidential,
+		"destination": {"type": "service", "name": "partner-analytics", "host": null},
+	})
+		with data.inventory as fixtures.inventory_for(no_exceptions)
+	reasons == {{
+		"code": "egress_sensitivity_blocked",
+		"message": `confidential data may not be sent to partner destination "partner-analytics"`,
+		"rule": "pdp.rules.egress",
+		"controls": ["OWASP-ASI01", "OWASP-ASI02", "MAESTRO", "NIST-AI-RMF:MEASURE-2.10"],
+	}}
+}
