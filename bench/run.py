@@ -82,7 +82,9 @@ def post(url: str, body: bytes) -> dict[str, Any]:
 def run_wrk(url: str, body_file: Path, duration: int, connections: int, lua: Path) -> float:
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", str(lua), url],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
         env={**os.environ, "BENCH_BODY": str(body_file)},
     ).stdout
     if "Non-2xx" in out:
@@ -166,17 +168,43 @@ def main() -> None:
         opa_body = json.dumps({"input": opa_input}).encode()
 
         opa_port, pdp_port = free_port(), free_port()
-        procs.append(subprocess.Popen(
-            [opa, "run", "--server", "--addr", f"127.0.0.1:{opa_port}", "--bundle",
-             str(bundle.path), "--log-level", "error", "--skip-version-check"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    opa,
+                    "run",
+                    "--server",
+                    "--addr",
+                    f"127.0.0.1:{opa_port}",
+                    "--bundle",
+                    str(bundle.path),
+                    "--log-level",
+                    "error",
+                    "--skip-version-check",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
         env = {**os.environ, "PDP_DEV_TRUST_DOMAINS": domain}
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "pdpctl", "serve", "--port", str(pdp_port),
-             "--state-dir", str(state)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=open(work / "pdp.log", "wb"),
-        ))
+        procs.append(
+            subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "pdpctl",
+                    "serve",
+                    "--port",
+                    str(pdp_port),
+                    "--state-dir",
+                    str(state),
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=open(work / "pdp.log", "wb"),
+            )
+        )
         raw_url = f"http://127.0.0.1:{opa_port}/v1/data/pdp/decision"
         pdp_url = f"http://127.0.0.1:{pdp_port}/v1/decisions"
         wait_http(f"http://127.0.0.1:{opa_port}/health?bundles")
@@ -186,8 +214,10 @@ def main() -> None:
         pdp_answer = post(pdp_url, pdp_body)
         if raw_answer["allow"] != pdp_answer["allow"]:
             raise RuntimeError(f"raw OPA and PDP disagree: {raw_answer} vs {pdp_answer}")
-        print(f"example {args.example.name}: allow={pdp_answer['allow']} "
-              f"(raw OPA agrees); bundle revision {bundle.revision}")
+        print(
+            f"example {args.example.name}: allow={pdp_answer['allow']} "
+            f"(raw OPA agrees); bundle revision {bundle.revision}"
+        )
 
         lua = work / "post.lua"
         lua.write_text(WRK_LUA)
@@ -203,8 +233,10 @@ def main() -> None:
         raw_lat = asyncio.run(fixed_rate(raw_url, opa_body, args.rate, args.duration))
         pdp_lat = asyncio.run(fixed_rate(pdp_url, pdp_body, args.rate, args.duration))
         for name, lat in (("raw OPA", raw_lat), ("PDP", pdp_lat)):
-            print(f"  {name:8} p50 {pct(lat, 50):.3f} ms  p99 {pct(lat, 99):.3f} ms  "
-                  f"mean {statistics.mean(lat) * 1000:.3f} ms  n={len(lat)}")
+            print(
+                f"  {name:8} p50 {pct(lat, 50):.3f} ms  p99 {pct(lat, 99):.3f} ms  "
+                f"mean {statistics.mean(lat) * 1000:.3f} ms  n={len(lat)}"
+            )
         result = {
             "raw_opa_rps": round(raw_rps, 1),
             "pdp_rps": round(pdp_rps, 1),

@@ -19,6 +19,11 @@ _SOURCE_SUFFIXES = {".rego", ".json", ".yaml", ".yml"}
 class BundleError(RuntimeError):
     """The bundle could not be built; the message carries OPA's own output."""
 
+    def __init__(self, message: str, *, missing_sources: bool = False) -> None:
+        super().__init__(message)
+        #: True when the policy directory has nothing to build (not a compile error).
+        self.missing_sources = missing_sources
+
 
 @dataclass(frozen=True, slots=True)
 class BuiltBundle:
@@ -30,7 +35,9 @@ def source_roots(policies_dir: Path) -> list[Path]:
     """The folders of ``policies_dir`` that OPA loads (pdp/ and data/ when present)."""
     roots = [policies_dir / d for d in SOURCE_DIRS if (policies_dir / d).is_dir()]
     if not roots:
-        raise BundleError(f"{policies_dir}: no pdp/ or data/ folder with policies")
+        raise BundleError(
+            f"{policies_dir}: no pdp/ or data/ folder with policies", missing_sources=True
+        )
     return roots
 
 
@@ -55,11 +62,14 @@ def build_bundle(
 ) -> BuiltBundle:
     """Run ``opa build`` over the policy sources, tests excluded; return path and revision."""
     revision = revision or content_revision(policies_dir)
+    output = output.absolute()
     output.parent.mkdir(parents=True, exist_ok=True)
+    # Run from the policy directory so the bundle holds relative paths (pdp/..., data/...):
+    # the same sources give the same bundle wherever they are built.
     cmd = [
         opa,
         "build",
-        *map(str, source_roots(policies_dir)),
+        *(root.name for root in source_roots(policies_dir)),
         "--ignore",
         "*_test.rego",
         "--revision",
@@ -67,7 +77,7 @@ def build_bundle(
         "--output",
         str(output),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=policies_dir)
     if proc.returncode != 0:
         raise BundleError(
             (proc.stderr or proc.stdout).strip() or f"opa build exited {proc.returncode}"

@@ -90,7 +90,8 @@ class Settings:
         if self.opa_url is not None:
             parts = urlsplit(self.opa_url)
             ok = (parts.scheme in {"http", "https"} and bool(parts.netloc)) or (
-                parts.scheme == "unix" and bool(parts.path)
+                # unix://run/opa.sock would parse as host "run", path "/opa.sock": refuse it
+                parts.scheme == "unix" and not parts.netloc and bool(parts.path)
             )
             _check(ok, "PDP_OPA_URL", self.opa_url, "must be http(s)://host:port or unix:///path")
         for domain, path in self.trust_bundles.items():

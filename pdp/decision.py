@@ -51,11 +51,12 @@ class DecisionService:
         started = time.perf_counter()
         decision_id = str(uuid.uuid4())
         identity = self.verifier.verify(request.get("agent", {}).get("token"))
-        if not identity.authenticated:
-            self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
         input_doc = normalize(
             request, identity, self.clock_ns(), prompt_to_policy=self.prompt_to_policy
         )
+        # Counted only once the request is decided: normalize may still refuse it (400).
+        if not identity.authenticated:
+            self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
         try:
             result = await self.opa.evaluate(input_doc)
         except EngineUnavailableError as exc:

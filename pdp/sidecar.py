@@ -23,6 +23,7 @@ log = logging.getLogger("pdp.sidecar")
 
 _PR_SET_PDEATHSIG = 1
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
+_TEMP_PREFIX = "pdp-opa-"
 
 
 class SidecarError(RuntimeError):
@@ -40,7 +41,7 @@ def socket_path(state_dir: Path) -> Path:
     preferred = (state_dir / "run" / "opa.sock").absolute()
     if len(str(preferred)) <= _SOCKET_PATH_MAX:
         return preferred
-    return Path(tempfile.mkdtemp(prefix="pdp-opa-")) / "opa.sock"
+    return Path(tempfile.mkdtemp(prefix=_TEMP_PREFIX)) / "opa.sock"
 
 
 class OPASidecar:
@@ -96,6 +97,9 @@ class OPASidecar:
             self._drain = None
         with contextlib.suppress(FileNotFoundError):
             self.socket.unlink()
+        if self.socket.parent.name.startswith(_TEMP_PREFIX):
+            with contextlib.suppress(OSError):
+                self.socket.parent.rmdir()
 
     async def _terminate(self) -> None:
         proc, self._proc = self._proc, None
@@ -128,7 +132,7 @@ class OPASidecar:
             "error",
             "--log-format",
             "json",
-            "--disable-telemetry",
+            "--skip-version-check",
         ]
         self._proc = await asyncio.create_subprocess_exec(
             *cmd,

@@ -18,8 +18,12 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(self._path)
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()  # not yet self.sock, so close() would not: no ResourceWarning
+            raise
         self.sock = sock
 
 
@@ -52,8 +56,15 @@ class OPAProcess:
             self.socket.unlink()
         self.proc = subprocess.Popen(
             [
-                self.opa, "run", "--server", "--addr", f"unix://{self.socket}",
-                "--log-level", "error", "--skip-version-check", *self.args,
+                self.opa,
+                "run",
+                "--server",
+                "--addr",
+                f"unix://{self.socket}",
+                "--log-level",
+                "error",
+                "--skip-version-check",
+                *self.args,
             ],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,

@@ -41,10 +41,18 @@ FULL = minimal(
     request_id="r-1",
     agent={"token": "t", "on_behalf_of": {"subject": "user:alice@acme.example", "tenant": "acme"}},
     task={"id": "T-42", "purpose": "triage support tickets", "session": "s-9"},
-    action={"type": "tool.call", "name": "jira.search_issues", "operation": "read",
-            "arguments": {"jql": "project = SUP"}},
-    destination={"type": "tool", "name": "jira", "url": "https://JIRA.internal.acme/rest",
-                 "environment": "prod"},
+    action={
+        "type": "tool.call",
+        "name": "jira.search_issues",
+        "operation": "read",
+        "arguments": {"jql": "project = SUP"},
+    },
+    destination={
+        "type": "tool",
+        "name": "jira",
+        "url": "https://JIRA.internal.acme/rest",
+        "environment": "prod",
+    },
     data={"sensitivity": "confidential", "categories": ["pii", "customer", "pii2"]},
     prompt={"text": "summarise ticket SUP-1", "risk_signals": ["b", "a"]},
     context={"ip": "10.0.0.1"},
@@ -72,16 +80,32 @@ def test_full_request_matches_the_input_schema_and_the_documented_shape() -> Non
         },
         "tenant": "acme",
         "task": {"id": "T-42", "purpose": "triage support tickets", "session": "s-9"},
-        "action": {"type": "tool.call", "name": "jira.search_issues", "operation": "read",
-                   "arguments": {"jql": "project = SUP"}},
-        "destination": {"type": "tool", "name": "jira", "url": "https://JIRA.internal.acme/rest",
-                        "host": "jira.internal.acme", "scheme": "https", "port": 443,
-                        "environment": "prod"},
-        "data": {"sensitivity": "confidential", "sensitivity_rank": 2,
-                 "categories": ["customer", "pii", "pii2"]},
-        "prompt": {"present": True,
-                   "sha256": hashlib.sha256(b"summarise ticket SUP-1").hexdigest(),
-                   "length": 22, "risk_signals": ["a", "b"]},
+        "action": {
+            "type": "tool.call",
+            "name": "jira.search_issues",
+            "operation": "read",
+            "arguments": {"jql": "project = SUP"},
+        },
+        "destination": {
+            "type": "tool",
+            "name": "jira",
+            "url": "https://JIRA.internal.acme/rest",
+            "host": "jira.internal.acme",
+            "scheme": "https",
+            "port": 443,
+            "environment": "prod",
+        },
+        "data": {
+            "sensitivity": "confidential",
+            "sensitivity_rank": 2,
+            "categories": ["customer", "pii", "pii2"],
+        },
+        "prompt": {
+            "present": True,
+            "sha256": hashlib.sha256(b"summarise ticket SUP-1").hexdigest(),
+            "length": 22,
+            "risk_signals": ["a", "b"],
+        },
         "context": {"ip": "10.0.0.1"},
         "request": {"id": "r-1", "received_at": "2025-11-25T17:00:00.123457Z"},
     }
@@ -92,8 +116,7 @@ def test_minimal_request_gets_defaults_and_matches_the_schema() -> None:
     assert list(INPUT_SCHEMA.iter_errors(doc)) == []
     assert doc["data"] == {"sensitivity": "internal", "sensitivity_rank": 1, "categories": []}
     assert doc["prompt"] == {"present": False, "sha256": None, "length": 0, "risk_signals": []}
-    assert doc["action"] == {"type": "tool.call", "name": None, "operation": None,
-                             "arguments": {}}
+    assert doc["action"] == {"type": "tool.call", "name": None, "operation": None, "arguments": {}}
     assert doc["destination"]["host"] is None and doc["destination"]["port"] is None
     assert doc["agent"] == {"id": "support-bot", "on_behalf_of": {}}
     assert doc["task"] == {} and doc["context"] == {}
@@ -130,15 +153,18 @@ def test_sensitivity_rank(sensitivity: str, rank: int) -> None:
     ],
 )
 def test_destination_url_is_parsed(url: str, host: str, scheme: str, port: int | None) -> None:
-    dest = normalize(minimal(destination={"type": "service", "name": "x", "url": url}),
-                     ALICE, NOW_NS)["destination"]
+    dest = normalize(
+        minimal(destination={"type": "service", "name": "x", "url": url}), ALICE, NOW_NS
+    )["destination"]
     assert (dest["host"], dest["scheme"], dest["port"], dest["url"]) == (host, scheme, port, url)
 
 
 @pytest.mark.parametrize(
     ("url", "message"),
-    [("https://jira:99999/x", "port is not a valid number (0-65535)"),
-     ("file:///etc/passwd", "URL has no host")],
+    [
+        ("https://jira:99999/x", "port is not a valid number (0-65535)"),
+        ("file:///etc/passwd", "URL has no host"),
+    ],
 )
 def test_unusable_destination_url_is_a_field_error(url: str, message: str) -> None:
     with pytest.raises(RequestError) as info:

@@ -30,7 +30,6 @@ BAD_INPUT = 9
 class CLIError(click.ClickException):
     """An expected failure: printed as one line, exits with ``exit_code``."""
 
-
     def __init__(self, message: str, code: int = FAILED) -> None:
         super().__init__(message)
         # click declares exit_code a ClassVar; a per-instance code is the point here.

@@ -13,10 +13,19 @@ from typing import Any
 
 import click
 
+from pdp.bundle import BundleError
 from pdp.config import ConfigError, Settings, parse_trust_bundles
 from pdp.devtrust import DevTrustError, mint_svid
+from pdp.tools import ToolNotFoundError
 
-from .errors import BAD_INPUT, FAILED, SERVICE_ERROR, CLIError
+from .errors import (
+    BAD_INPUT,
+    DOES_NOT_COMPILE,
+    FAILED,
+    SERVICE_ERROR,
+    TOOL_MISSING,
+    CLIError,
+)
 from .policy import bundle, policy
 from .project import Project
 
@@ -50,7 +59,9 @@ cli.add_command(bundle)
 
 @cli.command()
 @click.option("--host", envvar="PDP_HOST", show_envvar=True, help="Listen address [127.0.0.1].")
-@click.option("--port", type=int, envvar="PDP_PORT", show_envvar=True, help="Listen port [8700].")
+# Integer settings read their PDP_* variable through Settings.from_env, not click: a bad
+# value there is a configuration error (exit 9) naming the variable, like every other.
+@click.option("--port", type=int, help="Listen port [8700]. Env: PDP_PORT.")
 @click.option(
     "--state-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -76,9 +87,7 @@ cli.add_command(bundle)
 @click.option(
     "--opa-timeout-ms",
     type=int,
-    envvar="PDP_OPA_TIMEOUT_MS",
-    show_envvar=True,
-    help="Deadline per OPA evaluation [100].",
+    help="Deadline per OPA evaluation [100]. Env: PDP_OPA_TIMEOUT_MS.",
 )
 @click.option(
     "--no-dev-trust",
@@ -124,11 +133,10 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    click.echo(
+    banner = (
         f"agent-pdp serving on http://{settings.host}:{settings.port} "
         f"({'embedded OPA' if settings.embedded else settings.opa_url}; "
-        f"state in {settings.state_dir})",
-        err=True,
+        f"state in {settings.state_dir})"
     )
     try:
         web.run_app(
@@ -136,8 +144,13 @@ def serve(
             host=settings.host,
             port=settings.port,
             access_log=None,
-            print=None,
+            print=lambda _: click.echo(banner, err=True),  # once listening
         )
+    except ToolNotFoundError as exc:
+        raise CLIError(str(exc), TOOL_MISSING) from None
+    except BundleError as exc:
+        message = f"could not start: policies do not compile: {exc}"
+        raise CLIError(message, DOES_NOT_COMPILE) from None
     except Exception as exc:  # start-up failures: one line, no traceback
         raise CLIError(f"could not start: {exc}", FAILED) from None
 

@@ -9,7 +9,7 @@ import click
 
 from pdp.bundle import BundleError, build_bundle
 
-from .errors import DOES_NOT_COMPILE, LINT_FAILED, NOT_FORMATTED, TESTS_FAILED, CLIError
+from .errors import BAD_INPUT, DOES_NOT_COMPILE, LINT_FAILED, NOT_FORMATTED, TESTS_FAILED, CLIError
 from .project import Project, pass_project
 
 
@@ -33,16 +33,23 @@ def fmt(project: Project, check: bool) -> None:
     if check:
         proc = project.run([opa, "fmt", "--list", "--fail", *project.roots()])
         files = [line for line in proc.stdout.splitlines() if line.strip()]
-        if files or proc.returncode not in (0, 2):
+        # opa exits 2 both for "would reformat" (files listed) and for a parse error
+        if proc.returncode != 0 and not files:
+            _echo_output("", proc.stderr)
+            raise CLIError("opa fmt failed (does the policy parse?)", DOES_NOT_COMPILE)
+        if files:
             _echo_output("\n".join(files), proc.stderr)
             raise CLIError(f"{len(files)} file(s) need `pdpctl policy fmt`", NOT_FORMATTED)
         click.echo("all Rego files are formatted")
         return
-    proc = project.run([opa, "fmt", "--write", "--list", *project.roots()])
+    # `opa fmt --write --list` only lists: find the files first, then rewrite those.
+    proc = project.run([opa, "fmt", "--list", *project.roots()])
+    files = [line for line in proc.stdout.splitlines() if line.strip()]
+    if proc.returncode == 0 and files:
+        proc = project.run([opa, "fmt", "--write", *files])
     if proc.returncode != 0:
         _echo_output(proc.stdout, proc.stderr)
         raise CLIError("opa fmt failed (does the policy parse?)", DOES_NOT_COMPILE)
-    files = [line for line in proc.stdout.splitlines() if line.strip()]
     for f in files:
         click.echo(f"formatted {f}")
     click.echo(f"{len(files)} file(s) reformatted")
@@ -90,18 +97,22 @@ def test(project: Project, coverage_min: float | None, verbose: bool) -> None:
         return
     proc = project.run([opa, "test", *roots, "--coverage", "--format", "json"])
     try:
-        report = json.loads(proc.stdout)
-        coverage = float(report["coverage"])
-    except (ValueError, KeyError, TypeError):
+        files = json.loads(proc.stdout)["files"]
+        # Coverage of the policies themselves: OPA's overall figure also counts the tests.
+        policy_files = {n: f for n, f in files.items() if not n.endswith("_test.rego")}
+        covered = sum(int(f.get("covered_lines", 0)) for f in policy_files.values())
+        missed = sum(int(f.get("not_covered_lines", 0)) for f in policy_files.values())
+    except (ValueError, KeyError, TypeError, AttributeError):
         _echo_output("", proc.stderr)
         raise CLIError("could not read opa's coverage report", TESTS_FAILED) from None
+    coverage = 100.0 * covered / (covered + missed) if covered + missed else 0.0
     click.echo(f"coverage: {coverage:.1f}% (minimum {coverage_min:g}%)")
     if coverage < coverage_min:
-        for name, f in sorted(report.get("files", {}).items()):
-            missed = f.get("not_covered") or []
-            if missed:
-                rows = ", ".join(f"{r['start']['row']}-{r['end']['row']}" for r in missed)
-                click.echo(f"  {name}: not covered {rows}")
+        for name, f in sorted(policy_files.items()):
+            rows = sorted({(r["start"]["row"], r["end"]["row"]) for r in f.get("not_covered", [])})
+            if rows:
+                spans = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in rows)
+                click.echo(f"  {name}: not covered {spans}")
         raise CLIError(f"coverage {coverage:.1f}% is below {coverage_min:g}%", TESTS_FAILED)
 
 
@@ -135,5 +146,7 @@ def build(project: Project, policies_dir: Path | None, output: Path, revision: s
         built = build_bundle(project.opa(), src, output, revision=revision)
     except BundleError as exc:
         click.echo(str(exc), err=True)
+        if exc.missing_sources:
+            raise CLIError(str(exc), BAD_INPUT) from None
         raise CLIError("bundle build failed: policies do not compile", DOES_NOT_COMPILE) from None
     click.echo(f"built {built.path} revision {built.revision}")

@@ -1,0 +1,218 @@
+"""Settings: PDP_* parsing, overrides, and validation errors that name the setting and value."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pdp.config import DEFAULT_DEV_TRUST_DOMAINS, ConfigError, Settings, parse_trust_bundles
+
+
+@pytest.fixture
+def bundle_files(tmp_path: Path) -> tuple[Path, Path]:
+    """Two existing trust bundle files (Settings checks that they exist)."""
+    f1, f2 = tmp_path / "acme.json", tmp_path / "beta.json"
+    f1.write_text("{}")
+    f2.write_text("{}")
+    return f1, f2
+
+
+def test_defaults_are_the_embedded_loopback_dev_setup() -> None:
+    s = Settings.from_env({})
+    assert s == Settings()
+    assert (s.host, s.port, s.state_dir, s.audience) == (
+        "127.0.0.1",
+        8700,
+        Path(".pdp-state"),
+        "agent-pdp",
+    )
+    assert s.opa_url is None and s.embedded
+    assert s.dev_trust_domains == DEFAULT_DEV_TRUST_DOMAINS
+    assert s.trust_bundles == {}
+    assert s.prompt_to_policy is False
+
+
+# (variable, raw value, field, parsed value): one row per PDP_* variable.
+ENV_CASES: list[tuple[str, str, str, Any]] = [
+    ("PDP_HOST", "0.0.0.0", "host", "0.0.0.0"),
+    ("PDP_PORT", "9000", "port", 9000),
+    ("PDP_STATE_DIR", "/var/lib/pdp", "state_dir", Path("/var/lib/pdp")),
+    ("PDP_AUDIENCE", "my-pdp", "audience", "my-pdp"),
+    (
+        "PDP_DEV_TRUST_DOMAINS",
+        "a.example, b.example,",
+        "dev_trust_domains",
+        ("a.example", "b.example"),
+    ),
+    ("PDP_DEV_TRUST_DOMAINS", "", "dev_trust_domains", ()),
+    ("PDP_OPA_URL", "http://opa:8181", "opa_url", "http://opa:8181"),
+    ("PDP_OPA_URL", "https://opa.internal:443", "opa_url", "https://opa.internal:443"),
+    ("PDP_OPA_URL", "unix:///run/opa/opa.sock", "opa_url", "unix:///run/opa/opa.sock"),
+    ("PDP_OPA_URL", "", "opa_url", None),
+    ("PDP_OPA_BINARY", "/usr/local/bin/opa", "opa_binary", "/usr/local/bin/opa"),
+    ("PDP_OPA_BINARY", "", "opa_binary", None),
+    ("PDP_POLICIES_DIR", "/etc/pdp/policies", "policies_dir", Path("/etc/pdp/policies")),
+    ("PDP_OPA_TIMEOUT_MS", "250", "opa_timeout_ms", 250),
+    ("PDP_OPA_START_TIMEOUT_S", "2.5", "opa_start_timeout_s", 2.5),
+    ("PDP_MAX_BODY_BYTES", "1024", "max_body_bytes", 1024),
+    ("PDP_CLOCK_SKEW_SECONDS", "0", "clock_skew_seconds", 0),
+    ("PDP_CLOCK_SKEW_SECONDS", "300", "clock_skew_seconds", 300),
+    ("PDP_TOKEN_CACHE_SIZE", "0", "token_cache_size", 0),
+    ("PDP_PROMPT_TO_POLICY", "true", "prompt_to_policy", True),
+    ("PDP_PROMPT_TO_POLICY", "YES", "prompt_to_policy", True),
+    ("PDP_PROMPT_TO_POLICY", "1", "prompt_to_policy", True),
+    ("PDP_PROMPT_TO_POLICY", "false", "prompt_to_policy", False),
+    ("PDP_PROMPT_TO_POLICY", "no", "prompt_to_policy", False),
+    ("PDP_PROMPT_TO_POLICY", "0", "prompt_to_policy", False),
+    ("PDP_PROMPT_TO_POLICY", "", "prompt_to_policy", False),
+    ("PDP_LOG_LEVEL", "debug", "log_level", "debug"),
+    ("PDP_LOG_LEVEL", "WARNING", "log_level", "WARNING"),
+]
+
+
+@pytest.mark.parametrize(
+    ("var", "raw", "name", "expected"), ENV_CASES, ids=[f"{c[0]}={c[1]!r}" for c in ENV_CASES]
+)
+def test_from_env_parses_each_variable(var: str, raw: str, name: str, expected: Any) -> None:
+    s = Settings.from_env({var: raw})
+    assert getattr(s, name) == expected
+    # ...and leaves every other setting at its default
+    others = {f.name for f in dataclasses.fields(Settings)} - {name}
+    assert {n: getattr(s, n) for n in others} == {n: getattr(Settings(), n) for n in others}
+
+
+def test_every_setting_has_an_env_case() -> None:
+    assert {f.name for f in dataclasses.fields(Settings)} == {c[2] for c in ENV_CASES} | {
+        "trust_bundles"  # needs files: tested below
+    }
+
+
+def test_trust_bundles_parse_domain_file_pairs(bundle_files: tuple[Path, Path]) -> None:
+    f1, f2 = bundle_files
+    s = Settings.from_env({"PDP_TRUST_BUNDLES": f"acme.example={f1}, beta.example = {f2}"})
+    assert s.trust_bundles == {"acme.example": f1, "beta.example": f2}
+
+
+def test_trust_bundles_empty_means_none() -> None:
+    assert Settings.from_env({"PDP_TRUST_BUNDLES": ""}).trust_bundles == {}
+
+
+def test_trust_bundles_later_item_replaces_earlier(bundle_files: tuple[Path, Path]) -> None:
+    f1, f2 = bundle_files
+    assert parse_trust_bundles([f"a={f1}", f"a={f2}"], "--trust-bundle") == {"a": f2}
+
+
+@pytest.mark.parametrize("item", ["acme.example", "=f1", "acme.example=", "acme.example=  ", " = "])
+def test_trust_bundles_malformed_item_is_named(item: str, bundle_files: tuple[Path, Path]) -> None:
+    raw = f"ok.example={bundle_files[0]},{item}"
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"PDP_TRUST_BUNDLES": raw})
+    assert str(info.value) == f"PDP_TRUST_BUNDLES={item!r}: expected DOMAIN=FILE"
+
+
+def test_trust_bundles_flag_errors_name_the_flag() -> None:
+    with pytest.raises(ConfigError, match=r"^--trust-bundle='acme': expected DOMAIN=FILE$"):
+        parse_trust_bundles(["acme"], "--trust-bundle")
+
+
+def test_overrides_win_over_env(tmp_path: Path) -> None:
+    env = {"PDP_PORT": "9000", "PDP_HOST": "0.0.0.0", "PDP_STATE_DIR": "/var/lib/pdp"}
+    s = Settings.from_env(env, port=9100, state_dir=tmp_path)
+    assert (s.port, s.host, s.state_dir) == (9100, "0.0.0.0", tmp_path)
+
+
+def test_none_overrides_are_ignored() -> None:
+    env = {"PDP_PORT": "9000", "PDP_OPA_URL": "http://opa:8181"}
+    s = Settings.from_env(env, port=None, opa_url=None, audience=None)
+    assert (s.port, s.opa_url, s.audience) == (9000, "http://opa:8181", "agent-pdp")
+
+
+def test_empty_tuple_override_disables_dev_trust() -> None:
+    """`serve --no-dev-trust` passes () which is not None: it must win over the env."""
+    s = Settings.from_env({"PDP_DEV_TRUST_DOMAINS": "a.example"}, dev_trust_domains=())
+    assert s.dev_trust_domains == ()
+
+
+def test_from_env_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PDP_PORT", "9001")
+    assert Settings.from_env().port == 9001
+
+
+def test_unknown_pdp_variables_are_ignored() -> None:
+    assert Settings.from_env({"PDP_URL": "http://x", "PDP_REGAL_BINARY": "/r"}) == Settings()
+
+
+# (variable, raw value, message): the error must read exactly "VAR=<value>: <message>".
+INVALID_ENV: list[tuple[str, str, str]] = [
+    ("PDP_PORT", "0", "PDP_PORT=0: must be 1..65535"),
+    ("PDP_PORT", "70000", "PDP_PORT=70000: must be 1..65535"),
+    ("PDP_PORT", "-1", "PDP_PORT=-1: must be 1..65535"),
+    ("PDP_PORT", "http", "PDP_PORT='http': must be an integer"),
+    ("PDP_PORT", "", "PDP_PORT='': must be an integer"),
+    ("PDP_HOST", "", "PDP_HOST='': must not be empty"),
+    ("PDP_AUDIENCE", " ", "PDP_AUDIENCE=' ': must not be empty"),
+    ("PDP_OPA_TIMEOUT_MS", "0", "PDP_OPA_TIMEOUT_MS=0: must be > 0"),
+    ("PDP_OPA_TIMEOUT_MS", "-5", "PDP_OPA_TIMEOUT_MS=-5: must be > 0"),
+    ("PDP_OPA_TIMEOUT_MS", "abc", "PDP_OPA_TIMEOUT_MS='abc': must be an integer"),
+    ("PDP_OPA_TIMEOUT_MS", "1.5", "PDP_OPA_TIMEOUT_MS='1.5': must be an integer"),
+    ("PDP_OPA_START_TIMEOUT_S", "0", "PDP_OPA_START_TIMEOUT_S=0.0: must be > 0"),
+    ("PDP_OPA_START_TIMEOUT_S", "soon", "PDP_OPA_START_TIMEOUT_S='soon': must be a number"),
+    ("PDP_MAX_BODY_BYTES", "0", "PDP_MAX_BODY_BYTES=0: must be > 0"),
+    ("PDP_MAX_BODY_BYTES", "1MB", "PDP_MAX_BODY_BYTES='1MB': must be an integer"),
+    ("PDP_CLOCK_SKEW_SECONDS", "-1", "PDP_CLOCK_SKEW_SECONDS=-1: must be 0..300"),
+    ("PDP_CLOCK_SKEW_SECONDS", "301", "PDP_CLOCK_SKEW_SECONDS=301: must be 0..300"),
+    ("PDP_TOKEN_CACHE_SIZE", "-1", "PDP_TOKEN_CACHE_SIZE=-1: >= 0"),
+    ("PDP_PROMPT_TO_POLICY", "maybe", "PDP_PROMPT_TO_POLICY='maybe': must be true or false"),
+    ("PDP_PROMPT_TO_POLICY", "on", "PDP_PROMPT_TO_POLICY='on': must be true or false"),
+    ("PDP_LOG_LEVEL", "verbose", "PDP_LOG_LEVEL='verbose': must be DEBUG, INFO, WARNING or ERROR"),
+    ("PDP_LOG_LEVEL", "", "PDP_LOG_LEVEL='': must be DEBUG, INFO, WARNING or ERROR"),
+    ("PDP_OPA_URL", "ftp://opa:8181", "PDP_OPA_URL='ftp://opa:8181': " + "{url}"),
+    ("PDP_OPA_URL", "opa:8181", "PDP_OPA_URL='opa:8181': {url}"),
+    ("PDP_OPA_URL", "localhost", "PDP_OPA_URL='localhost': {url}"),
+    ("PDP_OPA_URL", "http://", "PDP_OPA_URL='http://': {url}"),
+    ("PDP_OPA_URL", "http:///v1", "PDP_OPA_URL='http:///v1': {url}"),
+    ("PDP_OPA_URL", "unix://", "PDP_OPA_URL='unix://': {url}"),
+    ("PDP_OPA_URL", "unix:", "PDP_OPA_URL='unix:': {url}"),
+    ("PDP_OPA_URL", "unix://opa.sock", "PDP_OPA_URL='unix://opa.sock': {url}"),
+    ("PDP_OPA_URL", "unix://run/opa.sock", "PDP_OPA_URL='unix://run/opa.sock': {url}"),
+]
+_URL_MESSAGE = "must be http(s)://host:port or unix:///path"
+
+
+@pytest.mark.parametrize(
+    ("var", "raw", "message"), INVALID_ENV, ids=[f"{c[0]}={c[1]!r}" for c in INVALID_ENV]
+)
+def test_invalid_value_names_the_variable_and_value(var: str, raw: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({var: raw})
+    assert str(info.value) == message.format(url=_URL_MESSAGE)
+
+
+def test_missing_trust_bundle_file_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"PDP_TRUST_BUNDLES": f"acme.example={missing}"})
+    assert str(info.value) == f"PDP_TRUST_BUNDLES={str(missing)!r}: file does not exist"
+
+
+def test_trust_bundle_that_is_a_directory_is_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="PDP_TRUST_BUNDLES=.*: file does not exist"):
+        Settings(trust_bundles={"acme.example": tmp_path})
+
+
+def test_invalid_override_is_rejected_like_env() -> None:
+    """Flags go through the same validation (the CLI shows this message for --port 0)."""
+    with pytest.raises(ConfigError, match=r"^PDP_PORT=0: must be 1\.\.65535$"):
+        Settings.from_env({}, port=0)
+
+
+def test_config_error_is_a_value_error() -> None:
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().port = 1  # type: ignore[misc]
