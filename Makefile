@@ -30,12 +30,10 @@ lint: setup
 typecheck: setup
 	$(BIN)/mypy
 
+# The policy gate (docs/audit.md#pdpctl-ci): fmt --check, check --strict, Regal, Rego tests
+# with coverage >= 90, bundle build, replay of the recorded corpus on the new bundle.
 policy: setup
-	$(BIN)/pdpctl policy fmt --check
-	$(BIN)/pdpctl policy check
-	$(BIN)/pdpctl policy lint
-	$(BIN)/pdpctl policy test --coverage-min 90
-	$(BIN)/pdpctl bundle build
+	$(BIN)/pdpctl ci
 
 pytest: setup
 	$(BIN)/pytest

@@ -143,6 +143,12 @@ def main() -> None:
     ap.add_argument("--connections", type=int, default=16, help="wrk connections")
     ap.add_argument("--rate", type=int, default=300, help="requests/s in the latency phase")
     ap.add_argument("--example", type=Path, default=DEFAULT_EXAMPLE)
+    ap.add_argument(
+        "--audit",
+        choices=["off", "batch", "always"],
+        default="batch",
+        help="audit trail: off (PDP_AUDIT_ENABLED=false) or on with this PDP_AUDIT_FSYNC",
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench needs wrk on PATH (apt-get install wrk)")
@@ -181,12 +187,18 @@ def main() -> None:
                     "--log-level",
                     "error",
                     "--skip-version-check",
+                    # the same engine flags as the PDP's embedded OPA (pdp/sidecar.py)
+                    "--optimize-store-for-read-speed",
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
         )
         env = {**os.environ, "PDP_DEV_TRUST_DOMAINS": domain}
+        if args.audit == "off":
+            env["PDP_AUDIT_ENABLED"] = "false"
+        else:
+            env.update(PDP_AUDIT_ENABLED="true", PDP_AUDIT_FSYNC=args.audit)
         procs.append(
             subprocess.Popen(
                 [
@@ -216,7 +228,7 @@ def main() -> None:
             raise RuntimeError(f"raw OPA and PDP disagree: {raw_answer} vs {pdp_answer}")
         print(
             f"example {args.example.name}: allow={pdp_answer['allow']} "
-            f"(raw OPA agrees); bundle revision {bundle.revision}"
+            f"(raw OPA agrees); bundle revision {bundle.revision}; audit {args.audit}"
         )
 
         lua = work / "post.lua"
@@ -248,6 +260,7 @@ def main() -> None:
             "rate": args.rate,
             "duration_s": args.duration,
             "connections": args.connections,
+            "audit": args.audit,
             "cores": os.cpu_count(),
         }
         print(json.dumps(result))

@@ -13,8 +13,11 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from . import admin
+from .audit.trail import AuditRecorder, AuditTrail
 from .bundle import build_bundle
 from .config import Settings
+from .credentials import CredentialService
 from .decision import DecisionService
 from .devtrust import ensure_dev_trust
 from .errors import (
@@ -48,6 +51,10 @@ class Runtime:
     sidecar: OPASidecar | None = None
     decisions: DecisionService | None = None
     trust_domains: list[str] = field(default_factory=list)
+    #: The durable audit trail (None when PDP_AUDIT_ENABLED=false); see _audit_lifecycle.
+    audit: AuditTrail | None = None
+    #: Credentials, revocation, agent lifecycle, keys (built in _credentials_lifecycle).
+    credentials: CredentialService | None = None
 
     @property
     def service(self) -> DecisionService:
@@ -142,6 +149,8 @@ async def get_readyz(request: web.Request) -> web.Response:
                 ready = result.decision is not None
                 detail = "ok" if ready else f"{result.error_code}: {result.error_message}"
                 revision = result.revision
+    if ready and rt.audit is not None and not rt.audit.available:
+        ready, detail = False, f"audit trail unavailable: {rt.audit.error}"
     body = {"ready": ready, "detail": detail, "policy": {"revision": revision}}
     return json_response(body, 200 if ready else 503)
 
@@ -204,6 +213,8 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         recorder=rt.recorder,
         metrics=rt.metrics,
         prompt_to_policy=s.prompt_to_policy,
+        credentials=rt.credentials,
+        audit_prompt=s.audit_prompt,
     )
     try:
         yield
@@ -213,11 +224,40 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
             await rt.sidecar.stop()
 
 
+async def _audit_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """The audit trail opens first and closes last: every decision is made durable by it."""
+    rt = app[RUNTIME]
+    if not rt.settings.audit_enabled:
+        log.warning("audit trail disabled (PDP_AUDIT_ENABLED=false): decisions are only logged")
+        yield
+        return
+    rt.audit = AuditTrail(rt.settings, rt.metrics.registry)
+    await rt.audit.start()
+    rt.recorder = AuditRecorder(rt.audit, rt.recorder)
+    try:
+        yield
+    finally:
+        await rt.audit.close()
+
+
+async def _credentials_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    """Store, signing keys, agent registry: open on startup, flushed and closed on cleanup."""
+    rt = app[RUNTIME]
+    rt.credentials = await CredentialService.start(rt.settings)
+    try:
+        yield
+    finally:
+        await rt.credentials.close()
+
+
 def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.Application:
     """Build the application; resources open on startup and close on cleanup."""
     app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
     app[RUNTIME] = Runtime(settings=settings, metrics=Metrics(), recorder=recorder or LogRecorder())
+    app.cleanup_ctx.append(_audit_lifecycle)  # first to open, last to close
+    app.cleanup_ctx.append(_credentials_lifecycle)  # before _lifecycle: it is passed in
     app.cleanup_ctx.append(_lifecycle)
+    admin.add_routes(app, lambda a: a[RUNTIME].credentials)
     app.router.add_post("/v1/decisions", post_decision)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)

@@ -21,6 +21,10 @@ class ConfigError(ValueError):
 
 
 DEFAULT_DEV_TRUST_DOMAINS = ("acme.example", "globex.example")
+#: PDP_AUDIT_FSYNC values: when a record counts as durable.
+AUDIT_FSYNC_MODES = ("batch", "always", "off")
+#: PDP_AUDIT_PROMPT values: how much of a prompt the audit record keeps.
+AUDIT_PROMPT_MODES = ("hash", "redacted", "full")
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,55 @@ class Settings:
     prompt_to_policy: bool = False
     #: Log level of the service's logger.
     log_level: str = "INFO"
+    #: Keep the durable, hash-chained audit trail: one record per decision, durable before
+    #: the answer is sent. Off: decisions are only logged (pdp.decisions), never made durable.
+    audit_enabled: bool = True
+    #: Directory of the audit trail. None: STATE_DIR/audit.
+    audit_dir: Path | None = None
+    #: When a record counts as durable: batch (group commit, one fdatasync per batch),
+    #: always (one fdatasync per record), off (written to the page cache only).
+    audit_fsync: str = "batch"
+    #: How a prompt is recorded: hash (SHA-256 and length), redacted (plus the text with
+    #: e-mail addresses, tokens, secrets, IPs and numbers masked), full (plus the raw text).
+    audit_prompt: str = "hash"
+    #: Rotate the active audit segment once it holds this many bytes.
+    audit_segment_max_bytes: int = 64 * 1024 * 1024
+    #: ...or once it is this old, seconds (0: no time-based rotation).
+    audit_segment_max_age_s: float = 3600.0
+    #: Delete closed segments older than this many days (0: keep them).
+    audit_retention_days: float = 0.0
+    #: Delete the oldest closed segments while the trail is larger than this (0: no limit).
+    audit_retention_max_bytes: int = 0
+    #: URL a collector receives records at, in OPA's decision-log upload format (gzip'd
+    #: JSON array). None: no forwarding.
+    audit_forward_url: str | None = None
+    #: Records per upload to the collector.
+    audit_forward_batch: int = 500
+    #: Longest wait between delivery attempts while the collector is down, seconds.
+    audit_forward_max_backoff_s: float = 30.0
+    #: Issuer (`iss`) of the credentials the PDP mints on allow.
+    issuer: str = "agent-pdp"
+    #: JWS algorithm of minted credentials: ES256, ES384 or ES512.
+    credential_alg: str = "ES256"
+    #: Longest lifetime of a minted credential, seconds, whatever the policy asks.
+    credential_max_ttl_s: int = 300
+    #: Lifetime of a minted credential when the policy's obligations name none, seconds.
+    credential_default_ttl_s: int = 60
+    #: Bearer credential of the admin API. None: read admin_token_file, else
+    #: STATE_DIR/admin-token (generated 0600 on first start). Never logged.
+    admin_token: str | None = field(default=None, repr=False)
+    #: File holding the admin credential (instead of PDP_ADMIN_TOKEN).
+    admin_token_file: Path | None = None
+    #: Extra Bearer credential accepted by introspection only (for target services).
+    introspection_token: str | None = field(default=None, repr=False)
+    #: File holding the introspection credential.
+    introspection_token_file: Path | None = None
+    #: Shared state: None = SQLite in the state dir; sqlite:///path or redis://host:port/db
+    #: (several replicas). May carry a password, so it is never shown.
+    store_url: str | None = field(default=None, repr=False)
+    #: Seconds between store refreshes (keys, disabled agents, activity write-behind): the
+    #: staleness bound when a pub/sub message is lost.
+    store_refresh_s: float = 1.0
 
     def __post_init__(self) -> None:
         _check(self.host != "", "PDP_HOST", self.host, "must not be empty")
@@ -87,6 +140,46 @@ class Settings:
             self.log_level,
             "must be DEBUG, INFO, WARNING or ERROR",
         )
+        _check(self.issuer.strip() != "", "PDP_ISSUER", self.issuer, "must not be empty")
+        _check(
+            self.credential_alg in {"ES256", "ES384", "ES512"},
+            "PDP_CREDENTIAL_ALG",
+            self.credential_alg,
+            "must be ES256, ES384 or ES512",
+        )
+        _check(
+            1 <= self.credential_max_ttl_s <= 3600,
+            "PDP_CREDENTIAL_MAX_TTL_S",
+            self.credential_max_ttl_s,
+            "must be 1..3600",
+        )
+        _check(
+            1 <= self.credential_default_ttl_s <= self.credential_max_ttl_s,
+            "PDP_CREDENTIAL_DEFAULT_TTL_S",
+            self.credential_default_ttl_s,
+            f"must be 1..PDP_CREDENTIAL_MAX_TTL_S ({self.credential_max_ttl_s})",
+        )
+        for key, token in (
+            ("PDP_ADMIN_TOKEN", self.admin_token),
+            ("PDP_INTROSPECTION_TOKEN", self.introspection_token),
+        ):
+            # the value itself is never echoed
+            _check(token is None or len(token) >= 16, key, "<hidden>", "must be >= 16 chars")
+        for key, file in (
+            ("PDP_ADMIN_TOKEN_FILE", self.admin_token_file),
+            ("PDP_INTROSPECTION_TOKEN_FILE", self.introspection_token_file),
+        ):
+            _check(file is None or Path(file).is_file(), key, str(file), "file does not exist")
+        if self.store_url is not None:
+            scheme = self.store_url.partition("://")[0]
+            _check(
+                scheme in {"sqlite", "redis", "rediss", "unix"} and "://" in self.store_url,
+                "PDP_STORE_URL",
+                f"{scheme}://...",
+                "must be sqlite:///path, redis://host:port/db, rediss://... or unix:///sock",
+            )
+        _check(0 < self.store_refresh_s <= 60, "PDP_STORE_REFRESH_S", self.store_refresh_s, "0..60")
+        self._check_audit()
         if self.opa_url is not None:
             parts = urlsplit(self.opa_url)
             ok = (parts.scheme in {"http", "https"} and bool(parts.netloc)) or (
@@ -97,6 +190,57 @@ class Settings:
         for domain, path in self.trust_bundles.items():
             _check(domain != "", "PDP_TRUST_BUNDLES", domain, "trust domain must not be empty")
             _check(Path(path).is_file(), "PDP_TRUST_BUNDLES", str(path), "file does not exist")
+
+    def _check_audit(self) -> None:
+        _check(
+            self.audit_fsync in AUDIT_FSYNC_MODES,
+            "PDP_AUDIT_FSYNC",
+            self.audit_fsync,
+            "must be " + ", ".join(AUDIT_FSYNC_MODES),
+        )
+        _check(
+            self.audit_prompt in AUDIT_PROMPT_MODES,
+            "PDP_AUDIT_PROMPT",
+            self.audit_prompt,
+            "must be " + ", ".join(AUDIT_PROMPT_MODES),
+        )
+        _check(
+            self.audit_segment_max_bytes >= 4096,
+            "PDP_AUDIT_SEGMENT_MAX_BYTES",
+            self.audit_segment_max_bytes,
+            "must be >= 4096",
+        )
+        for key, value in (
+            ("PDP_AUDIT_SEGMENT_MAX_AGE_S", self.audit_segment_max_age_s),
+            ("PDP_AUDIT_RETENTION_DAYS", self.audit_retention_days),
+            ("PDP_AUDIT_RETENTION_MAX_BYTES", self.audit_retention_max_bytes),
+        ):
+            _check(value >= 0, key, value, "must be >= 0 (0: off)")
+        _check(
+            1 <= self.audit_forward_batch <= 10_000,
+            "PDP_AUDIT_FORWARD_BATCH",
+            self.audit_forward_batch,
+            "must be 1..10000",
+        )
+        _check(
+            self.audit_forward_max_backoff_s > 0,
+            "PDP_AUDIT_FORWARD_MAX_BACKOFF_S",
+            self.audit_forward_max_backoff_s,
+            "must be > 0",
+        )
+        if self.audit_forward_url is not None:
+            parts = urlsplit(self.audit_forward_url)
+            _check(
+                parts.scheme in {"http", "https"} and bool(parts.netloc),
+                "PDP_AUDIT_FORWARD_URL",
+                self.audit_forward_url,
+                "must be an http(s):// URL",
+            )
+
+    @property
+    def audit_path(self) -> Path:
+        """Where the audit trail is written: PDP_AUDIT_DIR, else STATE_DIR/audit."""
+        return self.audit_dir if self.audit_dir is not None else self.state_dir / "audit"
 
     @property
     def embedded(self) -> bool:
@@ -131,16 +275,50 @@ _INT_FIELDS = {
     "max_body_bytes",
     "clock_skew_seconds",
     "token_cache_size",
+    "credential_max_ttl_s",
+    "credential_default_ttl_s",
 }
 
 
+_AUDIT_PARSERS: dict[str, str] = {
+    "audit_enabled": "bool",
+    "audit_dir": "path",
+    "audit_segment_max_bytes": "int",
+    "audit_segment_max_age_s": "float",
+    "audit_retention_days": "float",
+    "audit_retention_max_bytes": "int",
+    "audit_forward_url": "optional",
+    "audit_forward_batch": "int",
+    "audit_forward_max_backoff_s": "float",
+}
+
+
+def _parse_audit(kind: str, var: str, raw: str) -> Any:
+    """Parse one PDP_AUDIT_* variable of the given kind."""
+    if kind == "bool":
+        if raw.lower() not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
+            raise ConfigError(f"{var}={raw!r}: must be true or false")
+        return raw.lower() in {"1", "true", "yes", "on"}
+    if kind in {"int", "float"}:
+        try:
+            return int(raw) if kind == "int" else float(raw)
+        except ValueError:
+            noun = "an integer" if kind == "int" else "a number"
+            raise ConfigError(f"{var}={raw!r}: must be {noun}") from None
+    if kind == "path":
+        return Path(raw) if raw else None
+    return raw or None
+
+
 def _parse(name: str, var: str, raw: str) -> Any:
+    if name in _AUDIT_PARSERS:
+        return _parse_audit(_AUDIT_PARSERS[name], var, raw)
     if name in _INT_FIELDS:
         try:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{var}={raw!r}: must be an integer") from None
-    if name == "opa_start_timeout_s":
+    if name in {"opa_start_timeout_s", "store_refresh_s"}:
         try:
             return float(raw)
         except ValueError:
@@ -155,8 +333,10 @@ def _parse(name: str, var: str, raw: str) -> Any:
         return tuple(d.strip() for d in raw.split(",") if d.strip())
     if name == "trust_bundles":
         return parse_trust_bundles(raw.split(",") if raw else [], var)
-    if name in {"opa_url", "opa_binary"}:
+    if name in {"opa_url", "opa_binary", "admin_token", "introspection_token", "store_url"}:
         return raw or None
+    if name in {"admin_token_file", "introspection_token_file"}:
+        return Path(raw) if raw else None
     return raw
 
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from .credentials import AGENT_DISABLED, CredentialService
 from .errors import EngineUnavailableError
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
@@ -34,6 +35,8 @@ class DecisionService:
         metrics: Metrics,
         prompt_to_policy: bool = False,
         clock_ns: Callable[[], int] = time.time_ns,
+        credentials: CredentialService | None = None,
+        audit_prompt: str = "hash",
     ) -> None:
         self.verifier = verifier
         self.opa = opa
@@ -41,6 +44,10 @@ class DecisionService:
         self.metrics = metrics
         self.prompt_to_policy = prompt_to_policy
         self.clock_ns = clock_ns
+        #: Mints credentials on allow and knows which agents are disabled (None: neither).
+        self.credentials = credentials
+        #: How records keep prompts: hash, redacted or full (PDP_AUDIT_PROMPT).
+        self.audit_prompt = audit_prompt
 
     async def decide(self, request: dict[str, Any]) -> dict[str, Any]:
         """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
@@ -51,8 +58,14 @@ class DecisionService:
         started = time.perf_counter()
         decision_id = str(uuid.uuid4())
         identity = self.verifier.verify(request.get("agent", {}).get("token"))
+        creds = self.credentials
+        status = creds.agent_status(identity) if creds is not None else None
         input_doc = normalize(
-            request, identity, self.clock_ns(), prompt_to_policy=self.prompt_to_policy
+            request,
+            identity,
+            self.clock_ns(),
+            prompt_to_policy=self.prompt_to_policy,
+            agent_status=status,
         )
         # Counted only once the request is decided: normalize may still refuse it (400).
         if not identity.authenticated:
@@ -63,6 +76,8 @@ class DecisionService:
             self.metrics.opa_errors.labels(exc.kind).inc()
             self.metrics.decisions.labels("error").inc()
             response = {"decision_id": decision_id, "allow": False, "reasons": []}
+            if creds is not None:
+                creds.after_decision(decision_id, request, identity, response)
             await self._record(
                 decision_id, input_doc, request, response, started, identity, error=exc.message
             )
@@ -70,8 +85,23 @@ class DecisionService:
                 exc.message, kind=exc.kind, decision_id=decision_id
             ) from exc
         self.metrics.opa_latency.observe(result.duration_s)
-        response = self._respond(decision_id, request, identity, result)
-        await self._record(decision_id, input_doc, request, response, started, identity)
+        response = self._respond(decision_id, request, identity, result, status)
+        credential = None
+        if creds is not None:
+            # Minted only on allow; the token goes in the answer, its jti in the record.
+            credential = creds.after_decision(decision_id, request, identity, response)
+            if credential is not None:
+                response["credential"] = credential.response()
+        await self._record(
+            decision_id,
+            input_doc,
+            request,
+            response,
+            started,
+            identity,
+            credential=None if credential is None else credential.record(),
+            opa_decision_id=result.decision_id,
+        )
         return response
 
     def _respond(
@@ -80,6 +110,7 @@ class DecisionService:
         request: dict[str, Any],
         identity: Identity,
         result: OPAResult,
+        agent_status: str | None = None,
     ) -> dict[str, Any]:
         if result.decision is None:
             self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
@@ -99,6 +130,13 @@ class DecisionService:
                         "policy allowed an unauthenticated agent; denied by the PDP",
                     )
                 ]
+        if agent_status == "disabled" and AGENT_DISABLED not in {r.get("code") for r in reasons}:
+            # Defense in depth: a disabled agent is denied even if a policy forgets to.
+            if allow:
+                allow, reasons = False, []
+            reasons.append(
+                _reason(AGENT_DISABLED, f"agent {identity.spiffe_id!r} is disabled in the PDP")
+            )
         response: dict[str, Any] = {"decision_id": decision_id}
         if "request_id" in request:
             response["request_id"] = request["request_id"]
@@ -123,6 +161,8 @@ class DecisionService:
         identity: Identity,
         *,
         error: str | None = None,
+        credential: dict[str, Any] | None = None,
+        opa_decision_id: str | None = None,
     ) -> None:
         latency = time.perf_counter() - started
         self.metrics.latency.observe(latency)
@@ -135,6 +175,9 @@ class DecisionService:
                 latency_s=latency,
                 kid=identity.kid,
                 error=error,
+                credential=credential,
+                prompt_mode=self.audit_prompt,
+                opa_decision_id=opa_decision_id,
             )
         )
 

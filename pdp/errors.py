@@ -9,7 +9,8 @@ Every error body carries ``"allow": false`` so that a naive client fails closed.
     │   └── BodyTooLargeError     413 body over the configured limit
     ├── AuthError                 401 admin endpoint without a credential
     │   └── ForbiddenError        403 admin endpoint with the wrong credential
-    └── EngineUnavailableError    503 OPA cannot be reached or did not answer in time
+    ├── EngineUnavailableError    503 OPA cannot be reached or did not answer in time
+    └── AuditUnavailableError     503 the decision could not be recorded durably
 
 Policy-level failures (OPA answered nonsense, undefined decision) are *not* errors:
 they are deny decisions with a ``policy.*`` reason, answered with 200.
@@ -109,3 +110,10 @@ class EngineUnavailableError(PDPError):
         if self.decision_id is not None:
             body["decision_id"] = self.decision_id
         return body
+
+
+class AuditUnavailableError(PDPError):
+    """The decision could not be made durable in the audit trail (disk full, permission)."""
+
+    status = 503
+    code = "audit_unavailable"

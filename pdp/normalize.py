@@ -36,10 +36,14 @@ def normalize(
     now_ns: int,
     *,
     prompt_to_policy: bool = False,
+    agent_status: str | None = None,
 ) -> dict[str, Any]:
     """Build the OPA input from a schema-valid decision request.
 
     ``identity`` comes only from token verification; nothing in ``request`` can set it.
+    ``agent_status`` is the PDP's lifecycle status of the authenticated agent ("active" or
+    "disabled", from the credential service); it becomes ``input.agent.status`` and is
+    null for an unauthenticated request or when the caller tracks no lifecycle.
     Raises :class:`RequestError` only for a URL the schema could not rule out (a bad port).
     """
     now = rfc3339(now_ns)
@@ -53,6 +57,7 @@ def normalize(
         "identity": identity.to_input(),
         "agent": {
             "id": identity.path[-1] if identity.authenticated and identity.path else None,
+            "status": agent_status if identity.authenticated else None,
             "on_behalf_of": dict(agent.get("on_behalf_of", {})),
         },
         "tenant": request["tenant"],

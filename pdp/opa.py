@@ -40,6 +40,8 @@ class OPAResult:
     duration_s: float
     error_code: str | None = None
     error_message: str | None = None
+    #: OPA's own decision id (only when OPA's decision logging is on).
+    decision_id: str | None = None
 
 
 class OPAClient:
@@ -133,7 +135,10 @@ class OPAClient:
                 "the policy's decision does not match the decision schema",
                 revision,
             )
-        return OPAResult(result, revision, duration)
+        opa_id = doc.get("decision_id")
+        return OPAResult(
+            result, revision, duration, decision_id=opa_id if isinstance(opa_id, str) else None
+        )
 
     async def health(self, *, bundles: bool = True) -> bool:
         """OPA's own health check; with ``bundles`` it is true only once bundles are active."""

@@ -1,12 +1,14 @@
 """The one place a decision is recorded.
 
-Today a record is one structured log line on the ``pdp.decisions`` logger. The durable,
-tamper-evident audit trail plugs in here: :meth:`DecisionRecorder.record` is awaited
-before the response is sent, so a durable implementation can hold the answer until its
-record is on disk.
+:func:`build_record` assembles the record of a decision (``type: "decision"`` of
+``pdp/schemas/audit-record.schema.json``); the decision path awaits
+:meth:`Recorder.record` before it answers. The app's recorder is the audit trail
+(:class:`pdp.audit.trail.AuditRecorder`: durable first, then the log line) or, with the
+trail turned off, :class:`LogRecorder` alone.
 
-A record never holds a token or raw prompt text: tokens are named by ``jti``, prompts
-by their SHA-256.
+A record never holds a token: tokens are named by ``jti``, credentials by their summary,
+prompts by their SHA-256 (the text only with ``PDP_AUDIT_PROMPT=redacted|full``, and
+never in the log line).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import logging
 from typing import Any, Protocol
 
 import orjson
+
+from .audit.prompt import prompt_record
 
 log = logging.getLogger("pdp.decisions")
 
@@ -26,11 +30,22 @@ class Recorder(Protocol):
 
 
 class LogRecorder:
-    """Writes each decision record as one JSON log line."""
+    """Writes each decision record as one JSON log line.
+
+    The line leaves out the replayable ``input`` and any prompt text (hash only).
+    """
 
     async def record(self, record: dict[str, Any]) -> None:
         if log.isEnabledFor(logging.INFO):
-            log.info(orjson.dumps(record).decode())
+            line = {k: v for k, v in record.items() if k != "input"}
+            prompt = line.get("prompt")
+            if isinstance(prompt, dict) and ("text" in prompt or "redacted" in prompt):
+                line["prompt"] = {k: v for k, v in prompt.items() if k not in {"text", "redacted"}}
+            log.info(orjson.dumps(line).decode())
+
+
+#: The members of a credential summary a record keeps (never the token).
+CREDENTIAL_FIELDS = ("jti", "aud", "scope", "exp")
 
 
 def build_record(
@@ -42,38 +57,87 @@ def build_record(
     latency_s: float,
     kid: str | None,
     error: str | None = None,
+    credential: dict[str, Any] | None = None,
+    prompt_mode: str = "hash",
+    opa_decision_id: str | None = None,
 ) -> dict[str, Any]:
-    """Assemble the record of one decision from what the decision path already has."""
-    identity = input_doc["identity"] if input_doc else None
+    """Assemble the record of one decision from what the decision path already has.
+
+    The shape is ``pdp/schemas/audit-record.schema.json`` (type "decision"); the audit
+    trail adds ``seq``, ``prev`` and ``hash``. ``credential`` is the minted credential's
+    summary: only its ``jti``, ``aud``, ``scope`` and ``exp`` are kept. ``input`` is the
+    OPA input minus any prompt text, so the decision can be replayed.
+    """
+    doc = input_doc or {}
+    identity = doc.get("identity")
     action = request.get("action", {})
+    task = request.get("task", {})
+    dest = doc.get("destination") or {}
+    data = doc.get("data") or {}
     return {
+        "type": "decision",
+        "time": doc["now"]["rfc3339"] if doc else None,
         "decision_id": decision_id,
         "request_id": request.get("request_id"),
-        "time": input_doc["now"]["rfc3339"] if input_doc else None,
         "identity": None
         if identity is None
         else {
             "authenticated": identity["authenticated"],
             "spiffe_id": identity["spiffe_id"],
-            "jti": identity["jti"],
+            "trust_domain": identity.get("trust_domain"),
             "kid": kid,
+            "jti": identity["jti"],
             "exp": identity["expires_at"],
             "error": identity["error"]["code"] if identity["error"] else None,
         },
+        "agent": {
+            "id": (doc.get("agent") or {}).get("id"),
+            "on_behalf_of": (request.get("agent") or {}).get("on_behalf_of") or {},
+        },
         "tenant": request.get("tenant"),
-        "task": request.get("task", {}).get("id"),
+        "task": {k: task.get(k) for k in ("id", "purpose", "session")},
         "action": {
             "type": action.get("type"),
             "name": action.get("name"),
             "operation": action.get("operation"),
             "argument_keys": sorted(action.get("arguments", {})),
         },
-        "destination": request.get("destination", {}).get("name"),
-        "sensitivity": input_doc["data"]["sensitivity"] if input_doc else None,
-        "prompt_sha256": input_doc["prompt"]["sha256"] if input_doc else None,
-        "allow": response.get("allow", False),
-        "reasons": [r["code"] for r in response.get("reasons", ())],
-        "revision": response.get("policy", {}).get("revision"),
-        "latency_ms": round(latency_s * 1000, 3),
-        "error": error,
+        "destination": {
+            "type": dest.get("type"),
+            "name": dest.get("name"),
+            "host": dest.get("host"),
+            "environment": dest.get("environment"),
+        },
+        "data": {
+            "sensitivity": data.get("sensitivity"),
+            "categories": list(data.get("categories", [])),
+        },
+        "prompt": prompt_record(request.get("prompt"), doc.get("prompt"), prompt_mode),
+        "input": replayable_input(input_doc),
+        "decision": {
+            "status": 503 if error is not None else 200,
+            "allow": response.get("allow", False) is True,
+            "reasons": list(response.get("reasons", [])),
+            "obligations": response.get("obligations", {}),
+            "error": error,
+        },
+        # The minted credential by id only; never the token.
+        "credential": None
+        if credential is None
+        else {k: credential.get(k) for k in CREDENTIAL_FIELDS},
+        "policy": {
+            "revision": (response.get("policy") or {}).get("revision"),
+            "opa_decision_id": opa_decision_id,
+        },
+        "latency_us": round(latency_s * 1_000_000),
     }
+
+
+def replayable_input(input_doc: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The OPA input as recorded: everything but the prompt text."""
+    if input_doc is None:
+        return None
+    prompt = input_doc.get("prompt")
+    if isinstance(prompt, dict) and "text" in prompt:
+        return {**input_doc, "prompt": {k: v for k, v in prompt.items() if k != "text"}}
+    return input_doc

@@ -133,6 +133,8 @@ class OPASidecar:
             "--log-format",
             "json",
             "--skip-version-check",
+            # Policies read the inventory on every decision; ~10-15% faster evaluation.
+            "--optimize-store-for-read-speed",
         ]
         self._proc = await asyncio.create_subprocess_exec(
             *cmd,

@@ -185,8 +185,19 @@ async def test_example_answer_carries_id_revision_and_obligations(
     if body["allow"]:
         ttl = body["obligations"]["credential"]["ttl_seconds"]
         assert isinstance(ttl, int) and ttl >= 1
+        # An allow carries the credential for exactly this action (docs/credentials.md).
+        action = example["request"]["action"]
+        scope = f"{action['type']}:{action.get('name', '')}:{action.get('operation', '')}"
+        credential = body["credential"]
+        assert {k: v for k, v in credential.items() if k not in {"token", "jti"}} == {
+            "token_type": "Bearer",
+            "expires_in": min(ttl, 300),
+            "audience": example["request"]["destination"]["name"],
+            "scope": scope,
+        }
     else:
         assert body["obligations"] == {}
+        assert "credential" not in body
 
 
 async def test_request_without_request_id_gets_none_back(

@@ -71,6 +71,48 @@ ENV_CASES: list[tuple[str, str, str, Any]] = [
     ("PDP_LOG_LEVEL", "debug", "log_level", "debug"),
     ("PDP_LOG_LEVEL", "WARNING", "log_level", "WARNING"),
 ]
+# The audit trail's settings (docs/audit.md).
+ENV_CASES += [
+    ("PDP_AUDIT_ENABLED", "false", "audit_enabled", False),
+    ("PDP_AUDIT_ENABLED", "on", "audit_enabled", True),
+    ("PDP_AUDIT_DIR", "/var/log/pdp-audit", "audit_dir", Path("/var/log/pdp-audit")),
+    ("PDP_AUDIT_DIR", "", "audit_dir", None),
+    ("PDP_AUDIT_FSYNC", "always", "audit_fsync", "always"),
+    ("PDP_AUDIT_FSYNC", "off", "audit_fsync", "off"),
+    ("PDP_AUDIT_PROMPT", "redacted", "audit_prompt", "redacted"),
+    ("PDP_AUDIT_PROMPT", "full", "audit_prompt", "full"),
+    ("PDP_AUDIT_SEGMENT_MAX_BYTES", "1048576", "audit_segment_max_bytes", 1048576),
+    ("PDP_AUDIT_SEGMENT_MAX_AGE_S", "0", "audit_segment_max_age_s", 0.0),
+    ("PDP_AUDIT_RETENTION_DAYS", "90", "audit_retention_days", 90.0),
+    ("PDP_AUDIT_RETENTION_MAX_BYTES", "10000000", "audit_retention_max_bytes", 10_000_000),
+    (
+        "PDP_AUDIT_FORWARD_URL",
+        "https://logs.example/logs",
+        "audit_forward_url",
+        "https://logs.example/logs",
+    ),
+    ("PDP_AUDIT_FORWARD_URL", "", "audit_forward_url", None),
+    ("PDP_AUDIT_FORWARD_BATCH", "100", "audit_forward_batch", 100),
+    ("PDP_AUDIT_FORWARD_MAX_BACKOFF_S", "2.5", "audit_forward_max_backoff_s", 2.5),
+]
+
+
+# Credentials, admin API and store settings (docs/credentials.md).
+_A_FILE = str(Path(__file__))
+ENV_CASES += [
+    ("PDP_ISSUER", "https://pdp.acme.example", "issuer", "https://pdp.acme.example"),
+    ("PDP_CREDENTIAL_ALG", "ES384", "credential_alg", "ES384"),
+    ("PDP_CREDENTIAL_MAX_TTL_S", "600", "credential_max_ttl_s", 600),
+    ("PDP_CREDENTIAL_DEFAULT_TTL_S", "30", "credential_default_ttl_s", 30),
+    ("PDP_ADMIN_TOKEN", "a" * 16, "admin_token", "a" * 16),
+    ("PDP_ADMIN_TOKEN", "", "admin_token", None),
+    ("PDP_ADMIN_TOKEN_FILE", _A_FILE, "admin_token_file", Path(_A_FILE)),
+    ("PDP_INTROSPECTION_TOKEN", "b" * 20, "introspection_token", "b" * 20),
+    ("PDP_INTROSPECTION_TOKEN_FILE", _A_FILE, "introspection_token_file", Path(_A_FILE)),
+    ("PDP_STORE_URL", "redis://127.0.0.1:6379/0", "store_url", "redis://127.0.0.1:6379/0"),
+    ("PDP_STORE_URL", "sqlite:///var/lib/pdp.db", "store_url", "sqlite:///var/lib/pdp.db"),
+    ("PDP_STORE_REFRESH_S", "0.25", "store_refresh_s", 0.25),
+]
 
 
 @pytest.mark.parametrize(
@@ -178,6 +220,52 @@ INVALID_ENV: list[tuple[str, str, str]] = [
     ("PDP_OPA_URL", "unix:", "PDP_OPA_URL='unix:': {url}"),
     ("PDP_OPA_URL", "unix://opa.sock", "PDP_OPA_URL='unix://opa.sock': {url}"),
     ("PDP_OPA_URL", "unix://run/opa.sock", "PDP_OPA_URL='unix://run/opa.sock': {url}"),
+]
+INVALID_ENV += [
+    ("PDP_AUDIT_ENABLED", "maybe", "PDP_AUDIT_ENABLED='maybe': must be true or false"),
+    ("PDP_AUDIT_FSYNC", "sometimes", "PDP_AUDIT_FSYNC='sometimes': must be batch, always, off"),
+    ("PDP_AUDIT_PROMPT", "text", "PDP_AUDIT_PROMPT='text': must be hash, redacted, full"),
+    ("PDP_AUDIT_SEGMENT_MAX_BYTES", "100", "PDP_AUDIT_SEGMENT_MAX_BYTES=100: must be >= 4096"),
+    ("PDP_AUDIT_SEGMENT_MAX_BYTES", "1G", "PDP_AUDIT_SEGMENT_MAX_BYTES='1G': must be an integer"),
+    (
+        "PDP_AUDIT_SEGMENT_MAX_AGE_S",
+        "-1",
+        "PDP_AUDIT_SEGMENT_MAX_AGE_S=-1.0: must be >= 0 (0: off)",
+    ),
+    ("PDP_AUDIT_RETENTION_DAYS", "week", "PDP_AUDIT_RETENTION_DAYS='week': must be a number"),
+    (
+        "PDP_AUDIT_RETENTION_MAX_BYTES",
+        "-1",
+        "PDP_AUDIT_RETENTION_MAX_BYTES=-1: must be >= 0 (0: off)",
+    ),
+    (
+        "PDP_AUDIT_FORWARD_URL",
+        "collector",
+        "PDP_AUDIT_FORWARD_URL='collector': must be an http(s):// URL",
+    ),
+    ("PDP_AUDIT_FORWARD_BATCH", "0", "PDP_AUDIT_FORWARD_BATCH=0: must be 1..10000"),
+    ("PDP_AUDIT_FORWARD_MAX_BACKOFF_S", "0", "PDP_AUDIT_FORWARD_MAX_BACKOFF_S=0.0: must be > 0"),
+]
+INVALID_ENV += [
+    ("PDP_ISSUER", " ", "PDP_ISSUER=' ': must not be empty"),
+    ("PDP_CREDENTIAL_ALG", "HS256", "PDP_CREDENTIAL_ALG='HS256': must be ES256, ES384 or ES512"),
+    ("PDP_CREDENTIAL_MAX_TTL_S", "0", "PDP_CREDENTIAL_MAX_TTL_S=0: must be 1..3600"),
+    ("PDP_CREDENTIAL_MAX_TTL_S", "1h", "PDP_CREDENTIAL_MAX_TTL_S='1h': must be an integer"),
+    (
+        "PDP_CREDENTIAL_DEFAULT_TTL_S",
+        "301",
+        "PDP_CREDENTIAL_DEFAULT_TTL_S=301: must be 1..PDP_CREDENTIAL_MAX_TTL_S (300)",
+    ),
+    # A secret is never echoed, even when refused.
+    ("PDP_ADMIN_TOKEN", "short-secret", "PDP_ADMIN_TOKEN='<hidden>': must be >= 16 chars"),
+    ("PDP_ADMIN_TOKEN_FILE", "/no/such", "PDP_ADMIN_TOKEN_FILE='/no/such': file does not exist"),
+    (
+        "PDP_STORE_URL",
+        "memcached://:pw@h",
+        "PDP_STORE_URL='memcached://...': must be sqlite:///path, redis://host:port/db, "
+        "rediss://... or unix:///sock",
+    ),
+    ("PDP_STORE_REFRESH_S", "0", "PDP_STORE_REFRESH_S=0.0: 0..60"),
 ]
 _URL_MESSAGE = "must be http(s)://host:port or unix:///path"
 

@@ -76,6 +76,7 @@ def test_full_request_matches_the_input_schema_and_the_documented_shape() -> Non
         },
         "agent": {
             "id": "support-bot",
+            "status": None,  # no lifecycle given (see the agent_status tests)
             "on_behalf_of": {"subject": "user:alice@acme.example", "tenant": "acme"},
         },
         "tenant": "acme",
@@ -118,7 +119,7 @@ def test_minimal_request_gets_defaults_and_matches_the_schema() -> None:
     assert doc["prompt"] == {"present": False, "sha256": None, "length": 0, "risk_signals": []}
     assert doc["action"] == {"type": "tool.call", "name": None, "operation": None, "arguments": {}}
     assert doc["destination"]["host"] is None and doc["destination"]["port"] is None
-    assert doc["agent"] == {"id": "support-bot", "on_behalf_of": {}}
+    assert doc["agent"] == {"id": "support-bot", "status": None, "on_behalf_of": {}}
     assert doc["task"] == {} and doc["context"] == {}
     assert doc["request"]["id"] is None
 
@@ -129,6 +130,26 @@ def test_identity_comes_only_from_the_verified_token() -> None:
     assert doc["identity"]["authenticated"] is False
     assert doc["identity"]["error"] == {"code": "authn.expired", "message": "token expired"}
     assert doc["agent"]["id"] is None
+    assert list(INPUT_SCHEMA.iter_errors(doc)) == []
+
+
+@pytest.mark.parametrize(
+    ("identity", "given", "want"),
+    [
+        ("alice", "active", "active"),
+        ("alice", "disabled", "disabled"),
+        ("alice", None, None),
+        ("anon", "disabled", None),  # no verified agent, so no lifecycle status
+    ],
+)
+def test_agent_status_is_passed_in_for_a_verified_agent_only(
+    identity: str, given: str | None, want: str | None
+) -> None:
+    who = ALICE if identity == "alice" else ANON
+
+    doc = normalize(minimal(), who, NOW_NS, agent_status=given)
+
+    assert doc["agent"]["status"] == want
     assert list(INPUT_SCHEMA.iter_errors(doc)) == []
 
 

@@ -25,6 +25,10 @@ NOT_FORMATTED = 7
 SERVICE_ERROR = 8
 #: Bad configuration or input file.
 BAD_INPUT = 9
+#: The audit trail failed verification (a record modified, deleted, reordered, truncated).
+AUDIT_INVALID = 10
+#: Replay found changed decisions that --fail-on refuses (e.g. access gained).
+REPLAY_CHANGED = 11
 
 
 class CLIError(click.ClickException):

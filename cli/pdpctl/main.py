@@ -18,6 +18,10 @@ from pdp.config import ConfigError, Settings, parse_trust_bundles
 from pdp.devtrust import DevTrustError, mint_svid
 from pdp.tools import ToolNotFoundError
 
+from .agents import agents
+from .audit import audit
+from .ci import ci
+from .credentials import credentials
 from .errors import (
     BAD_INPUT,
     DOES_NOT_COMPILE,
@@ -26,8 +30,10 @@ from .errors import (
     TOOL_MISSING,
     CLIError,
 )
+from .keys import keys
 from .policy import bundle, policy
 from .project import Project
+from .replay import replay_command
 
 DEFAULT_URL = "http://127.0.0.1:8700"
 
@@ -55,6 +61,12 @@ def cli(ctx: click.Context, policies_dir: Path, opa_binary: str | None) -> None:
 
 cli.add_command(policy)
 cli.add_command(bundle)
+cli.add_command(keys)
+cli.add_command(credentials)
+cli.add_command(agents)
+cli.add_command(audit)
+cli.add_command(replay_command)
+cli.add_command(ci)
 
 
 @cli.command()

@@ -42,41 +42,25 @@ decision := {
 	"obligations": obligations,
 	"cache": {"ttl_seconds": 0},
 } if {
-	count(malformed) == 0
 	well_formed(obligations)
-}
-
-# Every deny and grant reason of every module under pdp.rules: a new module is composed as
-# soon as it is loaded.
-denials contains reason if {
-	some name
-	module_reasons := data.pdp.rules[name].deny
-	some reason in module_reasons
-}
-
-grants contains reason if {
-	some name
-	module_reasons := data.pdp.rules[name].grant
-	some reason in module_reasons
+	every reason in denials | grants {
+		is_string(reason.code)
+		is_string(reason.message)
+	}
 }
 
 # METADATA
-# scope: document
-# title: Malformed module output
+# title: Deny reasons
 # description: |
-#   Each module's deny or grant that is not a set of reasons with a string code and message.
-#   A module that wrote `deny if ...` (a boolean) would otherwise be silently ignored.
-malformed contains [name, "deny"] if {
-	some name
-	value := data.pdp.rules[name].deny
-	not reason_set(value)
-}
+#   The deny reasons of every module under pdp.rules: a new module is composed as soon as it
+#   is loaded. One pass over the modules, and union() takes only sets, so a module whose deny
+#   is not a set (say `deny if ...`, a boolean) leaves denials undefined: policy_error.
+denials := union({reasons | some name; reasons := data.pdp.rules[name].deny})
 
-malformed contains [name, "grant"] if {
-	some name
-	value := data.pdp.rules[name].grant
-	not reason_set(value)
-}
+# METADATA
+# title: Grant reasons
+# description: The grant reasons of every module under pdp.rules; a set, like denials.
+grants := union({reasons | some name; reasons := data.pdp.rules[name].grant})
 
 # METADATA
 # scope: document
@@ -117,21 +101,12 @@ obligations := {
 sorted(reasons) := [entry[2] | some entry in sort({[r.code, r.message, r] | some r in reasons})]
 
 # METADATA
-# description: A set whose members all have a string code and message.
-reason_set(value) if {
-	is_set(value)
-	every reason in value {
-		is_string(reason.code)
-		is_string(reason.message)
-	}
-}
-
-# METADATA
 # description: Obligations the PDP can act on, i.e. a whole, positive TTL and a boolean recheck.
 well_formed(obligations) if {
-	is_number(obligations.credential.ttl_seconds)
-	obligations.credential.ttl_seconds >= 1
-	round(obligations.credential.ttl_seconds) == obligations.credential.ttl_seconds
+	ttl := obligations.credential.ttl_seconds
+	is_number(ttl)
+	ttl >= 1
+	round(ttl) == ttl
 	is_boolean(obligations.recheck_at_target)
 	well_formed_approval(obligations.approval)
 }

@@ -81,6 +81,8 @@ malformed_cases := {
 	"a module whose deny is a boolean": {"b": {"deny": true}},
 	"a module whose grant is a list": {"b": {"grant": [grant_a]}},
 	"a deny reason without a code": {"b": {"deny": {{"message": "no code"}}}},
+	"a grant reason without a message": {"b": {"grant": {{"code": "entitled"}}}},
+	"a deny reason that is not an object": {"b": {"deny": {"tenant_mismatch"}}},
 }
 
 test_malformed_obligations_deny_with_policy_error[note] if {

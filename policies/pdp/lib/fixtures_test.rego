@@ -11,7 +11,11 @@ base_input := {
 	"version": 1,
 	"now": {"rfc3339": "2026-01-15T10:00:00.000000Z", "unix_ns": 1768471200000000000},
 	"identity": identity("spiffe://acme.example/agents/support-bot"),
-	"agent": {"id": "support-bot", "on_behalf_of": {"subject": "user:alice@acme.example", "tenant": "acme"}},
+	"agent": {
+		"id": "support-bot",
+		"status": "active",
+		"on_behalf_of": {"subject": "user:alice@acme.example", "tenant": "acme"},
+	},
 	"tenant": "acme",
 	"task": {"id": "T-42", "purpose": "triage support tickets", "session": "s-9"},
 	"action": {"type": "tool.call", "name": "jira.search_issues", "operation": "read", "arguments": {}},

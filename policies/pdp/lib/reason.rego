@@ -16,34 +16,45 @@ package pdp.lib
 #   annotated package path (e.g. pdp.rules.tenancy); the controls are the package's
 #   custom.controls followed by any extra ones the rule itself lists. Always defined, so a
 #   deny rule can never lose its reason to a missing annotation.
+#   Every deny reason (and entitlements' grant) is built per decision, so the usual chain, the
+#   rule's own annotation with its code followed by its package's, takes a few lookups; any
+#   other chain takes the general path, which gives the same answer for the usual one.
 reason(chain, message) := {
-	"code": code(chain),
+	"code": code,
 	"message": message,
-	"rule": module_name(chain),
-	"controls": controls(chain),
-}
-
-# METADATA
-# description: The nearest custom.code in the chain; "unspecified" when no annotation has one.
-code(chain) := codes[0] if {
+	"rule": concat(".", pkg.path),
+	"controls": unique(array.concat(
+		object.get(pkg.annotations, ["custom", "controls"], []),
+		object.get(own, ["annotations", "custom", "controls"], []),
+	)),
+} if {
+	[own, pkg] := chain
+	pkg.annotations.scope == "package"
+	code := own.annotations.custom.code
+} else := {
+	"code": array.concat(codes, ["unspecified"])[0],
+	"message": message,
+	"rule": concat(".", array.concat(package_paths, [array.slice(chain[0].path, 0, count(chain[0].path) - 1)])[0]),
+	"controls": unique(listed),
+} if {
+	# The nearest custom.code first.
 	codes := [entry.annotations.custom.code | some entry in chain]
-} else := "unspecified"
 
-# METADATA
-# description: Dotted path of the annotated package; else the rule's own package path.
-module_name(chain) := concat(".", entry.path) if {
-	some entry in chain
-	entry.annotations.scope == "package"
-} else := concat(".", array.slice(chain[0].path, 0, count(chain[0].path) - 1))
+	# The annotated package's path; else (appended) the rule's own package path.
+	package_paths := [entry.path | some entry in chain; entry.annotations.scope == "package"]
 
-# METADATA
-# description: custom.controls from the package outwards in, without repeats, in authored order.
-controls(chain) := [c |
-	some i, c in listed
-	not c in array.slice(listed, 0, i)
-] if {
+	# custom.controls from the package outwards in, in authored order.
 	listed := [c |
 		some entry in array.reverse(chain)
 		some c in entry.annotations.custom.controls
 	]
 }
+
+# METADATA
+# description: The array without repeats, each kept where it first occurs.
+unique(values) := values if count({v | some v in values}) == count(values)
+
+else := [v |
+	some i, v in values
+	not v in array.slice(values, 0, i)
+]

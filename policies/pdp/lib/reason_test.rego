@@ -32,6 +32,33 @@ reason_cases := {
 		"chain": [{"path": ["pdp", "rules", "egress", "deny"]}, package_entry],
 		"want": {"code": "unspecified", "message": "m", "rule": "pdp.rules.egress", "controls": ["OWASP-ASI02", "MAESTRO"]},
 	},
+	"repeats within one annotation's controls are dropped too": {
+		"chain": [
+			{"path": ["pdp", "rules", "egress", "deny"], "annotations": {
+				"scope": "rule",
+				"custom": {"code": "egress_x", "controls": ["NIST-AI-RMF:MEASURE-2.10", "NIST-AI-RMF:MEASURE-2.10"]},
+			}},
+			package_entry,
+		],
+		"want": {
+			"code": "egress_x", "message": "m", "rule": "pdp.rules.egress",
+			"controls": ["OWASP-ASI02", "MAESTRO", "NIST-AI-RMF:MEASURE-2.10"],
+		},
+	},
+	"a longer chain takes the general path to the same kind of answer": {
+		"chain": [
+			{"path": ["pdp", "rules", "egress", "deny"], "annotations": {"scope": "rule", "custom": {"code": "egress_x"}}},
+			{"path": ["pdp", "rules", "egress", "deny"], "annotations": {
+				"scope": "document",
+				"custom": {"code": "egress_doc", "controls": ["MAESTRO", "OWASP-ASI09"]},
+			}},
+			package_entry,
+		],
+		"want": {
+			"code": "egress_x", "message": "m", "rule": "pdp.rules.egress",
+			"controls": ["OWASP-ASI02", "MAESTRO", "OWASP-ASI09"],
+		},
+	},
 	"a package without annotations still names the rule's package, with no controls": {
 		"chain": [{"path": ["pdp", "rules", "bare", "deny"], "annotations": {"scope": "rule", "custom": {"code": "bare_x"}}}],
 		"want": {"code": "bare_x", "message": "m", "rule": "pdp.rules.bare", "controls": []},

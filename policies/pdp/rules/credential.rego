@@ -23,6 +23,6 @@ default ttl_seconds := 120
 ttl_seconds := 30 if risk.high_risk
 
 ttl_seconds := 60 if {
-	not risk.high_risk
 	input.data.sensitivity_rank >= lib.sensitivity_ranks.confidential
+	not risk.high_risk
 }

@@ -28,12 +28,11 @@ import data.pdp.lib
 #   code: egress_sensitivity_blocked
 deny contains lib.reason(rego.metadata.chain(), message) if {
 	input.data.sensitivity_rank >= lib.sensitivity_ranks.confidential
-	level := trust(input.destination, destination)
-	level != "internal"
+	trust_level != "internal"
 	not input.data.sensitivity in object.get(destination, "allowed_sensitivities", [])
 	message := sprintf(
 		"%s data may not be sent to %s destination %q",
-		[input.data.sensitivity, level, input.destination.name],
+		[input.data.sensitivity, trust_level, input.destination.name],
 	)
 }
 
@@ -70,11 +69,14 @@ cleared_for_restricted := data.inventory.restricted_destinations
 destination := data.inventory.destinations[input.destination.name]
 
 # METADATA
+# scope: document
 # description: |
-#   How far a destination is trusted: external when the request or the inventory says its
-#   type is external, else the inventory's trust level, else external.
-trust(claimed, registered) := "external" if claimed.type == "external"
-
-else := "external" if registered.type == "external"
-
-else := object.get(registered, "trust", "external")
+#   How far the destination is trusted: external when the request or the inventory says its
+#   type is external, else the inventory's trust level, else external. Undefined for an
+#   unknown destination (pdp.rules.tenancy denies those).
+trust_level := "external" if {
+	destination
+	input.destination.type == "external"
+} else := "external" if {
+	destination.type == "external"
+} else := object.get(destination, "trust", "external")

@@ -24,8 +24,11 @@ import data.pdp.rules.inventory
 # custom:
 #   code: entitled
 grant contains lib.reason(rego.metadata.chain(), message) if {
-	entitled(object.get(agent, "entitlements", []), input.action, input.destination)
-	message := sprintf("an entitlement of agent %q covers %s on %q", [agent_id, input.action.type, input.destination.name])
+	entitled
+	message := sprintf(
+		"an entitlement of agent %q covers %s on %q",
+		[input.identity.spiffe_id, input.action.type, input.destination.name],
+	)
 }
 
 # METADATA
@@ -34,11 +37,12 @@ grant contains lib.reason(rego.metadata.chain(), message) if {
 # custom:
 #   code: action_not_entitled
 deny contains lib.reason(rego.metadata.chain(), message) if {
-	granted := object.get(agent, "entitlements", [])
-	not entitled(granted, input.action, input.destination)
+	# A registered agent; unknown and unauthenticated ones are left to inventory and authn.
+	is_object(inventory.agent)
+	not entitled
 	message := sprintf(
 		"agent %q has no entitlement for %s %v (operation %v) on %q",
-		[agent_id, input.action.type, input.action.name, input.action.operation, input.destination.name],
+		[input.identity.spiffe_id, input.action.type, input.action.name, input.action.operation, input.destination.name],
 	)
 }
 
@@ -49,9 +53,9 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 #   code: purpose_not_allowed
 deny contains lib.reason(rego.metadata.chain(), message) if {
 	purpose := input.task.purpose
-	listed := agent.purposes
+	listed := inventory.agent.purposes
 	not purpose in listed
-	message := sprintf("agent %q may not act for purpose %q", [agent_id, purpose])
+	message := sprintf("agent %q may not act for purpose %q", [input.identity.spiffe_id, purpose])
 }
 
 # METADATA
@@ -62,28 +66,39 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 # custom:
 #   code: action_not_allowed_for_purpose
 deny contains lib.reason(rego.metadata.chain(), message) if {
-	purpose := input.task.purpose
-	purpose_permitted(agent, purpose)
+	# First the check that fails on an allowed call, so the common path stops here.
 	not input.action.type in purpose_actions
+	purpose_permitted
+	purpose := input.task.purpose
 	message := sprintf("purpose %q does not allow action type %s", [purpose, input.action.type])
 }
-
-# The authenticated agent's inventory entry; undefined otherwise, which keeps every rule above
-# silent for unknown or unauthenticated agents (pdp.rules.authn and pdp.rules.inventory deny those).
-agent := inventory.agent
 
 # The action types the task's purpose allows; none for an unregistered purpose.
 default purpose_actions := []
 
 purpose_actions := data.inventory.purposes[input.task.purpose].actions
 
-agent_id := input.identity.spiffe_id
+# METADATA
+# scope: document
+# description: |
+#   The authenticated, registered agent (inventory.agent) may act for the task's purpose:
+#   it lists the purpose, or lists none. Undefined for an unknown or unauthenticated agent,
+#   which keeps the purpose rules silent (pdp.rules.authn and pdp.rules.inventory deny those).
+purpose_permitted if {
+	agent := inventory.agent
+	not agent.purposes
+}
+
+purpose_permitted if input.task.purpose in inventory.agent.purposes
 
 # METADATA
-# description: Some entitlement covers the action on the destination.
-entitled(entitlements, action, destination) if {
-	some entitlement in entitlements
-	covers(entitlement, action, destination)
+# description: |
+#   Some entitlement of the authenticated, registered agent (inventory.agent) covers the
+#   action on the destination. A rule rather than a function of the agent's entitlements, so
+#   grant and deny share one evaluation and nothing from the inventory is copied into a call.
+entitled if {
+	some entitlement in object.get(inventory.agent, "entitlements", [])
+	covers(entitlement, input.action, input.destination)
 }
 
 # METADATA
@@ -97,21 +112,15 @@ covers(entitlement, action, destination) if {
 	operation_covered(entitlement, action.operation)
 }
 
-name_covered(entitlement, _) if not entitlement.names
-
+# The common case first: OPA stops at the first definition that holds.
 name_covered(entitlement, name) if {
 	is_string(name)
 	some pattern in entitlement.names
 	glob.match(pattern, ["."], name)
 }
 
-operation_covered(entitlement, _) if not entitlement.operations
+name_covered(entitlement, _) if not entitlement.names
 
 operation_covered(entitlement, operation) if operation in entitlement.operations
 
-# METADATA
-# scope: document
-# description: An agent that lists purposes may act only for those; one that lists none, for any.
-purpose_permitted(agent, _) if not agent.purposes
-
-purpose_permitted(agent, purpose) if purpose in agent.purposes
+operation_covered(entitlement, _) if not entitlement.operations

@@ -100,6 +100,10 @@ deny_cases := {
 		},
 		"want": {"action_not_allowed_for_purpose"},
 	},
+	"an action type the agent's own purpose does not list is action_not_allowed_for_purpose": {
+		"inventory": {"purposes": {"triage support tickets": {"actions": ["model.invoke"]}}},
+		"want": {"action_not_allowed_for_purpose"},
+	},
 	"an unregistered purpose allows no action": {
 		"patch": {
 			"identity": fixtures.identity(fixtures.open_bot),

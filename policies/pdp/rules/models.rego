@@ -35,16 +35,16 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 deny contains lib.reason(rego.metadata.chain(), message) if {
 	input.action.type == "model.invoke"
 	registered := data.inventory.models[model]
-	input.data.sensitivity_rank > max_rank(registered)
+	input.data.sensitivity_rank > max_rank(object.get(registered, "max_sensitivity", "unset"))
 	limit := object.get(registered, "max_sensitivity", "unset")
 	message := sprintf("model %q is cleared for %s data at most, not %s", [model, limit, input.data.sensitivity])
 }
 
 # METADATA
 # description: |
-#   The rank of the model's max_sensitivity; -1 (cleared for nothing) when it is missing or
-#   not a known label, so a registry typo denies rather than allows.
-max_rank(registered) := object.get(lib.sensitivity_ranks, object.get(registered, "max_sensitivity", "unset"), -1)
+#   The rank of a model's max_sensitivity label; -1 (cleared for nothing) when it is missing
+#   ("unset") or not a known label, so a registry typo denies rather than allows.
+max_rank(label) := object.get(lib.sensitivity_ranks, label, -1)
 
 # The model a model.invoke calls: the action's name, else the destination's.
 model := input.action.name if is_string(input.action.name)

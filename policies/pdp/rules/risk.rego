@@ -25,8 +25,8 @@ import data.pdp.lib
 # custom:
 #   code: high_risk_with_prompt_risk
 deny contains lib.reason(rego.metadata.chain(), message) if {
-	high_risk
 	count(input.prompt.risk_signals) > 0
+	high_risk
 	message := sprintf(
 		"high-risk action %s on %q refused: the prompt raised risk signals %s",
 		[input.action.type, input.destination.name, concat(", ", input.prompt.risk_signals)],
@@ -39,9 +39,9 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 # custom:
 #   code: high_risk_with_prompt_risk
 deny contains lib.reason(rego.metadata.chain(), message) if {
-	not high_risk
 	"prompt_injection_suspected" in input.prompt.risk_signals
-	writes(input.action)
+	writes
+	not high_risk
 	message := sprintf(
 		"%s %v on %q refused: prompt injection is suspected",
 		[input.action.type, input.action.operation, input.destination.name],
@@ -54,11 +54,11 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 # description: Secret reads and data exports anywhere; writes and deletes on prod.
 default high_risk := false
 
-high_risk if input.action.type in approval_types
+high_risk if needs_approval
 
 high_risk if {
-	writes(input.action)
-	prod(input.destination, destination)
+	writes
+	prod
 }
 
 # METADATA
@@ -76,28 +76,27 @@ recheck_at_target if high_risk
 default approval := null
 
 approval := {"required": true, "reason": reason} if {
-	input.action.type in approval_types
+	needs_approval
 	reason := sprintf("%s on %q needs human approval", [input.action.type, input.destination.name])
 }
 
-# The registered destination; an empty one for an unknown destination.
-default destination := {}
-
+# The registered destination; undefined for an unknown one.
 destination := data.inventory.destinations[input.destination.name]
 
-# Action types that are high risk anywhere and need approval.
-approval_types := {"secret.read", "data.export"}
+# Secret reads and data exports are high risk anywhere and need approval. The action types
+# are listed in the rule body, not in a separate set, so OPA's rule index can skip the rule.
+needs_approval if input.action.type in {"secret.read", "data.export"}
 
 # METADATA
 # scope: document
 # description: The action changes state at the target.
-writes(action) if action.operation in {"write", "delete"}
+writes if input.action.operation in {"write", "delete"}
 
-writes(action) if action.type == "data.write"
+writes if input.action.type == "data.write"
 
 # METADATA
 # scope: document
 # description: The destination is prod, by the request's word or the inventory's.
-prod(claimed, _) if claimed.environment == "prod"
+prod if input.destination.environment == "prod"
 
-prod(_, registered) if registered.environment == "prod"
+prod if destination.environment == "prod"

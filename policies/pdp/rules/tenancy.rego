@@ -55,9 +55,14 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 #   code: destination_tenant_mismatch
 deny contains lib.reason(rego.metadata.chain(), message) if {
 	destination := data.inventory.destinations[input.destination.name]
-	not serves(destination, input.tenant)
+	tenant := input.tenant
+
+	# Neither the request's tenant nor shared. Two negations rather than a helper function:
+	# a call would copy the whole inventory entry into its arguments.
+	not destination.tenant == tenant
+	not destination.tenant == "*"
 	owner := object.get(destination, "tenant", "none")
-	message := sprintf("destination %q belongs to tenant %q, not %q", [input.destination.name, owner, input.tenant])
+	message := sprintf("destination %q belongs to tenant %q, not %q", [input.destination.name, owner, tenant])
 }
 
 # METADATA
@@ -71,10 +76,6 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 	not domain in trust_domains
 	message := sprintf("trust domain %q is not trusted by tenant %q", [domain, input.tenant])
 }
-
-serves(destination, tenant) if destination.tenant == tenant
-
-serves(destination, _) if destination.tenant == "*"
 
 # The trust domains of the request's tenant; none for an unknown tenant.
 default trust_domains := []

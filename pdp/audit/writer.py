@@ -1,0 +1,326 @@
+"""The one writer task: :class:`AuditWriter`, the asyncio side of the trail.
+
+Callers ``await append(record)`` and are released only once their record is durable. The
+task takes every record queued so far as one batch, chains it, writes it to the segment
+(a write to the page cache, on the event loop) and hands the ``fdatasync`` to a helper
+thread; records that arrive meanwhile form the next batch (group commit), which is
+written and synced while the previous sync may still run (at most two in flight). A sync
+that returns makes durable everything written before it, so batches are released in
+order. Rotation, retention, start, recovery and stop run on a helper thread once no sync
+is in flight.
+
+Durability modes (``PDP_AUDIT_FSYNC``):
+
+- ``batch``  (default) write the batch, ``fdatasync``, then release its callers;
+- ``always`` one record per write and ``fdatasync``, one at a time (no grouping);
+- ``off``    write the batch to the page cache and release at once: survives a crash of
+  the process, not of the machine.
+
+Any write, sync or rotation error makes the writer *unavailable*: the callers of the
+failed batch and all later callers get :class:`~pdp.errors.AuditUnavailableError` (a 503)
+until a recovery, tried with backoff, has cut the trail back to its last durable record
+and written a marker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from ..errors import AuditUnavailableError, PDPError
+from .chain import canonical
+from .log import AuditError, AuditLog, Written
+
+log = logging.getLogger("pdp.audit")
+
+T = TypeVar("T")
+#: A queued record and the future its caller awaits.
+Pending = tuple[dict[str, Any], "asyncio.Future[None]"]
+
+
+def _describe(exc: BaseException) -> tuple[str, str]:
+    """(full, short) descriptions of a failure: the short one names no path."""
+    full = f"{type(exc).__name__}: {exc}"[:500]
+    if isinstance(exc, OSError) and exc.errno is not None:
+        short = f"{errno.errorcode.get(exc.errno, exc.errno)} ({exc.strerror})"
+    elif isinstance(exc, AuditError):
+        short = exc.short
+    else:
+        short = type(exc).__name__
+    return full, short
+
+
+class AuditWriter:
+    """The one writer task: group commit, fail closed, recover with backoff."""
+
+    #: Syncs that may run at once (the next batch is written while the last one syncs).
+    max_in_flight = 1
+
+    def __init__(
+        self,
+        audit_log: AuditLog,
+        *,
+        batch_max: int = 512,
+        retry_initial_s: float = 0.1,
+        retry_max_s: float = 5.0,
+        on_commit: Callable[[int, int], None] | None = None,
+        on_state: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.log = audit_log
+        always = audit_log.fsync == "always"
+        self.batch_max = 1 if always else batch_max
+        self.in_flight_max = 1 if always else self.max_in_flight
+        self.retry_initial_s = retry_initial_s
+        self.retry_max_s = retry_max_s
+        self.on_commit = on_commit
+        self.on_state = on_state
+        #: True while records can be appended.
+        self.available = False
+        #: Why the trail is unavailable (None while available): for logs and /readyz.
+        self.error: str | None = "the audit trail has not started"
+        #: The same, without paths: what a client's 503 body says.
+        self.reason = "the audit trail has not started"
+        #: seq of the last durable record, as seen by the event loop.
+        self.committed_seq = 0
+        self._pending: list[Pending] = []
+        self._in_flight: list[_InFlight] = []
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(self.max_in_flight, thread_name_prefix="pdp-audit")
+        self._task: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def start(self) -> None:
+        """Open the trail (an error leaves it unavailable and retrying); start the task."""
+        try:
+            await self._call(self.log.open)
+        except (OSError, AuditError) as exc:
+            self._fail(exc)
+        else:
+            self._set_available(True)
+            self.committed_seq = self.log.durable_seq
+            log.info("audit trail %s open at seq %d", self.log.directory, self.log.seq)
+        self._task = asyncio.create_task(self._run(), name="audit-writer")
+
+    async def append(self, record: dict[str, Any]) -> None:
+        """Queue ``record`` and return once it is durable (raises when unavailable)."""
+        if self._closing:
+            raise AuditUnavailableError("audit trail unavailable: the service is stopping")
+        if not self.available:
+            raise AuditUnavailableError(f"audit trail unavailable: {self.reason}")
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((record, fut))
+        self._wake.set()
+        await fut
+
+    # ------------------------------------------------------------------ the task
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._pending and self.available and len(self._in_flight) < self.in_flight_max:
+                batch = self._pending[: self.batch_max]
+                del self._pending[: self.batch_max]
+                try:
+                    await self._write(batch)
+                except Exception as exc:  # never leave callers waiting on a dead task
+                    log.exception("audit writer: unexpected error")
+                    self._fail(exc, batch)
+            if self._closing and not self._pending and not self._in_flight:
+                return
+
+    async def _write(self, batch: list[Pending]) -> None:
+        """Chain and write one batch; hand its sync to a helper thread."""
+        started = time.perf_counter()
+        try:
+            prepared = self.log.prepare([rec for rec, _ in batch])
+        except TypeError:
+            # A record that is not JSON is a bug: fail that decision alone (500).
+            batch = self._drop_unserialisable(batch)
+            if not batch:
+                return
+            prepared = self.log.prepare([rec for rec, _ in batch])
+        if prepared.rotate is not None:
+            # Opening a segment closes the old one: only once no sync is in flight.
+            await self._drain()
+            if not self.available:
+                self._fail_all(batch)
+                return
+            try:
+                await self._call(self.log.commit, prepared)
+            except (OSError, AuditError) as exc:
+                self._fail(exc, batch)
+                return
+            self._committed(batch, started)
+            if self.log.retention_due:
+                try:
+                    await self._call(self.log.retain)
+                except (OSError, AuditError) as exc:
+                    self._fail(exc)
+                    return
+                self.committed_seq = self.log.durable_seq
+            return
+        try:
+            written = self.log.write(prepared)
+        except (OSError, AuditError) as exc:
+            self._fail(exc, batch)
+            return
+        if self.log.fsync == "off":
+            self.log.mark_durable(written)
+            self._committed(batch, started)
+            return
+        sync = asyncio.ensure_future(self._call(self.log.sync, written))
+        item = _InFlight(written, batch, started, sync)
+        self._in_flight.append(item)
+        sync.add_done_callback(lambda _: self._synced(item))
+
+    def _synced(self, item: _InFlight) -> None:
+        """A sync returned: release, in order, every batch it made durable."""
+        self._wake.set()
+        if item.failed:  # the trail failed meanwhile: this batch was already refused
+            self._in_flight.remove(item)
+            return
+        exc = item.sync.exception()
+        if exc is None:
+            try:
+                self.log.mark_durable(item.written)
+            except OSError as err:
+                exc = err
+        if exc is not None:
+            self._fail(exc)  # refuses every batch in flight, this one included
+            self._in_flight.remove(item)
+            return
+        while self._in_flight and self._in_flight[0].written.seq <= self.log.durable_seq:
+            done = self._in_flight.pop(0)
+            self._committed(done.batch, done.started)
+
+    def _committed(self, batch: list[Pending], started: float) -> None:
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_result(None)
+        self.committed_seq = self.log.durable_seq
+        if self.on_commit is not None:
+            self.on_commit(len(batch), int((time.perf_counter() - started) * 1e9))
+
+    async def _drain(self) -> None:
+        """Wait until no sync is in flight."""
+        while self._in_flight:
+            await asyncio.wait([item.sync for item in self._in_flight])
+            await asyncio.sleep(0)  # let the done callbacks run
+
+    def _drop_unserialisable(self, batch: list[Pending]) -> list[Pending]:
+        kept = []
+        for rec, fut in batch:
+            try:
+                canonical(rec)
+            except TypeError:
+                log.exception("audit writer: a decision record is not JSON-serialisable")
+                if not fut.done():
+                    fut.set_exception(PDPError("the decision could not be recorded"))
+            else:
+                kept.append((rec, fut))
+        return kept
+
+    # ------------------------------------------------------------------ failing closed
+
+    def _set_available(self, available: bool) -> None:
+        self.available = available
+        if available:
+            self.error = None
+        if self.on_state is not None:
+            self.on_state(available)
+
+    def _fail_all(self, batch: list[Pending]) -> None:
+        err = AuditUnavailableError(f"audit trail unavailable: {self.reason}")
+        for _, fut in batch:
+            if not fut.done():
+                fut.set_exception(err)
+
+    def _fail(self, exc: BaseException, batch: list[Pending] | None = None) -> None:
+        """Stop accepting records; fail everything not durable; start recovering."""
+        self.error, self.reason = _describe(exc)
+        log.error("audit trail unavailable, decisions fail closed: %s", self.error)
+        self._set_available(False)
+        not_durable = []
+        for item in self._in_flight:
+            if not item.failed:
+                item.failed = True
+                not_durable.extend(item.batch)
+        self._fail_all([*(batch or ()), *not_durable, *self._pending])
+        self._pending.clear()
+        if self._recovery is None and not self._closing:
+            self._recovery = asyncio.create_task(self._recover(), name="audit-recovery")
+
+    async def _recover(self) -> None:
+        delay = self.retry_initial_s
+        try:
+            await self._drain()  # no sync may run while the trail is cut back
+            while not self._closing:
+                await asyncio.sleep(delay)
+                error = self.error or ""
+                try:
+                    if self.log.is_open or self.log.seq:
+                        await self._call(self.log.recover, error)
+                    else:
+                        await self._call(self.log.open)
+                except (OSError, AuditError) as exc:
+                    self.error, self.reason = _describe(exc)
+                    delay = min(delay * 2, self.retry_max_s)
+                    continue
+                self.committed_seq = self.log.durable_seq
+                self._set_available(True)
+                log.warning("audit trail recovered at seq %d", self.log.seq)
+                self._wake.set()
+                return
+        finally:
+            self._recovery = None
+
+    async def close(self) -> None:
+        """Finish the queued records, write the stop marker, release the directory."""
+        self._closing = True
+        waiting = [fut for _, fut in self._pending]
+        self._wake.set()
+        if waiting:
+            await asyncio.gather(*waiting, return_exceptions=True)
+        if self._task is not None:
+            await self._task
+        if self._recovery is not None:
+            self._recovery.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._recovery
+        await self._drain()
+        try:
+            if self.available:
+                await self._call(self.log.close)
+            else:
+                await self._call(self.log.release)
+        except (OSError, AuditError) as exc:
+            log.error("audit trail: could not write the stop marker: %s", exc)
+            await self._call(self.log.release)
+        finally:
+            self._set_available(False)
+            self.error = self.reason = "the audit trail is closed"
+            self._executor.shutdown(wait=True)
+
+
+@dataclass(eq=False)
+class _InFlight:
+    """A written batch whose sync is running."""
+
+    written: Written
+    batch: list[Pending]
+    started: float
+    sync: asyncio.Future[None]
+    #: The trail failed while this sync ran: its batch was refused, it proves nothing.
+    failed: bool = False

@@ -1,0 +1,263 @@
+"""The shared store for several replicas: Redis (redis-py asyncio).
+
+Layout (prefix ``pdp:``)::
+
+    pdp:revoked:<jti>      "1", expiring at the credential's exp + leeway (EXAT)
+    pdp:agents             set of every agent SPIFFE ID seen or changed
+    pdp:agent:<id>         hash: status, reason, changed_at, not_before, allowed, denied
+    pdp:disabled           hash: id -> JSON AgentState, the set replicas cache
+    pdp:first_seen         sorted set id -> time (ZADD NX: the earliest wins)
+    pdp:last_seen          sorted set id -> time (ZADD GT: the latest wins)
+    pdp:tools:<id>         set of tools used
+    pdp:creds:<id>         sorted set jti -> exp of outstanding credentials
+    pdp:keys               hash: kid -> JSON KeyRecord (public material only)
+    pdp:generation         rotation generation counter
+    pdp:events             pub/sub channel: "agents" or "keys" changed
+
+Multi-key updates run in MULTI/EXEC transactions, so a reader never sees an agent disabled
+in one place and active in another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from . import (
+    REVOCATION_SLACK_S,
+    AgentActivity,
+    AgentRecord,
+    AgentState,
+    AgentStatus,
+    KeyRecord,
+    StoreError,
+    enable_watermark,
+)
+
+log = logging.getLogger("pdp.store")
+
+PREFIX = "pdp:"
+CHANNEL = PREFIX + "events"
+#: Reconnect backoff of the pub/sub listener, seconds.
+_LISTEN_BACKOFF = (0.1, 5.0)
+
+
+class RedisStore:
+    """The :class:`~pdp.store.Store` on a Redis server shared by the replicas."""
+
+    kind = "redis"
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        """Use :meth:`open`."""
+        self._r = client
+
+    @classmethod
+    async def open(cls, url: str) -> RedisStore:
+        """Connect to ``url`` and check the server answers (the URL is never logged: it may
+        hold a password)."""
+        client = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0
+        )
+        try:
+            await client.ping()
+        except (RedisError, OSError) as exc:
+            await client.aclose()
+            raise StoreError(f"cannot reach the Redis store: {exc}") from None
+        return cls(client)
+
+    async def close(self) -> None:
+        await self._r.aclose()
+
+    async def _do(self, coro: Any) -> Any:
+        try:
+            return await coro
+        except (RedisError, OSError) as exc:
+            raise StoreError(f"Redis store: {exc}") from None
+
+    # -- revocation -------------------------------------------------------------------
+    async def revoke(self, jti: str, sub: str | None, until: float, now: float) -> None:
+        if until <= now:
+            return  # already expired: nothing can accept it any more
+        pipe = self._r.pipeline(transaction=True)
+        pipe.set(f"{PREFIX}revoked:{jti}", "1", exat=math.ceil(until))
+        if sub is not None:
+            pipe.zrem(f"{PREFIX}creds:{sub}", jti)
+        await self._do(pipe.execute())
+
+    async def credential_state(self, jti: str, sub: str) -> tuple[bool, AgentState | None]:
+        pipe = self._r.pipeline(transaction=False)
+        pipe.exists(f"{PREFIX}revoked:{jti}")
+        pipe.hmget(f"{PREFIX}agent:{sub}", ["status", "reason", "changed_at", "not_before"])
+        revoked, fields = await self._do(pipe.execute())
+        return bool(revoked), _state(sub, fields)
+
+    # -- agents -----------------------------------------------------------------------
+    async def set_agent_status(
+        self, spiffe_id: str, status: AgentStatus, reason: str | None, now: float
+    ) -> AgentState:
+        key = f"{PREFIX}agent:{spiffe_id}"
+        creds = f"{PREFIX}creds:{spiffe_id}"
+        read = self._r.pipeline(transaction=False)
+        read.hmget(key, ["status", "changed_at", "not_before"])
+        read.zrange(creds, 0, -1, withscores=True)
+        (old_status, old_changed, old_not_before), outstanding = await self._do(read.execute())
+        not_before = int(old_not_before) if old_not_before else None
+        mapping: dict[Any, Any] = {"status": status, "reason": reason or "", "changed_at": now}
+        pipe = self._r.pipeline(transaction=True)
+        if status == "active" and old_status == "disabled":
+            not_before = enable_watermark(float(old_changed) if old_changed else None, now)
+            mapping["not_before"] = not_before
+            # Credentials minted by a replica that had not heard of the disable yet.
+            for jti, exp in outstanding:
+                until = math.ceil(exp) + REVOCATION_SLACK_S
+                if until > now:
+                    pipe.set(f"{PREFIX}revoked:{jti}", "1", exat=until)
+            pipe.delete(creds)
+        pipe.sadd(f"{PREFIX}agents", spiffe_id)
+        pipe.hset(key, mapping=mapping)
+        if status == "disabled":
+            cached = {"reason": reason, "changed_at": now}
+            pipe.hset(f"{PREFIX}disabled", spiffe_id, orjson.dumps(cached).decode())
+        else:
+            pipe.hdel(f"{PREFIX}disabled", spiffe_id)
+        await self._do(pipe.execute())
+        return AgentState(spiffe_id, status, reason, now, not_before)
+
+    async def disabled_agents(self) -> dict[str, AgentState]:
+        raw: dict[str, str] = await self._do(self._r.hgetall(f"{PREFIX}disabled"))
+        out: dict[str, AgentState] = {}
+        for spiffe_id, doc in raw.items():
+            d = orjson.loads(doc)
+            out[spiffe_id] = AgentState(
+                spiffe_id=spiffe_id,
+                status="disabled",
+                reason=d.get("reason"),
+                changed_at=d.get("changed_at"),
+            )
+        return out
+
+    async def record_activity(self, batch: Sequence[AgentActivity], now: float) -> None:
+        if not batch:
+            return
+        pipe = self._r.pipeline(transaction=False)
+        for a in batch:
+            key = f"{PREFIX}agent:{a.spiffe_id}"
+            pipe.sadd(f"{PREFIX}agents", a.spiffe_id)
+            # LT / GT add missing members too, and otherwise keep the earliest / latest.
+            pipe.zadd(f"{PREFIX}first_seen", {a.spiffe_id: a.first_seen}, lt=True)
+            pipe.zadd(f"{PREFIX}last_seen", {a.spiffe_id: a.last_seen}, gt=True)
+            if a.allowed:
+                pipe.hincrby(key, "allowed", a.allowed)
+            if a.denied:
+                pipe.hincrby(key, "denied", a.denied)
+            if a.tools:
+                pipe.sadd(f"{PREFIX}tools:{a.spiffe_id}", *sorted(a.tools))
+            creds = f"{PREFIX}creds:{a.spiffe_id}"
+            if a.credentials:
+                pipe.zadd(creds, {jti: exp for jti, exp in a.credentials})
+                pipe.expireat(creds, max(exp for _, exp in a.credentials), gt=True)
+                pipe.expireat(creds, max(exp for _, exp in a.credentials), nx=True)
+            pipe.zremrangebyscore(creds, "-inf", now)
+        await self._do(pipe.execute())
+
+    async def list_agents(self, now: float) -> list[AgentRecord]:
+        ids = sorted(await self._do(self._r.smembers(f"{PREFIX}agents")))
+        pipe = self._r.pipeline(transaction=False)
+        for spiffe_id in ids:
+            pipe.hmget(
+                f"{PREFIX}agent:{spiffe_id}",
+                ["status", "reason", "changed_at", "allowed", "denied"],
+            )
+            pipe.zscore(f"{PREFIX}first_seen", spiffe_id)
+            pipe.zscore(f"{PREFIX}last_seen", spiffe_id)
+            pipe.smembers(f"{PREFIX}tools:{spiffe_id}")
+            pipe.zcount(f"{PREFIX}creds:{spiffe_id}", f"({now}", "+inf")
+        results = await self._do(pipe.execute())
+        records = []
+        for i, spiffe_id in enumerate(ids):
+            fields, first, last, tools, outstanding = results[i * 5 : i * 5 + 5]
+            status: AgentStatus = "disabled" if fields[0] == "disabled" else "active"
+            records.append(
+                AgentRecord(
+                    spiffe_id=spiffe_id,
+                    status=status,
+                    reason=fields[1] or None,
+                    status_changed_at=float(fields[2]) if fields[2] else None,
+                    first_seen=first,
+                    last_seen=last,
+                    decisions_allowed=int(fields[3] or 0),
+                    decisions_denied=int(fields[4] or 0),
+                    tools_used=sorted(tools),
+                    credentials_outstanding=int(outstanding) if status == "active" else 0,
+                )
+            )
+        return records
+
+    # -- keys -------------------------------------------------------------------------
+    async def list_keys(self) -> list[KeyRecord]:
+        raw: dict[str, str] = await self._do(self._r.hgetall(f"{PREFIX}keys"))
+        return [KeyRecord.loads(raw[kid]) for kid in sorted(raw)]
+
+    async def put_keys(self, records: Sequence[KeyRecord]) -> None:
+        if records:
+            mapping: dict[Any, Any] = {r.kid: r.dumps() for r in records}
+            await self._do(self._r.hset(f"{PREFIX}keys", mapping=mapping))
+
+    async def delete_key(self, kid: str) -> None:
+        await self._do(self._r.hdel(f"{PREFIX}keys", kid))
+
+    async def rotation_generation(self) -> int:
+        value = await self._do(self._r.get(f"{PREFIX}generation"))
+        return int(value) if value else 0
+
+    async def bump_rotation_generation(self) -> int:
+        return int(await self._do(self._r.incr(f"{PREFIX}generation")))
+
+    # -- events -----------------------------------------------------------------------
+    async def publish(self, event: str) -> None:
+        await self._do(self._r.publish(CHANNEL, event))
+
+    async def listen(self, on_event: Callable[[str], None]) -> None:
+        """Subscribe to the events channel; reconnect with backoff until cancelled. After a
+        reconnect every event is replayed as "changed", since messages may have been lost."""
+        delay = _LISTEN_BACKOFF[0]
+        reconnected = False
+        while True:
+            pubsub = self._r.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.subscribe(CHANNEL)
+                if reconnected:
+                    for event in ("agents", "keys"):
+                        on_event(event)
+                delay = _LISTEN_BACKOFF[0]
+                while True:
+                    message = await pubsub.get_message(timeout=None)
+                    if message is not None and message.get("type") == "message":
+                        on_event(str(message["data"]))
+            except (RedisError, OSError) as exc:
+                log.warning("store events: %s; reconnecting in %.1f s", exc, delay)
+                reconnected = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _LISTEN_BACKOFF[1])
+            finally:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+
+def _state(spiffe_id: str, fields: list[Any]) -> AgentState | None:
+    status, reason, changed_at, not_before = fields
+    if status is None:
+        return None
+    return AgentState(
+        spiffe_id=spiffe_id,
+        status=status,
+        reason=reason or None,
+        changed_at=float(changed_at) if changed_at else None,
+        credentials_not_before=int(not_before) if not_before else None,
+    )

@@ -1,0 +1,140 @@
+"""`pdpctl keys|credentials|agents` through CliRunner against a real `pdpctl serve`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+from pdpctl import errors
+from pdpctl.main import cli
+
+from pdp.devtrust import mint_svid
+
+from .conftest import ROOT, ServeProcess, load_example
+
+EXAMPLE = load_example(ROOT / "examples" / "requests" / "allow-support-bot-jira-search.json")
+BOT = EXAMPLE["spiffe_id"]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """One service for the module (the CLI tests only add state to it)."""
+    serve = ServeProcess(tmp_path_factory.mktemp("cli-admin") / "state").start()
+    yield serve
+    serve.kill()
+
+
+@pytest.fixture
+def pdpctl(served: ServeProcess) -> Callable[..., Result]:
+    """Run pdpctl with the service's URL and state dir (where its admin token is)."""
+
+    def run(*args: str, env: dict[str, str] | None = None) -> Result:
+        base = {"PDP_URL": served.url, "PDP_STATE_DIR": str(served.state_dir)}
+        result = CliRunner().invoke(cli, list(args), env={**base, **(env or {})})
+        return result
+
+    return run
+
+
+def allow_credential(served: ServeProcess, pdpctl: Callable[..., Result]) -> dict[str, Any]:
+    request = dict(EXAMPLE["request"])
+    request["agent"] = {**request["agent"], "token": mint_svid(served.state_dir, BOT)}
+    path = served.state_dir.parent / "request.json"
+    path.write_text(json.dumps(request))
+    result = pdpctl("decide", str(path), "--json")
+    assert result.exit_code == 0, result.output
+    credential: dict[str, Any] = json.loads(result.output)["credential"]
+    return credential
+
+
+def test_credentials_introspect_then_revoke(
+    served: ServeProcess, pdpctl: Callable[..., Result]
+) -> None:
+    credential = allow_credential(served, pdpctl)
+    token = credential["token"]
+
+    active = pdpctl("credentials", "introspect", token)
+    revoked = pdpctl("credentials", "revoke", token)
+    inactive = pdpctl("credentials", "introspect", token)
+
+    assert (active.exit_code, active.output.split()[:3]) == (
+        0,
+        ["active", "jti", credential["jti"]],
+    )
+    assert f"scope {credential['scope']}" in active.output
+    assert (revoked.exit_code, revoked.output) == (0, "revoked\n")
+    assert (inactive.exit_code, inactive.output) == (
+        errors.FAILED,
+        "inactive\nerror: the credential is not active\n",
+    )
+
+
+def test_keys_list_and_rotate(pdpctl: Callable[..., Result]) -> None:
+    before = json.loads(pdpctl("keys", "list", "--json").output)
+
+    rotated = pdpctl("keys", "rotate")
+    listing = pdpctl("keys", "list")
+
+    assert rotated.exit_code == 0
+    old, new = rotated.output.removeprefix("rotated: ").split()[0::2]
+    assert old == before["current"] != new
+    lines = listing.output.splitlines()
+    assert any(line.startswith(f"* {new}  ES256  current") for line in lines)
+    assert any(
+        line.startswith(f"  {old}  ES256  retired  ") and "drop after" in line for line in lines
+    )
+
+
+def test_agents_disable_list_enable(served: ServeProcess, pdpctl: Callable[..., Result]) -> None:
+    allow_credential(served, pdpctl)
+
+    disabled = pdpctl("agents", "disable", BOT, "--reason", "cli test")
+    listed = pdpctl("agents", "list")
+    as_json = json.loads(pdpctl("agents", "list", "--json").output)
+    enabled = pdpctl("agents", "enable", BOT)
+
+    assert (disabled.exit_code, disabled.output) == (0, f"disabled {BOT}\n")
+    assert f"{BOT}  disabled (cli test)  last seen " in listed.output
+    [bot] = [a for a in as_json["agents"] if a["spiffe_id"] == BOT]
+    assert (bot["status"], bot["credentials_outstanding"]) == ("disabled", 0)
+    assert (enabled.exit_code, enabled.output) == (0, f"enabled {BOT}\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "message"),
+    [
+        (["agents", "list", "--admin-token", "wrong-credential-0123456"], {}, 8, "HTTP 403"),
+        (["agents", "list"], {"PDP_STATE_DIR": "/nonexistent"}, 9, "no admin credential"),
+        (["agents", "disable", BOT], {}, 2, "Missing option '--reason'"),
+        (["agents", "disable", "spiffe://x", "--reason", "r"], {}, 8, "/spiffe_id"),
+        (["keys", "list", "--url", "http://127.0.0.1:9"], {}, 8, "cannot reach the service"),
+    ],
+    ids=["wrong-token", "no-token-file", "no-reason", "bad-id", "unreachable"],
+)
+def test_admin_commands_fail_with_one_line_and_an_exit_code(
+    pdpctl: Callable[..., Result],
+    args: list[str],
+    env: dict[str, str],
+    code: int,
+    message: str,
+) -> None:
+    result = pdpctl(*args, env=env)
+
+    assert result.exit_code == code
+    assert message in result.output
+
+
+def test_the_admin_token_file_option_is_used(
+    served: ServeProcess, pdpctl: Callable[..., Result], tmp_path: Path
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text((served.state_dir / "admin-token").read_text())
+
+    result = pdpctl("keys", "list", "--admin-token-file", str(token_file),
+                    env={"PDP_STATE_DIR": "/nonexistent"})  # fmt: skip
+
+    assert result.exit_code == 0
