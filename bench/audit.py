@@ -66,9 +66,11 @@ async def writer_run(
     callers: int,
     seconds: float,
     busy_us: float = 0.0,
+    io_ms: float = 0.0,
 ) -> dict[str, Any]:
     commits: list[int] = []
-    writer = AuditWriter(AuditLog(directory, fsync=mode), on_commit=lambda n, _: commits.append(n))
+    fsync = "off" if mode == "none" else mode
+    writer = AuditWriter(AuditLog(directory, fsync=fsync), on_commit=lambda n, _: commits.append(n))
     await writer.start()
     waits: list[float] = []
     stop = time.monotonic() + seconds
@@ -78,9 +80,10 @@ async def writer_run(
         while time.monotonic() < stop:
             if busy_us:
                 burn(busy_us)
-                await asyncio.sleep(0)
+                await asyncio.sleep(io_ms / 1000)
             t0 = time.perf_counter()
-            await writer.append(records[i % len(records)])
+            if mode != "none":
+                await writer.append(records[i % len(records)])
             waits.append(time.perf_counter() - t0)
             i += callers
 
@@ -94,7 +97,7 @@ async def writer_run(
         "records_per_s": round(len(waits) / wall),
         "cpu_us_per_record": round(cpu / len(waits) * 1e6, 1),
         "commits": len(commits),
-        "mean_batch": round(statistics.mean(commits), 1),
+        "mean_batch": round(statistics.mean(commits), 1) if commits else 0,
         "wait_p50_ms": round(waits[len(waits) // 2] * 1000, 3),
         "wait_p99_ms": round(waits[int(len(waits) * 0.99)] * 1000, 3),
     }
@@ -105,15 +108,27 @@ def main() -> None:
     ap.add_argument("--callers", type=int, default=16, help="concurrent appenders")
     ap.add_argument("--seconds", type=float, default=3.0, help="per fsync mode")
     ap.add_argument("--busy-us", type=float, default=0.0, help="loop CPU per record")
+    ap.add_argument("--io-ms", type=float, default=0.0, help="then a wait (an OPA call)")
+    ap.add_argument(
+        "--modes", default="off,batch,always", help="fsync modes; none: no trail (baseline)"
+    )
     args = ap.parse_args()
     records = corpus()
     us, size = chain_cost(records)
     print(f"chain one record (canonical JSON + SHA-256): {us:.1f} µs CPU, {size:.0f} bytes")
     results = []
-    for mode in ("off", "batch", "always"):
+    for mode in args.modes.split(","):
         with tempfile.TemporaryDirectory(prefix="pdp-audit-bench-") as tmp:
             r = asyncio.run(
-                writer_run(Path(tmp) / "a", mode, records, args.callers, args.seconds, args.busy_us)
+                writer_run(
+                    Path(tmp) / "a",
+                    mode,
+                    records,
+                    args.callers,
+                    args.seconds,
+                    args.busy_us,
+                    args.io_ms,
+                )
             )
         results.append(r)
         print(

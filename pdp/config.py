@@ -73,6 +73,9 @@ class Settings:
     #: When a record counts as durable: batch (group commit, one fdatasync per batch),
     #: always (one fdatasync per record), off (written to the page cache only).
     audit_fsync: str = "batch"
+    #: batch mode: while decisions arrive faster than one per 2x this, a batch waits up to
+    #: this long for more before it is synced (fewer syncs under load), milliseconds.
+    audit_commit_delay_ms: float = 1.0
     #: How a prompt is recorded: hash (SHA-256 and length), redacted (plus the text with
     #: e-mail addresses, tokens, secrets, IPs and numbers masked), full (plus the raw text).
     audit_prompt: str = "hash"
@@ -210,6 +213,12 @@ class Settings:
             self.audit_segment_max_bytes,
             "must be >= 4096",
         )
+        _check(
+            0 <= self.audit_commit_delay_ms <= 100,
+            "PDP_AUDIT_COMMIT_DELAY_MS",
+            self.audit_commit_delay_ms,
+            "must be 0..100",
+        )
         for key, value in (
             ("PDP_AUDIT_SEGMENT_MAX_AGE_S", self.audit_segment_max_age_s),
             ("PDP_AUDIT_RETENTION_DAYS", self.audit_retention_days),
@@ -283,6 +292,7 @@ _INT_FIELDS = {
 _AUDIT_PARSERS: dict[str, str] = {
     "audit_enabled": "bool",
     "audit_dir": "path",
+    "audit_commit_delay_ms": "float",
     "audit_segment_max_bytes": "int",
     "audit_segment_max_age_s": "float",
     "audit_retention_days": "float",

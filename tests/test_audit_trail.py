@@ -19,7 +19,7 @@ import pytest
 
 from pdp.audit import log as log_module
 from pdp.audit.chain import GENESIS, canonical, record_hash
-from pdp.audit.log import AuditError, AuditLog
+from pdp.audit.log import PREALLOCATE_BYTES, AuditError, AuditLog
 from pdp.audit.segment import HEAD_FILE, list_segments, read_head, segment_name, writer_running
 from pdp.audit.verify import Problem, verify
 from pdp.audit.writer import AuditWriter
@@ -627,7 +627,7 @@ async def test_a_failed_sync_refuses_its_batch_and_the_trail_recovers_without_it
 async def test_a_later_sync_releases_the_earlier_batches_it_covers(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    writer = AuditWriter(AuditLog(tmp_path / "a"))
+    writer = AuditWriter(AuditLog(tmp_path / "a"), max_in_flight=2)
     await writer.start()
     first_sync_may_return = threading.Event()
     calls: list[int] = []
@@ -649,4 +649,57 @@ async def test_a_later_sync_releases_the_earlier_batches_it_covers(
     assert len(calls) == 2 and not first_sync_may_return.is_set()
     first_sync_may_return.set()
     await writer.close()
+    assert verify(tmp_path / "a").problem is None
+
+
+def test_the_active_segment_reserves_blocks_ahead_and_gives_them_back_at_close(
+    tmp_path: Path,
+) -> None:
+    log = AuditLog(tmp_path / "a")
+    log.open()
+    log.append([decision(1)])
+    seg = list_segments(tmp_path / "a")[-1].path
+    if seg.stat().st_blocks * 512 < PREALLOCATE_BYTES:
+        pytest.skip("this file system does not reserve blocks with fallocate(KEEP_SIZE)")
+
+    size_while_open = seg.stat().st_size
+    log.close()
+
+    assert size_while_open < 4096  # readers never see the reservation
+    assert seg.stat().st_blocks * 512 < 64 * 1024
+    assert verify(tmp_path / "a").problem is None
+
+
+def test_a_batch_waits_for_more_records_only_while_they_keep_coming() -> None:
+    writer = AuditWriter(AuditLog(Path("unused")), commit_delay_s=0.001)
+    writer._pending = [({}, None)]  # type: ignore[list-item]  # one record queued
+
+    assert not writer.gathering()  # after a quiet spell: synced at once
+    for i in range(30):
+        writer.arrived(100.0 + i * 0.0005)  # a steady stream, one every 0.5 ms
+    assert writer.gathering()
+    writer._pending = writer._pending * writer.gather_max
+    assert not writer.gathering()  # a full batch goes at once
+    writer._pending = writer._pending[:1]
+    writer.arrived(101.5)  # a second of silence
+    assert not writer.gathering()
+    writer._executor.shutdown()
+
+
+async def test_under_a_stream_of_records_syncs_are_shared(tmp_path: Path) -> None:
+    commits: list[int] = []
+    writer = AuditWriter(
+        AuditLog(tmp_path / "a"), commit_delay_s=0.002, on_commit=lambda n, _: commits.append(n)
+    )
+    await writer.start()
+    loop = asyncio.get_running_loop()
+    tasks = []
+    for i in range(100):
+        tasks.append(loop.create_task(writer.append(decision(i))))
+        await asyncio.sleep(0.0005)
+    await asyncio.gather(*tasks)
+    await writer.close()
+
+    assert sum(commits) == 100
+    assert len(commits) < 75
     assert verify(tmp_path / "a").problem is None

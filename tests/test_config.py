@@ -79,6 +79,8 @@ ENV_CASES += [
     ("PDP_AUDIT_DIR", "", "audit_dir", None),
     ("PDP_AUDIT_FSYNC", "always", "audit_fsync", "always"),
     ("PDP_AUDIT_FSYNC", "off", "audit_fsync", "off"),
+    ("PDP_AUDIT_COMMIT_DELAY_MS", "0", "audit_commit_delay_ms", 0.0),
+    ("PDP_AUDIT_COMMIT_DELAY_MS", "2.5", "audit_commit_delay_ms", 2.5),
     ("PDP_AUDIT_PROMPT", "redacted", "audit_prompt", "redacted"),
     ("PDP_AUDIT_PROMPT", "full", "audit_prompt", "full"),
     ("PDP_AUDIT_SEGMENT_MAX_BYTES", "1048576", "audit_segment_max_bytes", 1048576),
@@ -225,6 +227,8 @@ INVALID_ENV += [
     ("PDP_AUDIT_ENABLED", "maybe", "PDP_AUDIT_ENABLED='maybe': must be true or false"),
     ("PDP_AUDIT_FSYNC", "sometimes", "PDP_AUDIT_FSYNC='sometimes': must be batch, always, off"),
     ("PDP_AUDIT_PROMPT", "text", "PDP_AUDIT_PROMPT='text': must be hash, redacted, full"),
+    ("PDP_AUDIT_COMMIT_DELAY_MS", "101", "PDP_AUDIT_COMMIT_DELAY_MS=101.0: must be 0..100"),
+    ("PDP_AUDIT_COMMIT_DELAY_MS", "soon", "PDP_AUDIT_COMMIT_DELAY_MS='soon': must be a number"),
     ("PDP_AUDIT_SEGMENT_MAX_BYTES", "100", "PDP_AUDIT_SEGMENT_MAX_BYTES=100: must be >= 4096"),
     ("PDP_AUDIT_SEGMENT_MAX_BYTES", "1G", "PDP_AUDIT_SEGMENT_MAX_BYTES='1G': must be an integer"),
     (

@@ -11,11 +11,13 @@ a helper thread while the next batch is prepared and written.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import logging
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +67,37 @@ def _sync(fd: int) -> None:
         os.fdatasync(fd)
     else:  # pragma: no cover - macOS
         os.fsync(fd)
+
+
+#: How far ahead of the data the active segment's blocks are reserved.
+PREALLOCATE_BYTES = 4 * 1024 * 1024
+_FALLOC_FL_KEEP_SIZE = 1
+
+
+def _keep_size_allocator() -> Callable[[int, int, int], bool] | None:
+    """fallocate(FALLOC_FL_KEEP_SIZE) on Linux: reserve blocks past EOF, size unchanged."""
+    if not sys.platform.startswith("linux"):  # pragma: no cover - Linux only
+        return None
+    try:
+        fallocate = ctypes.CDLL(None, use_errno=True).fallocate
+    except (OSError, AttributeError):  # pragma: no cover - no such libc function
+        return None
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fallocate.restype = ctypes.c_int
+
+    def allocate(fd: int, offset: int, length: int) -> bool:
+        return bool(fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0)
+
+    return allocate
+
+
+_allocate = None if os.environ.get("NO_PREALLOC") else _keep_size_allocator()
+
+
+def _release_allocation(fd: int) -> None:
+    """Give back the blocks reserved past the data (truncating to the current size)."""
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, os.fstat(fd).st_size)
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -186,6 +219,8 @@ class AuditLog:
         self._fd: int | None = None
         self._segment: Path | None = None
         self._size = 0
+        #: Bytes of the active segment with blocks reserved (see PREALLOCATE_BYTES).
+        self._allocated = 0
         self._opened_at = 0.0
         self._retaining = False
         #: A segment was rotated: :meth:`retain` should run (the writer calls it).
@@ -232,6 +267,8 @@ class AuditLog:
             self._lock_fd = None
 
     def _close_fds(self) -> None:
+        if self._fd is not None:
+            _release_allocation(self._fd)
         for name in ("_fd", "_head_fd"):
             fd = getattr(self, name)
             if fd is not None:
@@ -263,6 +300,9 @@ class AuditLog:
             cut = self._cut_invalid_tail(seg)
             notes["cut"].extend(cut)
             rec = last_record(seg.path)
+            # A crash leaves the blocks reserved past the data: give them back.
+            with contextlib.suppress(OSError):
+                os.truncate(seg.path, seg.path.stat().st_size)
             if rec is not None:
                 self.seq, self.head = int(rec["seq"]), str(rec["hash"])
                 self.durable_seq, self.durable_head = self.seq, self.head
@@ -382,12 +422,13 @@ class AuditLog:
 
     def _new_segment(self) -> None:
         if self._fd is not None:
+            _release_allocation(self._fd)
             os.close(self._fd)
             self._fd = None
         path = self.directory / segment_name(self.seq + 1)
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
         self._segment = path
-        self._size = 0
+        self._size = self._allocated = 0
         self._opened_at = self._monotonic()
         _fsync_dir(self.directory)
 
@@ -442,6 +483,7 @@ class AuditLog:
         if batch.rotate is not None:
             self._new_segment()
         assert self._fd is not None
+        self._preallocate(len(batch.data))
         _write_all(self._fd, batch.data)
         written = Written(self._fd, batch.seq, batch.head)
         self.sync(written)
@@ -459,10 +501,23 @@ class AuditLog:
         """
         if self._fd is None or batch.after != self.seq or batch.rotate is not None:
             raise AuditError("the batch cannot be written on the pipelined path")
+        self._preallocate(len(batch.data))
         _write_all(self._fd, batch.data)
         self._size += len(batch.data)
         self.seq, self.head = batch.seq, batch.head
         return Written(self._fd, batch.seq, batch.head)
+
+    def _preallocate(self, incoming: int) -> None:
+        """Keep blocks reserved ahead of the data, so that a sync after an append need not
+        also journal a block allocation (about half the cost of an ``fdatasync`` on ext4).
+        Best effort: where it is not supported the writes simply allocate as they go."""
+        if _allocate is None or self._fd is None or self._size + incoming <= self._allocated:
+            return
+        target = self._size + incoming + PREALLOCATE_BYTES
+        if _allocate(self._fd, self._allocated, target - self._allocated):
+            self._allocated = target
+        else:
+            self._allocated = self._size + incoming  # try again at the next batch
 
     def sync(self, written: Written) -> None:
         """Make the segment durable up to ``written`` (``fdatasync``; nothing when off).

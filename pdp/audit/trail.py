@@ -82,7 +82,12 @@ class AuditTrail:
         )
         self._available = False
         self._closing = False
-        self.writer = AuditWriter(self.log, on_commit=self._committed, on_state=self._state_changed)
+        self.writer = AuditWriter(
+            self.log,
+            on_commit=self._committed,
+            on_state=self._state_changed,
+            commit_delay_s=settings.audit_commit_delay_ms / 1000,
+        )
 
     @property
     def available(self) -> bool:
