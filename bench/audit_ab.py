@@ -127,7 +127,7 @@ def main() -> None:
             loads = os.getloadavg()[0]
             for name in order[r % 3 :] + order[: r % 3]:
                 rps[name].append(
-                    run_wrk(targets[name], bodies[name], args.slice, args.connections, lua)
+                    run_wrk(targets[name], bodies[name], args.slice, args.connections, lua)[0]
                 )
             print(
                 f"round {r + 1}: raw {rps['raw'][-1]:7.0f}  off {rps['off'][-1]:6.0f}  "

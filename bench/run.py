@@ -79,7 +79,14 @@ def post(url: str, body: bytes) -> dict[str, Any]:
         return doc
 
 
-def run_wrk(url: str, body_file: Path, duration: int, connections: int, lua: Path) -> float:
+def run_wrk(
+    url: str, body_file: Path, duration: int, connections: int, lua: Path
+) -> tuple[float, int]:
+    """Closed-loop load with wrk; return (successful requests/s, non-2xx answers).
+
+    Non-2xx answers are counted, not fatal: a saturated PDP answers 503 (fail closed) to
+    requests whose OPA evaluation queues past the deadline, and that is worth reporting.
+    """
     out = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "-s", str(lua), url],
         capture_output=True,
@@ -87,18 +94,21 @@ def run_wrk(url: str, body_file: Path, duration: int, connections: int, lua: Pat
         check=True,
         env={**os.environ, "BENCH_BODY": str(body_file)},
     ).stdout
-    if "Non-2xx" in out:
-        raise RuntimeError(f"wrk saw errors against {url}:\n{out}")
     m = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    if not m:
+    total = re.search(r"(\d+) requests in ([\d.]+)s", out)
+    if not m or not total:
         raise RuntimeError(f"cannot read wrk output:\n{out}")
-    return float(m.group(1))
+    bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = int(bad.group(1)) if bad else 0
+    rps = float(m.group(1)) * (1 - errors / max(1, int(total.group(1))))
+    return rps, errors
 
 
 async def fixed_rate(url: str, body: bytes, rate: int, duration: float) -> list[float]:
     """Send ``rate`` requests/s for ``duration`` s on a schedule; return latencies (s)."""
     latencies: list[float] = []
     errors = 0
+    first_error: list[str] = []
     connector = aiohttp.TCPConnector(limit=64)
     async with aiohttp.ClientSession(connector=connector) as session:
 
@@ -111,6 +121,8 @@ async def fixed_rate(url: str, body: bytes, rate: int, duration: float) -> list[
                 await resp.read()
                 if resp.status != 200:
                     errors += 1
+                    if errors == 1:
+                        first_error.append(f"{resp.status} {(await resp.read())[:300]!r}")
             latencies.append(time.perf_counter() - t0)
 
         # warm the pool
@@ -127,7 +139,7 @@ async def fixed_rate(url: str, body: bytes, rate: int, duration: float) -> list[
             tasks.append(asyncio.create_task(one()))
         await asyncio.gather(*tasks)
     if errors:
-        raise RuntimeError(f"{errors} non-200 answers from {url}")
+        raise RuntimeError(f"{errors} non-200 answers from {url}, first: {first_error}")
     return latencies
 
 
@@ -140,7 +152,7 @@ def pct(values: list[float], p: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=int, default=10, help="seconds per phase and target")
-    ap.add_argument("--connections", type=int, default=16, help="wrk connections")
+    ap.add_argument("--connections", type=int, default=8, help="wrk connections")
     ap.add_argument("--rate", type=int, default=300, help="requests/s in the latency phase")
     ap.add_argument("--example", type=Path, default=DEFAULT_EXAMPLE)
     ap.add_argument(
@@ -236,10 +248,16 @@ def main() -> None:
         (work / "opa.json").write_bytes(opa_body)
         (work / "pdp.json").write_bytes(pdp_body)
         print(f"throughput: wrk -t1 -c{args.connections} -d{args.duration}s ...")
-        raw_rps = run_wrk(raw_url, work / "opa.json", args.duration, args.connections, lua)
-        pdp_rps = run_wrk(pdp_url, work / "pdp.json", args.duration, args.connections, lua)
-        print(f"  raw OPA {raw_rps:9.0f} req/s")
-        print(f"  PDP     {pdp_rps:9.0f} req/s   ratio {pdp_rps / raw_rps:.3f}")
+        raw_rps, raw_errors = run_wrk(
+            raw_url, work / "opa.json", args.duration, args.connections, lua
+        )
+        pdp_rps, pdp_errors = run_wrk(
+            pdp_url, work / "pdp.json", args.duration, args.connections, lua
+        )
+        print(f"  raw OPA {raw_rps:9.0f} req/s  non-2xx {raw_errors}")
+        print(
+            f"  PDP     {pdp_rps:9.0f} req/s  non-2xx {pdp_errors}  ratio {pdp_rps / raw_rps:.3f}"
+        )
 
         print(f"latency at a fixed {args.rate} req/s for {args.duration}s ...")
         raw_lat = asyncio.run(fixed_rate(raw_url, opa_body, args.rate, args.duration))
@@ -262,6 +280,7 @@ def main() -> None:
             "connections": args.connections,
             "audit": args.audit,
             "cores": os.cpu_count(),
+            "pdp_non_2xx_at_saturation": pdp_errors,
         }
         print(json.dumps(result))
     finally:
