@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +20,10 @@ import jwt
 import pytest
 from aiohttp.test_utils import TestClient
 from cryptography.hazmat.primitives import serialization
-from prometheus_client.parser import text_string_to_metric_families
 
 from pdp.bundle import BuiltBundle
 from tests.conftest import EXAMPLES, ClientFactory, load_example
+from tests.http_helpers import is_uuid, metric
 from tests.identity_helpers import (
     KeyPair,
     claims,
@@ -87,23 +86,6 @@ def with_token(request: dict[str, Any], token: str | None) -> dict[str, Any]:
     if token is not None:
         doc["agent"]["token"] = token
     return doc
-
-
-def is_uuid(value: Any) -> bool:
-    try:
-        return bool(str(uuid.UUID(value)) == value)
-    except (TypeError, ValueError):
-        return False
-
-
-def metric(text: str, sample: str, **labels: str) -> float:
-    """Sum of the samples called ``sample`` whose labels include ``labels`` (0 if none)."""
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == sample and labels.items() <= s.labels.items()
-    )
 
 
 async def get_metrics(client: Client) -> str:

@@ -11,7 +11,6 @@ import asyncio
 import dataclasses
 import json
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +19,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
-from prometheus_client.parser import text_string_to_metric_families
 
 from pdp.bundle import BuiltBundle
 from tests.conftest import EXAMPLES, ClientFactory, load_example
+from tests.http_helpers import is_uuid, metric
 from tests.opa_process import OPAProcess
 
 Client = TestClient[Any, Any]
@@ -59,22 +58,6 @@ def without_token(request: dict[str, Any]) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(json.dumps(request))
     del doc["agent"]["token"]
     return doc
-
-
-def is_uuid(value: Any) -> bool:
-    try:
-        return bool(str(uuid.UUID(value)) == value)
-    except (TypeError, ValueError):
-        return False
-
-
-def metric(text: str, sample: str, **labels: str) -> float:
-    return sum(
-        s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-        if s.name == sample and labels.items() <= s.labels.items()
-    )
 
 
 async def decide(client: Client, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
