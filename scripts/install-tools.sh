@@ -14,7 +14,7 @@ mkdir -p "$bin"
 
 need_go() {
   if ! command -v go >/dev/null 2>&1; then
-    echo "error: Go is required to build $1 (install Go >= 1.24, e.g. 'apt-get install golang'" \
+    echo "error: Go is required to build $1 (install Go >= 1.26 (Regal's go.mod needs it)" \
          "or from your platform's packages), or put a '$1' binary of version $2 on PATH." >&2
     exit 1
   fi
