@@ -14,10 +14,10 @@ import click
 from pdp.audit.replay import ReplayReport
 from pdp.audit.verify import verify as verify_trail
 
-from .errors import AUDIT_INVALID, BAD_INPUT, OK, REPLAY_CHANGED, SERVICE_ERROR, CLIError
+from .errors import AUDIT_INVALID, BAD_INPUT, OK, CLIError
 from .policy import build, check, fmt, lint, test
 from .project import Project, pass_project
-from .replay import FAIL_ON, load, render_markdown, render_text, run_replay
+from .replay import FAIL_ON, load, raise_for_report, render_markdown, render_text, run_replay
 
 DEFAULT_CORPUS = Path("tests/corpus/audit")
 
@@ -180,14 +180,7 @@ def ci(
             report = run_replay(project, source, bundle_output, load(source, None, None, 0))
             step.replay = report
             click.echo(render_text(report, fail_on))
-            if report.errors:
-                raise CLIError(f"OPA did not answer for {len(report.errors)}", SERVICE_ERROR)
-            if report.failed(fail_on):
-                raise CLIError(
-                    f"{report.count('deny_to_allow')} gain access, {report.changed} changed "
-                    f"of {report.replayed}",
-                    REPLAY_CHANGED,
-                )
+            raise_for_report(report, fail_on)
             return f"{report.changed} changed of {report.replayed} replayed"
 
         return _run(step, body)

@@ -243,6 +243,11 @@ def replay_command(
     records = load(src, since, sample, seed)
     report = run_replay(project, src, bundle, records)
     click.echo(render(report, fmt, fail_on))
+    raise_for_report(report, fail_on)
+
+
+def raise_for_report(report: ReplayReport, fail_on: str) -> None:
+    """Fail (one line, exit code) when OPA did not answer or ``fail_on`` holds."""
     if report.errors:
         raise CLIError(f"OPA did not answer for {len(report.errors)} decision(s)", SERVICE_ERROR)
     if report.failed(fail_on):
