@@ -20,17 +20,23 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import WRK_LUA, free_port, post, run_wrk, wait_http  # noqa: E402
+from bench.run import (  # noqa: E402
+    WRK_LUA,
+    free_port,
+    post,
+    raw_opa_input,
+    run_wrk,
+    start_pdp,
+    start_raw_opa,
+    wait_http,
+)
 from pdp.bundle import build_bundle  # noqa: E402
 from pdp.devtrust import ensure_dev_trust, mint_svid  # noqa: E402
-from pdp.identity import SVIDVerifier, TrustBundles  # noqa: E402
-from pdp.normalize import normalize  # noqa: E402
 from pdp.tools import find_opa  # noqa: E402
 
 DEFAULT_EXAMPLE = ROOT / "examples" / "requests" / "allow-support-bot-jira-search.json"
@@ -59,61 +65,24 @@ def main() -> None:
         request = {**example["request"]}
         request["agent"] = {**request.get("agent", {}), "token": token}
         (work / "pdp.json").write_bytes(json.dumps(request).encode())
-        verifier = SVIDVerifier(TrustBundles.from_files(bundles), "agent-pdp")
-        opa_input = normalize(request, verifier.verify(token), time.time_ns())
-        (work / "opa.json").write_bytes(json.dumps({"input": opa_input}).encode())
+        (work / "opa.json").write_bytes(raw_opa_input(request, token, bundles))
         lua = work / "post.lua"
         lua.write_text(WRK_LUA)
 
         opa_port = free_port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    opa,
-                    "run",
-                    "--server",
-                    "--addr",
-                    f"127.0.0.1:{opa_port}",
-                    "--bundle",
-                    str(bundle.path),
-                    "--log-level",
-                    "error",
-                    "--skip-version-check",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )  # fmt: skip
-        )
+        procs.append(start_raw_opa(opa, bundle.path, opa_port))
         targets = {"raw": f"http://127.0.0.1:{opa_port}/v1/data/pdp/decision"}
         for name, audit in (("off", None), ("on", args.fsync)):
             port = free_port()
             pdp_state = work / f"state-{name}"
             shutil.copytree(state, pdp_state)  # the same dev keys: the token verifies
             env = {
-                **os.environ,
                 "PDP_DEV_TRUST_DOMAINS": domain,
                 "PDP_OPA_TIMEOUT_MS": str(args.opa_timeout_ms),
                 "PDP_AUDIT_ENABLED": "false" if audit is None else "true",
                 "PDP_AUDIT_FSYNC": audit or "batch",
             }
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        "pdpctl",
-                        "serve",
-                        "--port",
-                        str(port),
-                        "--state-dir",
-                        str(pdp_state),
-                    ],
-                    cwd=ROOT,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=open(work / f"pdp-{name}.log", "wb"),
-                )  # fmt: skip
-            )
+            procs.append(start_pdp(port, pdp_state, env, work / f"pdp-{name}.log"))
             targets[name] = f"http://127.0.0.1:{port}/v1/decisions"
             wait_http(f"http://127.0.0.1:{port}/readyz")
         wait_http(f"http://127.0.0.1:{opa_port}/health?bundles")

@@ -79,6 +79,32 @@ def post(url: str, body: bytes) -> dict[str, Any]:
         return doc
 
 
+def raw_opa_input(request: dict[str, Any], token: str, bundles: dict[str, Path]) -> bytes:
+    """The body raw OPA gets: exactly the input the PDP builds for ``request``."""
+    verifier = SVIDVerifier(TrustBundles.from_files(bundles), "agent-pdp")
+    # the PDP passes the agent's lifecycle status; a freshly seen agent is active
+    doc = normalize(request, verifier.verify(token), time.time_ns(), agent_status="active")
+    return json.dumps({"input": doc}).encode()
+
+
+def start_raw_opa(opa: str, bundle: Path, port: int) -> subprocess.Popen[bytes]:
+    """Raw OPA on TCP with the same engine flags as the PDP's embedded OPA (pdp/sidecar.py)."""
+    cmd = [
+        opa, "run", "--server", "--addr", f"127.0.0.1:{port}", "--bundle", str(bundle),
+        "--log-level", "error", "--skip-version-check", "--optimize-store-for-read-speed",
+    ]  # fmt: skip
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_pdp(port: int, state: Path, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """`pdpctl serve` (embedded OPA) on ``port`` with extra ``env`` settings."""
+    cmd = [sys.executable, "-m", "pdpctl", "serve", "--port", str(port), "--state-dir", str(state)]
+    with log.open("wb") as err:
+        return subprocess.Popen(
+            cmd, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=err
+        )
+
+
 def run_wrk(
     url: str, body_file: Path, duration: int, connections: int, lua: Path
 ) -> tuple[float, int]:
@@ -180,55 +206,14 @@ def main() -> None:
         request["agent"] = {**request.get("agent", {}), "token": token}
         pdp_body = json.dumps(request).encode()
 
-        # The exact input the PDP builds for this request, for raw OPA.
-        verifier = SVIDVerifier(TrustBundles.from_files(bundles), "agent-pdp")
-        opa_input = normalize(request, verifier.verify(token), time.time_ns())
-        opa_body = json.dumps({"input": opa_input}).encode()
+        opa_body = raw_opa_input(request, token, bundles)
 
         opa_port, pdp_port = free_port(), free_port()
-        procs.append(
-            subprocess.Popen(
-                [
-                    opa,
-                    "run",
-                    "--server",
-                    "--addr",
-                    f"127.0.0.1:{opa_port}",
-                    "--bundle",
-                    str(bundle.path),
-                    "--log-level",
-                    "error",
-                    "--skip-version-check",
-                    # the same engine flags as the PDP's embedded OPA (pdp/sidecar.py)
-                    "--optimize-store-for-read-speed",
-                ],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        env = {**os.environ, "PDP_DEV_TRUST_DOMAINS": domain}
-        if args.audit == "off":
-            env["PDP_AUDIT_ENABLED"] = "false"
-        else:
-            env.update(PDP_AUDIT_ENABLED="true", PDP_AUDIT_FSYNC=args.audit)
-        procs.append(
-            subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "pdpctl",
-                    "serve",
-                    "--port",
-                    str(pdp_port),
-                    "--state-dir",
-                    str(state),
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=open(work / "pdp.log", "wb"),
-            )
-        )
+        procs.append(start_raw_opa(opa, bundle.path, opa_port))
+        env = {"PDP_DEV_TRUST_DOMAINS": domain, "PDP_AUDIT_ENABLED": str(args.audit != "off")}
+        if args.audit != "off":
+            env["PDP_AUDIT_FSYNC"] = args.audit
+        procs.append(start_pdp(pdp_port, state, env, work / "pdp.log"))
         raw_url = f"http://127.0.0.1:{opa_port}/v1/data/pdp/decision"
         pdp_url = f"http://127.0.0.1:{pdp_port}/v1/decisions"
         wait_http(f"http://127.0.0.1:{opa_port}/health?bundles")
