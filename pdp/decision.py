@@ -102,6 +102,8 @@ class DecisionService:
             credential=None if credential is None else credential.record(),
             opa_decision_id=result.decision_id,
         )
+        # Counted once recorded: a decision whose record failed was answered 503, not this.
+        self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
         return response
 
     def _respond(
@@ -146,7 +148,6 @@ class DecisionService:
             obligations=obligations if allow else {},
             policy={"revision": result.revision},
         )
-        self.metrics.decisions.labels("allow" if allow else "deny").inc()
         for r in reasons:
             self.metrics.reasons.labels(str(r.get("code", ""))).inc()
         return response
