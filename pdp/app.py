@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,9 +20,11 @@ from .bundle import build_bundle
 from .config import Settings
 from .credentials import CredentialService
 from .decision import DecisionService
+from .decision_cache import DecisionCache, check_bundles, watch_bundles
 from .devtrust import ensure_dev_trust
 from .errors import (
     BodyTooLargeError,
+    EngineUnavailableError,
     MalformedJSONError,
     PDPError,
     UnsupportedMediaError,
@@ -55,6 +58,9 @@ class Runtime:
     audit: AuditTrail | None = None
     #: Credentials, revocation, agent lifecycle, keys (built in _credentials_lifecycle).
     credentials: CredentialService | None = None
+    #: The policy-declared decision cache (None when PDP_DECISION_CACHE_SIZE=0).
+    cache: DecisionCache | None = None
+    cache_watch: asyncio.Task[None] | None = None
 
     @property
     def service(self) -> DecisionService:
@@ -207,6 +213,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         url = rt.sidecar.url
     rt.opa = OPAClient(url, timeout_s=s.opa_timeout_ms / 1000)
     await rt.opa.start()
+    cache = await _start_decision_cache(rt, rt.opa)
     rt.decisions = DecisionService(
         verifier=verifier,
         opa=rt.opa,
@@ -215,13 +222,41 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         prompt_to_policy=s.prompt_to_policy,
         credentials=rt.credentials,
         audit_prompt=s.audit_prompt,
+        cache=cache,
     )
     try:
         yield
     finally:
+        if rt.cache_watch is not None:
+            rt.cache_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await rt.cache_watch
         await rt.opa.close()
         if rt.sidecar is not None:
             await rt.sidecar.stop()
+
+
+async def _start_decision_cache(rt: Runtime, opa: OPAClient) -> DecisionCache | None:
+    """The decision cache (PDP_DECISION_CACHE_SIZE > 0), its bundle watch, and its
+    invalidations from the store's channel; None when it is off."""
+    s = rt.settings
+    if s.decision_cache_size <= 0:
+        return None
+    cache = DecisionCache(
+        max_entries=s.decision_cache_size,
+        max_ttl_s=s.decision_cache_max_ttl_s,
+        registry=rt.metrics.registry,
+    )
+    with contextlib.suppress(EngineUnavailableError):
+        await check_bundles(cache, opa)  # serve hits from the first request on
+    rt.cache_watch = asyncio.create_task(
+        watch_bundles(cache, opa, s.decision_cache_bundle_check_ms / 1000),
+        name="pdp-decision-cache-bundles",
+    )
+    if rt.credentials is not None:
+        rt.credentials.listeners.append(cache.on_event)
+    rt.cache = cache
+    return cache
 
 
 async def _audit_lifecycle(app: web.Application) -> AsyncIterator[None]:

@@ -42,7 +42,7 @@ from .errors import AuthError, ForbiddenError
 from .identity import Identity
 from .keys import KeyRing, private_dir, write_private
 from .normalize import DEFAULT_SENSITIVITY
-from .store import Store, StoreError, open_store
+from .store import EVENTS, Store, StoreError, open_store
 from .target import CREDENTIAL_TYP, CredentialError, action_scope, verify_credential
 
 __all__ = ["AdminAuth", "CredentialService", "IssuedCredential", "resolve_admin_token"]
@@ -155,6 +155,10 @@ class CredentialService:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self.last_refresh: float | None = None
+        #: Called with every store event, this replica's own included (see announce):
+        #: the decision cache listens here for its invalidations.
+        self.listeners: list[Callable[[str], None]] = []
+        agents.listeners.append(self._tell_listeners)
 
     @classmethod
     async def start(
@@ -341,7 +345,25 @@ class CredentialService:
 
     # -- background -------------------------------------------------------------------
     def _on_event(self, event: str) -> None:
-        self._wake.set()
+        self._tell_listeners(event)
+        if event in EVENTS:
+            self._wake.set()
+
+    def _tell_listeners(self, event: str) -> None:
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # one listener's bug must not stop the others
+                log.exception("store event listener failed on %r", event)
+
+    async def announce(self, event: str) -> None:
+        """Tell this replica's listeners about ``event`` at once, and the other replicas
+        through the store's channel (best effort: they also refresh periodically)."""
+        self._tell_listeners(event)
+        try:
+            await self.store.publish(event)
+        except StoreError as exc:
+            log.warning("could not announce %r to the other replicas: %s", event, exc)
 
     async def refresh(self) -> None:
         """One round: keys (rotation, drops), the disabled set, pending activity."""

@@ -140,6 +140,26 @@ class OPAClient:
             result, revision, duration, decision_id=opa_id if isinstance(opa_id, str) else None
         )
 
+    async def get_document(self, path: str) -> Any:
+        """GET ``/v1/<path>`` and return its ``result`` (None when undefined), for the
+        decision cache's bundle watch: ``data/system/bundles`` (the active bundles'
+        manifests and etags) and ``policies`` (the loaded modules and their ASTs).
+        Raises :class:`EngineUnavailableError` when OPA cannot be reached or answers an error.
+        """
+        timeout = max(self.timeout_s, 1.0)
+        with _unavailable(timeout):
+            async with self.session.get(
+                f"{self._base}/v1/{path}", timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
+                status, raw = resp.status, await resp.read()
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        if status != 200 or not isinstance(doc, dict):
+            raise EngineUnavailableError(f"OPA answered {status} to GET /v1/{path}", kind="error")
+        return doc.get("result")
+
     async def health(self, *, bundles: bool = True) -> bool:
         """OPA's own health check; with ``bundles`` it is true only once bundles are active."""
         url = f"{self._base}/health" + ("?bundles" if bundles else "")
@@ -165,6 +185,10 @@ def _revision(provenance: Any) -> str | None:
     if len(revs) == 1:
         return str(next(iter(revs.values()))) or None
     return ",".join(f"{n}={r}" for n, r in sorted(revs.items()))
+
+
+#: The bundle revision of a provenance block (also used on data.system.bundles manifests).
+provenance_revision = _revision
 
 
 @contextlib.contextmanager
