@@ -15,8 +15,8 @@ import pytest
 from pdpctl import errors
 
 from pdp import cache_safety
-from pdp.app import RUNTIME
 from pdp.bundle import build_bundle
+from pdp.state import DECISION_CACHE
 
 from .conftest import POLICIES, ClientFactory, load_example
 from .opa_process import OPAProcess
@@ -127,7 +127,7 @@ async def test_the_pdp_ignores_the_ttls_of_a_policy_that_reads_time(
         for _ in range(2):
             resp = await client.post("/v1/decisions", json=request)
             assert (await resp.json())["allow"] is True
-        cache = client.app[RUNTIME].cache
+        cache = client.app[DECISION_CACHE]
         assert cache is not None and not cache.policy_safe and len(cache) == 0
         assert any("clock.rego: input.now" in p for p in cache.policy_problems)
     finally:

@@ -17,12 +17,13 @@ from aiohttp.test_utils import TestClient
 from jsonschema import Draft202012Validator
 from prometheus_client import CollectorRegistry
 
-from pdp.app import RUNTIME, create_app
+from pdp.app import create_app
 from pdp.bundle import BuiltBundle, build_bundle
 from pdp.decision_cache import DecisionCache, event, uncacheable
 from pdp.identity import SVIDVerifier, TrustBundles
 from pdp.opa import OPAResult
 from pdp.schema import load_schema
+from pdp.state import CREDENTIALS, DECISION_CACHE, DECISIONS
 
 from .conftest import EXAMPLES, POLICIES, load_example, remote_settings
 from .http_helpers import metric
@@ -417,10 +418,10 @@ async def test_new_trust_bundles_drop_every_entry(
     client = await start()
     request = allow_request(mint)
     await decide(client, request)
-    rt = client.app[RUNTIME]
-    assert rt.cache is not None and len(rt.cache) == 1
-    rt.service.set_verifier(SVIDVerifier(TrustBundles.from_documents({}), "agent-pdp"))
-    assert len(rt.cache) == 0
+    cache = client.app[DECISION_CACHE]
+    assert cache is not None and len(cache) == 1
+    client.app[DECISIONS].set_verifier(SVIDVerifier(TrustBundles.from_documents({}), "agent-pdp"))
+    assert len(cache) == 0
     text = await metrics(client)
     assert metric(text, "pdp_decision_cache_evictions_total", reason="trust_bundle") == 1
 
@@ -431,13 +432,13 @@ async def test_announced_changes_reach_this_replicas_cache_at_once(
     client = await start()
     request = allow_request(mint)
     await decide(client, request)
-    rt = client.app[RUNTIME]
-    assert rt.credentials is not None and rt.cache is not None
-    await rt.credentials.announce(event("session", request["task"]["id"]))
-    assert len(rt.cache) == 0
+    cache, credentials = client.app[DECISION_CACHE], client.app[CREDENTIALS]
+    assert cache is not None
+    await credentials.announce(event("session", request["task"]["id"]))
+    assert len(cache) == 0
     await decide(client, request)
-    await rt.credentials.announce(event("approval", load_example(ALLOW)["spiffe_id"]))
-    assert len(rt.cache) == 0
+    await credentials.announce(event("approval", load_example(ALLOW)["spiffe_id"]))
+    assert len(cache) == 0
 
 
 # --------------------------------------------------------------------------- bundle activation
@@ -500,17 +501,17 @@ async def test_a_bundle_activation_drops_the_entries_of_the_old_bundle(
         first = await decide(client, request)
         await decide(client, request)
         assert first["policy"]["revision"] == policy_bundle.revision
-        rt = client.app[RUNTIME]
-        assert rt.cache is not None and len(rt.cache) == 1
+        cache = client.app[DECISION_CACHE]
+        assert cache is not None and len(cache) == 1
 
         new = build_bundle(opa_bin, POLICIES, tmp_path / "b2.tar.gz", revision="rev-2")
         bundle_server.payload = new.path.read_bytes()
         for _ in range(200):  # OPA polls every second; the PDP checks every 50 ms
-            if rt.cache.revision == "rev-2":
+            if cache.revision == "rev-2":
                 break
             await asyncio.sleep(0.05)
-        assert rt.cache.revision == "rev-2"
-        assert len(rt.cache) == 0
+        assert cache.revision == "rev-2"
+        assert len(cache) == 0
         after = await decide(client, request)
         assert after["policy"]["revision"] == "rev-2"
         text = await metrics(client)
@@ -526,13 +527,13 @@ async def test_when_opa_cannot_say_which_bundle_is_active_nothing_is_served_from
     client = await start(own_opa.url, decision_cache_bundle_check_ms=20)
     request = allow_request(mint)
     await decide(client, request)
-    rt = client.app[RUNTIME]
-    assert rt.cache is not None and len(rt.cache) == 1
+    cache = client.app[DECISION_CACHE]
+    assert cache is not None and len(cache) == 1
     own_opa.stop()
     for _ in range(100):
-        if not rt.cache.serving:
+        if not cache.serving:
             break
         await asyncio.sleep(0.02)
-    assert not rt.cache.serving and len(rt.cache) == 0
+    assert not cache.serving and len(cache) == 0
     resp = await client.post("/v1/decisions", json=request)
     assert resp.status == 503
