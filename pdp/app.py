@@ -275,6 +275,9 @@ async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
         name="pdp-decision-cache-bundles",
     )
     app[CREDENTIALS].listeners.append(cache.on_event)
+    sidecar = app[SIDECAR]
+    if sidecar is not None:
+        sidecar.on_exit.append(lambda: cache.bundle_unknown("the embedded OPA exited"))
     app[DECISION_CACHE] = cache
     try:
         yield
