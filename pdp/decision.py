@@ -16,7 +16,7 @@ from .credentials import AGENT_DISABLED, CredentialService
 from .errors import EngineUnavailableError
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
-from .normalize import normalize
+from .normalize import is_asserted, normalize
 from .opa import OPAClient, OPAResult
 from .recorder import Recorder, build_record
 
@@ -49,14 +49,20 @@ class DecisionService:
         #: How records keep prompts: hash, redacted or full (PDP_AUDIT_PROMPT).
         self.audit_prompt = audit_prompt
 
-    async def decide(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def decide(self, request: dict[str, Any], *, mint: bool = True) -> dict[str, Any]:
         """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
 
         Even then the decision is recorded (as a deny) under its ``decision_id``, which the
         error carries for the error body.
+
+        ``request`` is a decision request (``decision-request.schema.json``) or, from the
+        AuthZEN front door, a PEP-asserted subject request (``{"subject", "action",
+        "resource", "context"}``, see :func:`pdp.normalize.is_asserted`). ``mint=False``:
+        the caller does not want a credential, so none is minted on allow.
         """
         started = time.perf_counter()
         decision_id = str(uuid.uuid4())
+        asserted = is_asserted(request)
         identity = self.verifier.verify(request.get("agent", {}).get("token"))
         creds = self.credentials
         status = creds.agent_status(identity) if creds is not None else None
@@ -68,7 +74,7 @@ class DecisionService:
             agent_status=status,
         )
         # Counted only once the request is decided: normalize may still refuse it (400).
-        if not identity.authenticated:
+        if not identity.authenticated and not asserted:
             self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
         try:
             result = await self.opa.evaluate(input_doc)
@@ -85,11 +91,11 @@ class DecisionService:
                 exc.message, kind=exc.kind, decision_id=decision_id
             ) from exc
         self.metrics.opa_latency.observe(result.duration_s)
-        response = self._respond(decision_id, request, identity, result, status)
+        response = self._respond(decision_id, request, identity, result, status, asserted)
         credential = None
         if creds is not None:
             # Minted only on allow; the token goes in the answer, its jti in the record.
-            credential = creds.after_decision(decision_id, request, identity, response)
+            credential = creds.after_decision(decision_id, request, identity, response, mint=mint)
             if credential is not None:
                 response["credential"] = credential.response()
         await self._record(
@@ -113,6 +119,7 @@ class DecisionService:
         identity: Identity,
         result: OPAResult,
         agent_status: str | None = None,
+        asserted: bool = False,
     ) -> dict[str, Any]:
         if result.decision is None:
             self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
@@ -123,8 +130,9 @@ class DecisionService:
             allow = result.decision["allow"] is True
             reasons = list(result.decision["reasons"])
             obligations = result.decision.get("obligations", {})
-            if allow and not identity.authenticated:
-                # A policy must never allow an unauthenticated caller; guard against bugs.
+            if allow and not identity.authenticated and not asserted:
+                # A policy must never allow an unauthenticated agent; guard against bugs.
+                # (A PEP-asserted subject carries no agent token: the PEP vouches for it.)
                 allow = False
                 reasons = [
                     _reason(
