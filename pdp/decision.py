@@ -12,15 +12,16 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .credentials import AGENT_DISABLED, CredentialService
+from .answer import answer
+from .audit.record import Recorder, build_record
+from .credentials import CredentialService
 from .errors import EngineUnavailableError
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
 from .normalize import is_asserted, normalize
-from .opa import OPAClient, OPAResult
-from .recorder import Recorder, build_record
+from .opa import OPAClient
 
-_POLICY_RULE = "pdp"
+__all__ = ["DecisionService"]
 
 
 class DecisionService:
@@ -81,7 +82,7 @@ class DecisionService:
         except EngineUnavailableError as exc:
             self.metrics.opa_errors.labels(exc.kind).inc()
             self.metrics.decisions.labels("error").inc()
-            response = {"decision_id": decision_id, "allow": False, "reasons": []}
+            response: dict[str, Any] = {"decision_id": decision_id, "allow": False, "reasons": []}
             if creds is not None:
                 creds.after_decision(decision_id, request, identity, response)
             await self._record(
@@ -91,7 +92,11 @@ class DecisionService:
                 exc.message, kind=exc.kind, decision_id=decision_id
             ) from exc
         self.metrics.opa_latency.observe(result.duration_s)
-        response = self._respond(decision_id, request, identity, result, status, asserted)
+        if result.decision is None:
+            self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
+        response = answer(decision_id, request, identity, result, status, asserted=asserted)
+        for r in response["reasons"]:
+            self.metrics.reasons.labels(str(r.get("code", ""))).inc()
         credential = None
         if creds is not None:
             # Minted only on allow; the token goes in the answer, its jti in the record.
@@ -110,54 +115,6 @@ class DecisionService:
         )
         # Counted once recorded: a decision whose record failed was answered 503, not this.
         self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
-        return response
-
-    def _respond(
-        self,
-        decision_id: str,
-        request: dict[str, Any],
-        identity: Identity,
-        result: OPAResult,
-        agent_status: str | None = None,
-        asserted: bool = False,
-    ) -> dict[str, Any]:
-        if result.decision is None:
-            self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
-            allow = False
-            reasons = [_reason(result.error_code or "policy.error", result.error_message or "")]
-            obligations: dict[str, Any] = {}
-        else:
-            allow = result.decision["allow"] is True
-            reasons = list(result.decision["reasons"])
-            obligations = result.decision.get("obligations", {})
-            if allow and not identity.authenticated and not asserted:
-                # A policy must never allow an unauthenticated agent; guard against bugs.
-                # (A PEP-asserted subject carries no agent token: the PEP vouches for it.)
-                allow = False
-                reasons = [
-                    _reason(
-                        identity.error_code or "authn.unauthenticated",
-                        "policy allowed an unauthenticated agent; denied by the PDP",
-                    )
-                ]
-        if agent_status == "disabled" and AGENT_DISABLED not in {r.get("code") for r in reasons}:
-            # Defense in depth: a disabled agent is denied even if a policy forgets to.
-            if allow:
-                allow, reasons = False, []
-            reasons.append(
-                _reason(AGENT_DISABLED, f"agent {identity.spiffe_id!r} is disabled in the PDP")
-            )
-        response: dict[str, Any] = {"decision_id": decision_id}
-        if "request_id" in request:
-            response["request_id"] = request["request_id"]
-        response.update(
-            allow=allow,
-            reasons=reasons,
-            obligations=obligations if allow else {},
-            policy={"revision": result.revision},
-        )
-        for r in reasons:
-            self.metrics.reasons.labels(str(r.get("code", ""))).inc()
         return response
 
     async def _record(
@@ -189,7 +146,3 @@ class DecisionService:
                 opa_decision_id=opa_decision_id,
             )
         )
-
-
-def _reason(code: str, message: str) -> dict[str, Any]:
-    return {"code": code, "message": message, "rule": _POLICY_RULE, "controls": []}

@@ -3,7 +3,8 @@
 Each adapter parses its wire format, builds a decision request, calls
 :meth:`pdp.decision.DecisionService.decide` (same authentication, normaliser, OPA client,
 minting and audit record as ``POST /v1/decisions``) and translates the decision back.
-Adapters sit above the decision service: they import it, never the other way round.
+Adapters sit above the decision service: they import it (and read the running app's
+resources from :mod:`pdp.state`), never the other way round.
 
     authzen          OpenID AuthZEN Authorization API 1.0 (/access/v1/*, well-known)
     ext_authz_http   Envoy ext_authz, HTTP service mode (/ext_authz/...)
@@ -12,12 +13,3 @@ Adapters sit above the decision service: they import it, never the other way rou
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
-
-from aiohttp import web
-
-from ..decision import DecisionService
-
-#: ``provider(app)`` gives the running decision service (raises before start-up).
-ServiceProvider = Callable[[web.Application], DecisionService]

@@ -41,7 +41,7 @@ from ..errors import (
 )
 from ..httpio import json_response, read_json_body
 from ..schema import validate_def, validate_request
-from . import ServiceProvider
+from ..state import DECISIONS, SETTINGS
 
 #: Subject types whose ``properties.token`` is an agent's JWT-SVID.
 AGENT_SUBJECT_TYPES = frozenset({"agent", "workload"})
@@ -65,18 +65,8 @@ ENDPOINTS = {
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 
 
-@dataclass(frozen=True, slots=True)
-class _FrontDoor:
-    service: ServiceProvider
-    max_body: int
-
-
-_FRONT: web.AppKey[_FrontDoor] = web.AppKey("authzen_front_door", _FrontDoor)
-
-
-def add_routes(app: web.Application, service: ServiceProvider, *, max_body: int) -> None:
-    """Register the AuthZEN routes; ``service(app)`` gives the running decision service."""
-    app[_FRONT] = _FrontDoor(service, max_body)
+def add_routes(app: web.Application) -> None:
+    """Register the AuthZEN routes (the decision service is read from :mod:`pdp.state`)."""
     app.router.add_post(ENDPOINTS["access_evaluation_endpoint"], post_evaluation)
     app.router.add_post(ENDPOINTS["access_evaluations_endpoint"], post_evaluations)
     for kind in ("subject", "resource", "action"):
@@ -143,15 +133,14 @@ def _spec_errors(handler: Handler) -> Handler:
 
 
 async def _body(request: web.Request, definition: str) -> dict[str, Any]:
-    front = request.app[_FRONT]
-    body = await read_json_body(request, front.max_body)
+    body = await read_json_body(request, request.app[SETTINGS].max_body_bytes)
     if not isinstance(body, dict):
         raise MalformedJSONError("body must be a JSON object")
     return validate_def("authzen", definition, body)
 
 
 def _service(request: web.Request) -> DecisionService:
-    return request.app[_FRONT].service(request.app)
+    return request.app[DECISIONS]
 
 
 @_spec_errors
