@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
@@ -140,6 +140,7 @@ class OPAClient:
             result, revision, duration, decision_id=opa_id if isinstance(opa_id, str) else None
         )
 
+<<<<<<< HEAD
     async def get_document(self, path: str) -> Any:
         """GET ``/v1/<path>`` and return its ``result`` (None when undefined), for the
         decision cache's bundle watch: ``data/system/bundles`` (the active bundles'
@@ -152,12 +153,30 @@ class OPAClient:
                 f"{self._base}/v1/{path}", timeout=aiohttp.ClientTimeout(total=timeout)
             ) as resp:
                 status, raw = resp.status, await resp.read()
+=======
+    async def data(self, path: str) -> Any:
+        """The data document at ``data.<path>`` (slash-separated), or None when undefined.
+
+        Read-only and bounded by the same deadline as a decision; used for policy-supplied
+        facts such as the AuthZEN search candidates. Raises :class:`EngineUnavailableError`
+        when OPA cannot be reached in time or does not answer 200 with JSON.
+        """
+        url = f"{self._base}/v1/data/{quote(path, safe='/')}"
+        with _unavailable(self.timeout_s):
+            async with self.session.get(url, timeout=self._timeout) as resp:
+                status = resp.status
+                raw = await resp.read()
+>>>>>>> main
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
             doc = None
         if status != 200 or not isinstance(doc, dict):
+<<<<<<< HEAD
             raise EngineUnavailableError(f"OPA answered {status} to GET /v1/{path}", kind="error")
+=======
+            raise EngineUnavailableError(f"policy engine answered {status} reading data.{path}")
+>>>>>>> main
         return doc.get("result")
 
     async def health(self, *, bundles: bool = True) -> bool:
