@@ -26,18 +26,8 @@ from .credentials import CredentialService
 from .decision import DecisionService
 from .decision_cache import DecisionCache, check_bundles, watch_bundles
 from .devtrust import ensure_dev_trust
-<<<<<<< HEAD
-from .errors import (
-    BodyTooLargeError,
-    EngineUnavailableError,
-    MalformedJSONError,
-    PDPError,
-    UnsupportedMediaError,
-)
-=======
-from .errors import MalformedJSONError, PDPError
+from .errors import EngineUnavailableError, MalformedJSONError, PDPError
 from .httpio import json_response, read_json_body
->>>>>>> main
 from .identity import Identity, SVIDVerifier, TrustBundles
 from .metrics import Metrics
 from .normalize import normalize

@@ -19,13 +19,8 @@ from .decision_cache import CacheEntry, DecisionCache
 from .errors import EngineUnavailableError
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
-<<<<<<< HEAD
-from .normalize import normalize
-from .opa import OPAClient, OPAResult
-=======
 from .normalize import is_asserted, normalize
-from .opa import OPAClient
->>>>>>> main
+from .opa import OPAClient, OPAResult
 
 __all__ = ["DecisionService"]
 

@@ -318,7 +318,7 @@ async def check_bundles(cache: DecisionCache, opa: OPAClient) -> None:
     Raises :class:`~pdp.errors.EngineUnavailableError` when OPA cannot tell; the caller
     then forgets the bundle (nothing is stored or served until a check succeeds).
     """
-    doc = await opa.get_document("data/system/bundles")
+    doc = await opa.data("system/bundles")
     if not isinstance(doc, dict) or not doc:
         cache.bundle_unknown("no active bundle")
         return
@@ -327,10 +327,8 @@ async def check_bundles(cache: DecisionCache, opa: OPAClient) -> None:
     generation = hashlib.blake2b(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:32]
     if generation == cache.generation:
         return
-    modules = await opa.get_document("policies") or []
-    found = cache_safety.problems(
-        (str(m.get("id")), m.get("ast") or {}) for m in modules if isinstance(m, dict)
-    )
+    modules = await opa.policies()
+    found = cache_safety.problems((str(m.get("id")), m.get("ast") or {}) for m in modules)
     cache.policy_safe, cache.policy_problems = not found, found
     if found:
         log.warning(

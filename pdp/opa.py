@@ -140,20 +140,6 @@ class OPAClient:
             result, revision, duration, decision_id=opa_id if isinstance(opa_id, str) else None
         )
 
-<<<<<<< HEAD
-    async def get_document(self, path: str) -> Any:
-        """GET ``/v1/<path>`` and return its ``result`` (None when undefined), for the
-        decision cache's bundle watch: ``data/system/bundles`` (the active bundles'
-        manifests and etags) and ``policies`` (the loaded modules and their ASTs).
-        Raises :class:`EngineUnavailableError` when OPA cannot be reached or answers an error.
-        """
-        timeout = max(self.timeout_s, 1.0)
-        with _unavailable(timeout):
-            async with self.session.get(
-                f"{self._base}/v1/{path}", timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as resp:
-                status, raw = resp.status, await resp.read()
-=======
     async def data(self, path: str) -> Any:
         """The data document at ``data.<path>`` (slash-separated), or None when undefined.
 
@@ -166,18 +152,31 @@ class OPAClient:
             async with self.session.get(url, timeout=self._timeout) as resp:
                 status = resp.status
                 raw = await resp.read()
->>>>>>> main
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
             doc = None
         if status != 200 or not isinstance(doc, dict):
-<<<<<<< HEAD
-            raise EngineUnavailableError(f"OPA answered {status} to GET /v1/{path}", kind="error")
-=======
             raise EngineUnavailableError(f"policy engine answered {status} reading data.{path}")
->>>>>>> main
         return doc.get("result")
+
+    async def policies(self) -> list[dict[str, Any]]:
+        """The loaded policy modules (``GET /v1/policies``: id, raw text and AST each), for
+        the decision cache's safety check of a newly activated bundle. Raises
+        :class:`EngineUnavailableError` when OPA cannot be reached or answers an error."""
+        timeout = max(self.timeout_s, 1.0)
+        with _unavailable(timeout):
+            async with self.session.get(
+                f"{self._base}/v1/policies", timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
+                status, raw = resp.status, await resp.read()
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        if status != 200 or not isinstance(doc, dict) or not isinstance(doc.get("result"), list):
+            raise EngineUnavailableError(f"policy engine answered {status} listing its policies")
+        return [m for m in doc["result"] if isinstance(m, dict)]
 
     async def health(self, *, bundles: bool = True) -> bool:
         """OPA's own health check; with ``bundles`` it is true only once bundles are active."""
