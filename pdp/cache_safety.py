@@ -111,6 +111,9 @@ def _reads_time(ast: dict[str, Any]) -> list[str]:
 
     Works on parsed and on compiled ASTs (``GET /v1/policies``), where the compiler rewrites
     ``object.get(input, "k", d)`` into ``__localN__ = input; object.get(__localN__, ...)``.
+    A rule definition whose body also requires ``input.approval`` or ``input.session`` (a
+    plain, non-negated reference) is left out: it is undefined unless they are present, and
+    the PDP never caches a decision whose input carries them.
     """
     found: list[str] = []
     safe: set[int] = set()  # ids of input refs / alias vars used only as object.get(x, "k")
@@ -125,24 +128,64 @@ def _reads_time(ast: dict[str, Any]) -> list[str]:
             if left.get("type") == "var" and _ref_path(right) == ["input"]:
                 alias_of[str(left["value"])] = id(left)
                 safe.add(id(right))  # judged by the uses of the alias instead
-    terms = list(_walk({"rules": ast.get("rules", []), "imports": ast.get("imports", [])}))
-    for term in terms:
+
+    def judge(term: Term) -> str | None:
         if term.get("type") == "var" and term.get("value") in alias_of:
             if id(term) != alias_of[term["value"]] and id(term) not in safe:
-                found.append("the whole input (bare `input`)")
-            continue
+                return "the whole input (bare `input`)"
+            return None
         path = _ref_path(term)
         if path is None:
-            continue
+            return None
         if path[0] == "input":
             if len(path) == 1:
-                if id(term) not in safe:
-                    found.append("the whole input (bare `input`)")
-            elif path[1] is None or path[1] in PER_REQUEST_INPUT:
-                found.append(f"input.{path[1] if path[1] is not None else '[*]'}")
+                return None if id(term) in safe else "the whole input (bare `input`)"
+            if path[1] is None or path[1] in PER_REQUEST_INPUT:
+                return f"input.{path[1] if path[1] is not None else '[*]'}"
         elif len(path) >= 2 and (path[0], path[1]) in NON_DETERMINISTIC:
-            found.append(f"{path[0]}.{path[1]}")
+            return f"{path[0]}.{path[1]}"
+        return None
+
+    scopes: list[Any] = [ast.get("imports", [])]
+    for rule in ast.get("rules", []):
+        for definition in _definitions(rule):
+            body = definition.get("body") or []
+            if not any(_requires_never_cached(expr) for expr in body):
+                scopes.append({"head": definition.get("head"), "body": body})
+    for term in _walk(scopes):
+        what = judge(term)
+        if what is not None:
+            found.append(what)
     return sorted(set(found))
+
+
+#: Input members whose presence the PDP never caches (pdp.decision_cache.uncacheable).
+NEVER_CACHED_INPUT: Final = frozenset({"approval", "session"})
+_NOT_REQUIRING: Final = frozenset(
+    {"arraycomprehension", "setcomprehension", "objectcomprehension", "every"}
+)
+
+
+def _requires_never_cached(expr: dict[str, Any]) -> bool:
+    """A non-negated body expression that is undefined without input.approval/session."""
+    if not isinstance(expr, dict) or expr.get("negated"):
+        return False
+    stack: list[Any] = [expr.get("terms")]
+    while stack:
+        cur = stack.pop()
+        if isinstance(cur, list):
+            stack.extend(cur)
+        elif isinstance(cur, dict):
+            if cur.get("type") in _NOT_REQUIRING:
+                continue  # defined (empty) or true over an undefined collection
+            path = _ref_path(cur)
+            if path is not None and len(path) >= 2 and path[0] == "input":
+                if path[1] in NEVER_CACHED_INPUT:
+                    return True
+            value = cur.get("value")
+            if isinstance(value, list | dict):
+                stack.append(value)
+    return False
 
 
 def _constant_head(key: Term) -> str | None:

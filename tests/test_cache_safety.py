@@ -92,6 +92,39 @@ def test_per_request_free_reads_may_declare_a_ttl(
     assert cache_safety.problems(modules) == []
 
 
+GUARDED = (
+    'package p\n\napproved if {\n\tinput.approval.status == "granted"\n'
+    "\tinput.approval.expires_at > input.now.unix_ns\n}\n"
+)
+
+
+def test_time_read_only_alongside_the_never_cached_approval_may_declare_a_ttl(
+    opa_bin: str, tmp_path: Path
+) -> None:
+    # Undefined unless input.approval is present, and such inputs are never cached.
+    modules = [("r", ast(opa_bin, tmp_path, GUARDED)), ("d", ast(opa_bin, tmp_path, DECLARES))]
+    assert cache_safety.problems(modules) == []
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        # negated: true when there is no approval
+        "package p\n\nx if {\n\tnot input.approval\n\tinput.now.unix_ns > 0\n}\n",
+        # a comprehension over a missing approval is empty, not undefined
+        "package p\n\nx if {\n\tn := count([a | some a in input.approval])\n"
+        "\tinput.now.unix_ns > n\n}\n",
+        # the guard is in another definition (the else), not in this one
+        "package p\n\nx := 1 if input.approval.ok\n\nelse := input.now.unix_ns\n",
+    ],
+)
+def test_a_guard_that_does_not_require_the_approval_does_not_count(
+    opa_bin: str, tmp_path: Path, source: str
+) -> None:
+    modules = [("r", ast(opa_bin, tmp_path, source)), ("d", ast(opa_bin, tmp_path, DECLARES))]
+    assert cache_safety.problems(modules) != []
+
+
 def _policies_reading_time(tmp_path: Path) -> Path:
     policies = tmp_path / "policies"
     shutil.copytree(POLICIES, policies, ignore=shutil.ignore_patterns("*_test.rego"))

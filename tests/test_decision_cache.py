@@ -169,7 +169,7 @@ async def test_the_cache_can_be_turned_off(
     "example",
     [
         "deny-no-token.json",  # authn.* deny
-        "allow-finance-analyst-vault-secret-needs-approval.json",  # approval involved
+        "deny-finance-analyst-vault-secret-approval-required.json",  # approval involved
         "allow-support-bot-internal-llm-summary.json",  # the library declares no TTL
     ],
 )
