@@ -274,6 +274,10 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         audit_prompt=s.audit_prompt,
         cache=app[DECISION_CACHE],
     )
+    trail = app[AUDIT]
+    if trail is not None:
+        service = app[DECISIONS]
+        trail.writer.expecting = lambda: service.in_progress
     yield
 
 

@@ -53,8 +53,19 @@ class DecisionService:
         self.audit_prompt = audit_prompt
         #: Policy-declared decision cache (None: every decision goes to OPA).
         self.cache = cache
+        #: Decisions being decided right now (their records included while they wait to be
+        #: durable): the audit writer lets a batch wait for more only while others are.
+        self.in_progress = 0
 
     async def decide(self, request: dict[str, Any], *, mint: bool = True) -> dict[str, Any]:
+        """:meth:`_decide`, counted in ``in_progress`` until it returns or raises."""
+        self.in_progress += 1
+        try:
+            return await self._decide(request, mint=mint)
+        finally:
+            self.in_progress -= 1
+
+    async def _decide(self, request: dict[str, Any], *, mint: bool = True) -> dict[str, Any]:
         """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
 
         Even then the decision is recorded (as a deny) under its ``decision_id``, which the
