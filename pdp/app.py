@@ -19,6 +19,7 @@ from .bundle import build_bundle
 from .config import Settings
 from .credentials import CredentialService
 from .decision import DecisionService
+from .delegation import DelegationVerifier
 from .devtrust import ensure_dev_trust
 from .errors import (
     BodyTooLargeError,
@@ -32,6 +33,7 @@ from .normalize import normalize
 from .opa import OPAClient
 from .recorder import LogRecorder, Recorder
 from .schema import validate_request
+from .sessions import SessionHistory
 from .sidecar import OPASidecar, socket_path
 from .tools import find_opa
 
@@ -215,6 +217,12 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         prompt_to_policy=s.prompt_to_policy,
         credentials=rt.credentials,
         audit_prompt=s.audit_prompt,
+        sessions=None
+        if rt.credentials is None
+        else SessionHistory(rt.credentials.store, ttl_s=s.session_ttl_s),
+        delegation=DelegationVerifier(
+            verifier.bundles, s.audience, leeway_seconds=s.clock_skew_seconds
+        ),
     )
     try:
         yield

@@ -13,12 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 from .credentials import AGENT_DISABLED, CredentialService
-from .errors import EngineUnavailableError
+from .delegation import DelegationVerifier
+from .errors import EngineUnavailableError, HistoryUnavailableError
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
 from .normalize import normalize
 from .opa import OPAClient, OPAResult
 from .recorder import Recorder, build_record
+from .sessions import SessionHistory, session_keys, unavailable_snapshot
+from .store import StoreError
 
 _POLICY_RULE = "pdp"
 
@@ -37,6 +40,8 @@ class DecisionService:
         clock_ns: Callable[[], int] = time.time_ns,
         credentials: CredentialService | None = None,
         audit_prompt: str = "hash",
+        sessions: SessionHistory | None = None,
+        delegation: DelegationVerifier | None = None,
     ) -> None:
         self.verifier = verifier
         self.opa = opa
@@ -48,24 +53,57 @@ class DecisionService:
         self.credentials = credentials
         #: How records keep prompts: hash, redacted or full (PDP_AUDIT_PROMPT).
         self.audit_prompt = audit_prompt
+        #: Task/session histories (input.session); None: no store, so a request naming a
+        #: task or session sees an unavailable history (fail closed).
+        self.sessions = sessions
+        #: Verifies agent.delegation into input.chain; None: every assertion is refused.
+        self.delegation = delegation
 
     async def decide(self, request: dict[str, Any]) -> dict[str, Any]:
         """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
 
         Even then the decision is recorded (as a deny) under its ``decision_id``, which the
-        error carries for the error body.
+        error carries for the error body. Decisions of one task or session are serialized
+        in this process, so each sees the history its predecessor left
+        (:mod:`pdp.sessions`); an allowed one is added to that history once recorded
+        (:class:`HistoryUnavailableError`, 503, when it cannot be).
         """
+        if self.sessions is None:
+            return await self._decide(request)
+        async with self.sessions.serialized(request):
+            return await self._decide(request)
+
+    async def _session(self, request: dict[str, Any], now_ns: int) -> dict[str, Any] | None:
+        if self.sessions is not None:
+            return await self.sessions.snapshot(request, now_ns)
+        if session_keys(request):
+            return unavailable_snapshot(now_ns, "this PDP keeps no session history")
+        return None
+
+    def _chain(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        assertion = request.get("agent", {}).get("delegation")
+        if assertion is None:
+            return None
+        if self.delegation is None:
+            chain = DelegationVerifier.refused("this PDP verifies no delegation assertions")
+            return chain
+        return self.delegation.chain(assertion)
+
+    async def _decide(self, request: dict[str, Any]) -> dict[str, Any]:
         started = time.perf_counter()
         decision_id = str(uuid.uuid4())
         identity = self.verifier.verify(request.get("agent", {}).get("token"))
         creds = self.credentials
         status = creds.agent_status(identity) if creds is not None else None
+        now_ns = self.clock_ns()
         input_doc = normalize(
             request,
             identity,
-            self.clock_ns(),
+            now_ns,
             prompt_to_policy=self.prompt_to_policy,
             agent_status=status,
+            session=await self._session(request, now_ns),
+            chain=self._chain(request),
         )
         # Counted only once the request is decided: normalize may still refuse it (400).
         if not identity.authenticated:
@@ -102,6 +140,16 @@ class DecisionService:
             credential=None if credential is None else credential.record(),
             opa_decision_id=result.decision_id,
         )
+        if response["allow"] and self.sessions is not None:
+            try:
+                await self.sessions.record(request, input_doc, now_ns)
+            except StoreError as exc:
+                # Recorded as allowed, but the credential never leaves: a call the history
+                # does not know of could open a toxic flow for the next one.
+                self.metrics.decisions.labels("error").inc()
+                raise HistoryUnavailableError(
+                    f"the session history could not be updated: {exc}", decision_id=decision_id
+                ) from exc
         # Counted once recorded: a decision whose record failed was answered 503, not this.
         self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
         return response

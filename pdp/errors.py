@@ -10,7 +10,8 @@ Every error body carries ``"allow": false`` so that a naive client fails closed.
     ├── AuthError                 401 admin endpoint without a credential
     │   └── ForbiddenError        403 admin endpoint with the wrong credential
     ├── EngineUnavailableError    503 OPA cannot be reached or did not answer in time
-    └── AuditUnavailableError     503 the decision could not be recorded durably
+    ├── AuditUnavailableError     503 the decision could not be recorded durably
+    └── HistoryUnavailableError   503 an allowed call could not be added to its session history
 
 Policy-level failures (OPA answered nonsense, undefined decision) are *not* errors:
 they are deny decisions with a ``policy.*`` reason, answered with 200.
@@ -117,3 +118,21 @@ class AuditUnavailableError(PDPError):
 
     status = 503
     code = "audit_unavailable"
+
+
+class HistoryUnavailableError(PDPError):
+    """An allowed decision could not be added to its task/session history (pdp.sessions):
+    its credential is withheld, since the next call would be decided without it."""
+
+    status = 503
+    code = "session_history_unavailable"
+
+    def __init__(self, message: str, *, decision_id: str | None = None) -> None:
+        super().__init__(message)
+        self.decision_id = decision_id
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        if self.decision_id is not None:
+            body["decision_id"] = self.decision_id
+        return body

@@ -143,3 +143,39 @@ def test_a_rotation_asked_on_one_replica_rotates_both(replicas: tuple[Replica, R
     jwks = {k["kid"] for k in http_get(a.url + "/.well-known/jwks.json")[1]["keys"]}
     assert len(jwks) == 4  # two replicas x (current + retired, still needed)
     assert a.active(in_flight)
+
+
+def test_the_replicas_share_task_and_session_histories(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    """A confidential read allowed by one replica taints the task on the other: egress
+    decided there is a toxic flow (pdp.sessions on the shared redis-server)."""
+    a, b = replicas
+    task = {"id": "T-replicas", "purpose": "triage support tickets", "session": "s-replicas"}
+    read = {
+        "tenant": "acme",
+        "task": task,
+        "action": {"type": "data.read", "name": "crm.customers.get", "operation": "read"},
+        "destination": {"type": "database", "name": "crm-db"},
+        "data": {"sensitivity": "confidential"},
+    }
+    egress = {
+        "tenant": "acme",
+        "task": task,
+        "action": {"type": "tool.call", "name": "github.search_code", "operation": "read"},
+        "destination": {"type": "tool", "name": "github"},
+    }
+
+    def decide(replica: Replica, body: dict[str, Any]) -> Any:
+        token = mint_svid(replica.state, BOT)
+        return replica.call("/v1/decisions", {**body, "agent": {"token": token}})
+
+    assert decide(b, egress)["allow"] is True  # before the read: nothing taints it
+    assert decide(a, read)["allow"] is True
+    denied = decide(b, egress)
+    assert [r["code"] for r in denied["reasons"]] == ["session_toxic_flow"]
+    # The other task of the session is tainted too; another session's task is not.
+    other = {**egress, "task": {**task, "id": "T-other"}}
+    assert decide(b, other)["allow"] is False
+    clean = {**egress, "task": {"id": "T-clean", "session": "s-clean"}}
+    assert decide(a, clean)["allow"] is True
