@@ -12,18 +12,18 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .credentials import AGENT_DISABLED, CredentialService
+from .answer import answer
+from .audit.record import Recorder, build_record
+from .credentials import CredentialService
 from .delegation import DelegationVerifier
-from .errors import EngineUnavailableError, HistoryUnavailableError
+from .errors import EngineUnavailableError, HistoryUnavailableError, StoreError
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
 from .normalize import normalize
-from .opa import OPAClient, OPAResult
-from .recorder import Recorder, build_record
+from .opa import OPAClient
 from .sessions import SessionHistory, session_keys, unavailable_snapshot
-from .store import StoreError
 
-_POLICY_RULE = "pdp"
+__all__ = ["DecisionService"]
 
 
 class DecisionService:
@@ -66,10 +66,11 @@ class DecisionService:
         error carries for the error body. Decisions of one task or session are serialized
         in this process, so each sees the history its predecessor left
         (:mod:`pdp.sessions`); an allowed one is added to that history once recorded
-        (:class:`HistoryUnavailableError`, 503, when it cannot be).
+        (:class:`HistoryUnavailableError`, 503, when it cannot be). ``mode: "check"``
+        decides and records without minting a credential or touching any history.
         """
-        if self.sessions is None:
-            return await self._decide(request)
+        if self.sessions is None or request.get("mode") == "check":
+            return await self._decide(request)  # a check changes no history
         async with self.sessions.serialized(request):
             return await self._decide(request)
 
@@ -85,8 +86,7 @@ class DecisionService:
         if assertion is None:
             return None
         if self.delegation is None:
-            chain = DelegationVerifier.refused("this PDP verifies no delegation assertions")
-            return chain
+            return DelegationVerifier.refused("this PDP verifies no delegation assertions")
         return self.delegation.chain(assertion)
 
     async def _decide(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -113,7 +113,7 @@ class DecisionService:
         except EngineUnavailableError as exc:
             self.metrics.opa_errors.labels(exc.kind).inc()
             self.metrics.decisions.labels("error").inc()
-            response = {"decision_id": decision_id, "allow": False, "reasons": []}
+            response: dict[str, Any] = {"decision_id": decision_id, "allow": False, "reasons": []}
             if creds is not None:
                 creds.after_decision(decision_id, request, identity, response)
             await self._record(
@@ -123,9 +123,14 @@ class DecisionService:
                 exc.message, kind=exc.kind, decision_id=decision_id
             ) from exc
         self.metrics.opa_latency.observe(result.duration_s)
-        response = self._respond(decision_id, request, identity, result, status)
+        if result.decision is None:
+            self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
+        response = answer(decision_id, request, identity, result, status)
+        for r in response["reasons"]:
+            self.metrics.reasons.labels(str(r.get("code", ""))).inc()
         credential = None
-        if creds is not None:
+        check = request.get("mode") == "check"  # no credential, no history: a preview
+        if creds is not None and not check:
             # Minted only on allow; the token goes in the answer, its jti in the record.
             credential = creds.after_decision(decision_id, request, identity, response)
             if credential is not None:
@@ -140,7 +145,7 @@ class DecisionService:
             credential=None if credential is None else credential.record(),
             opa_decision_id=result.decision_id,
         )
-        if response["allow"] and self.sessions is not None:
+        if response["allow"] and self.sessions is not None and not check:
             try:
                 await self.sessions.record(request, input_doc, now_ns)
             except StoreError as exc:
@@ -152,52 +157,6 @@ class DecisionService:
                 ) from exc
         # Counted once recorded: a decision whose record failed was answered 503, not this.
         self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
-        return response
-
-    def _respond(
-        self,
-        decision_id: str,
-        request: dict[str, Any],
-        identity: Identity,
-        result: OPAResult,
-        agent_status: str | None = None,
-    ) -> dict[str, Any]:
-        if result.decision is None:
-            self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
-            allow = False
-            reasons = [_reason(result.error_code or "policy.error", result.error_message or "")]
-            obligations: dict[str, Any] = {}
-        else:
-            allow = result.decision["allow"] is True
-            reasons = list(result.decision["reasons"])
-            obligations = result.decision.get("obligations", {})
-            if allow and not identity.authenticated:
-                # A policy must never allow an unauthenticated caller; guard against bugs.
-                allow = False
-                reasons = [
-                    _reason(
-                        identity.error_code or "authn.unauthenticated",
-                        "policy allowed an unauthenticated agent; denied by the PDP",
-                    )
-                ]
-        if agent_status == "disabled" and AGENT_DISABLED not in {r.get("code") for r in reasons}:
-            # Defense in depth: a disabled agent is denied even if a policy forgets to.
-            if allow:
-                allow, reasons = False, []
-            reasons.append(
-                _reason(AGENT_DISABLED, f"agent {identity.spiffe_id!r} is disabled in the PDP")
-            )
-        response: dict[str, Any] = {"decision_id": decision_id}
-        if "request_id" in request:
-            response["request_id"] = request["request_id"]
-        response.update(
-            allow=allow,
-            reasons=reasons,
-            obligations=obligations if allow else {},
-            policy={"revision": result.revision},
-        )
-        for r in reasons:
-            self.metrics.reasons.labels(str(r.get("code", ""))).inc()
         return response
 
     async def _record(
@@ -229,7 +188,3 @@ class DecisionService:
                 opa_decision_id=opa_decision_id,
             )
         )
-
-
-def _reason(code: str, message: str) -> dict[str, Any]:
-    return {"code": code, "message": message, "rule": _POLICY_RULE, "controls": []}

@@ -7,12 +7,14 @@ A pure function: no I/O, no clock reads, no randomness. The shape is specified b
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import FieldError, RequestError
 from .identity import Identity
+from .timefmt import rfc3339
+
+__all__ = ["DEFAULT_SENSITIVITY", "SENSITIVITY_RANKS", "normalize", "rfc3339"]
 
 INPUT_VERSION = 1
 
@@ -22,12 +24,6 @@ SENSITIVITY_RANKS = {"public": 0, "internal": 1, "confidential": 2, "restricted"
 DEFAULT_SENSITIVITY = "internal"
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def rfc3339(unix_ns: int) -> str:
-    """UTC RFC 3339 timestamp with microseconds, e.g. 2026-11-25T18:00:00.000001Z."""
-    dt = datetime.fromtimestamp(unix_ns / 1e9, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def normalize(
