@@ -19,7 +19,7 @@ from .delegation import DelegationVerifier
 from .errors import EngineUnavailableError, HistoryUnavailableError, StoreError
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
-from .normalize import normalize
+from .normalize import is_asserted, normalize
 from .opa import OPAClient
 from .sessions import SessionHistory, session_keys, unavailable_snapshot
 
@@ -59,20 +59,27 @@ class DecisionService:
         #: Verifies agent.delegation into input.chain; None: every assertion is refused.
         self.delegation = delegation
 
-    async def decide(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def decide(self, request: dict[str, Any], *, mint: bool = True) -> dict[str, Any]:
         """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
 
         Even then the decision is recorded (as a deny) under its ``decision_id``, which the
-        error carries for the error body. Decisions of one task or session are serialized
-        in this process, so each sees the history its predecessor left
-        (:mod:`pdp.sessions`); an allowed one is added to that history once recorded
-        (:class:`HistoryUnavailableError`, 503, when it cannot be). ``mode: "check"``
-        decides and records without minting a credential or touching any history.
+        error carries for the error body.
+
+        ``request`` is a decision request (``decision-request.schema.json``) or, from the
+        AuthZEN front door, a PEP-asserted subject request (``{"subject", "action",
+        "resource", "context"}``, see :func:`pdp.normalize.is_asserted`). ``mint=False``:
+        the caller does not want a credential, so none is minted on allow.
+
+        Decisions of one task or session are serialized in this process, so each sees the
+        history its predecessor left (:mod:`pdp.sessions`); an allowed one is added to that
+        history once recorded (:class:`HistoryUnavailableError`, 503, when it cannot be).
+        ``mode: "check"`` decides and records without minting a credential or touching any
+        history.
         """
         if self.sessions is None or request.get("mode") == "check":
-            return await self._decide(request)  # a check changes no history
+            return await self._decide(request, mint)  # a check changes no history
         async with self.sessions.serialized(request):
-            return await self._decide(request)
+            return await self._decide(request, mint)
 
     async def _session(self, request: dict[str, Any], now_ns: int) -> dict[str, Any] | None:
         if self.sessions is not None:
@@ -89,9 +96,10 @@ class DecisionService:
             return DelegationVerifier.refused("this PDP verifies no delegation assertions")
         return self.delegation.chain(assertion)
 
-    async def _decide(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def _decide(self, request: dict[str, Any], mint: bool) -> dict[str, Any]:
         started = time.perf_counter()
         decision_id = str(uuid.uuid4())
+        asserted = is_asserted(request)
         identity = self.verifier.verify(request.get("agent", {}).get("token"))
         creds = self.credentials
         status = creds.agent_status(identity) if creds is not None else None
@@ -106,7 +114,7 @@ class DecisionService:
             chain=self._chain(request),
         )
         # Counted only once the request is decided: normalize may still refuse it (400).
-        if not identity.authenticated:
+        if not identity.authenticated and not asserted:
             self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
         try:
             result = await self.opa.evaluate(input_doc)
@@ -125,14 +133,14 @@ class DecisionService:
         self.metrics.opa_latency.observe(result.duration_s)
         if result.decision is None:
             self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
-        response = answer(decision_id, request, identity, result, status)
+        response = answer(decision_id, request, identity, result, status, asserted=asserted)
         for r in response["reasons"]:
             self.metrics.reasons.labels(str(r.get("code", ""))).inc()
         credential = None
         check = request.get("mode") == "check"  # no credential, no history: a preview
         if creds is not None and not check:
             # Minted only on allow; the token goes in the answer, its jti in the record.
-            credential = creds.after_decision(decision_id, request, identity, response)
+            credential = creds.after_decision(decision_id, request, identity, response, mint=mint)
             if credential is not None:
                 response["credential"] = credential.response()
         await self._record(

@@ -46,8 +46,13 @@ def normalize(
     history, origin null) and ``chain`` the verified delegation chain (:mod:`pdp.delegation`;
     default: none); both are passed through as ``input.session`` and ``input.chain``.
     Raises :class:`RequestError` only for a URL the schema could not rule out (a bad port).
+
+    A PEP-asserted subject request (:func:`is_asserted`) becomes the AuthZEN input
+    instead (:func:`_asserted_input`).
     """
     now = rfc3339(now_ns)
+    if is_asserted(request):
+        return _asserted_input(request, identity, now_ns, now)
     agent = request.get("agent", {})
     action = request["action"]
     data = request.get("data", {})
@@ -106,6 +111,36 @@ def no_history(now_ns: int) -> dict[str, Any]:
         "read_at_ns": now_ns,
         "task": None,
         "session": None,
+    }
+
+
+def is_asserted(request: dict[str, Any]) -> bool:
+    """True for a request whose subject the PEP asserts (AuthZEN, not an agent token).
+
+    Only the AuthZEN front door builds one: it has a ``subject`` member, which the
+    decision request schema forbids, so no JSON API request can be read as one.
+    """
+    return "subject" in request
+
+
+def _asserted_input(
+    request: dict[str, Any], identity: Identity, now_ns: int, now: str
+) -> dict[str, Any]:
+    """The OPA input of a PEP-asserted AuthZEN request (docs/authzen.md).
+
+    The subject, action, resource and context are passed as the PEP sent them (unknown
+    members included, the AuthZEN rule); ``subject.asserted`` is always true and
+    ``identity`` is the (unauthenticated) agent identity: no agent token was verified.
+    """
+    return {
+        "version": INPUT_VERSION,
+        "now": {"rfc3339": now, "unix_ns": now_ns},
+        "identity": identity.to_input(),
+        "subject": {**request["subject"], "asserted": True},
+        "action": request["action"],
+        "resource": request["resource"],
+        "context": request.get("context", {}),
+        "request": {"id": request.get("request_id"), "received_at": now},
     }
 
 
