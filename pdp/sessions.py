@@ -60,24 +60,16 @@ MAX_NAMES: Final = 128
 #: Distinct action types counted (the schema has 7; a bound all the same).
 MAX_ACTION_TYPES: Final = 32
 
-#: Operations that change state at the target.
-STATE_CHANGING_OPERATIONS: Final = frozenset({"write", "delete", "execute"})
 #: Action types that change state whatever the operation says.
 STATE_CHANGING_TYPES: Final = frozenset({"data.write", "data.export"})
-#: Action types whose missing operation counts as state-changing (omission never widens).
-_UNSPECIFIED_CHANGES: Final = frozenset({"tool.call", "http.request"})
 _RANK_NAMES: Final = {rank: name for name, rank in SENSITIVITY_RANKS.items()}
 
 
 def state_changing(action: Mapping[str, Any]) -> bool:
-    """Whether a call changes state: a write/delete/execute operation, a data.write or
-    data.export, or a tool call or HTTP request that does not say its operation. The Rego
-    library (``pdp.rules.session.state_changing``) applies the same definition."""
-    operation = action.get("operation")
-    kind = action.get("type")
-    if operation in STATE_CHANGING_OPERATIONS or kind in STATE_CHANGING_TYPES:
-        return True
-    return operation is None and kind in _UNSPECIFIED_CHANGES
+    """Whether a call changes state: any operation but an explicit ``read``, and every
+    data.write and data.export. The Rego library (``pdp.facts.state_changing``, which the
+    budget rule judges the current call by) applies the same definition."""
+    return action.get("operation") != "read" or action.get("type") in STATE_CHANGING_TYPES
 
 
 def session_keys(request: Mapping[str, Any]) -> dict[str, str]:
@@ -123,7 +115,8 @@ def call_shape(request: Mapping[str, Any], input_doc: Mapping[str, Any]) -> dict
         "operation": action.get("operation"),
         "destination": dest["name"],
         "destination_type": dest["type"],
-        "sensitivity_rank": SENSITIVITY_RANKS[sensitivity],
+        "sensitivity_rank": SENSITIVITY_RANKS.get(sensitivity, 3),
+        "categories": list(data.get("categories", [])),
         "state_changing": state_changing(action),
     }
 
@@ -151,7 +144,8 @@ def merge_call(
     doc["action_types"] = types
     doc["tools"] = _add_name(doc, "tools", shape["name"])
     doc["destinations"] = _add_name(doc, "destinations", shape["destination"])
-    step = {k: shape[k] for k in ("type", "name", "operation", "destination", "destination_type")}
+    keys = ("type", "name", "operation", "destination", "destination_type", "categories")
+    step = {k: shape.get(k, [] if k == "categories" else None) for k in keys}
     step["sensitivity_rank"] = rank
     steps = list(doc.get("steps") or [])
     if step not in steps:

@@ -156,26 +156,32 @@ def test_the_replicas_share_task_and_session_histories(
         "tenant": "acme",
         "task": task,
         "action": {"type": "data.read", "name": "crm.customers.get", "operation": "read"},
-        "destination": {"type": "database", "name": "crm-db"},
+        "destination": {
+            "type": "database",
+            "name": "crm-db",
+            "url": "postgres://crm-db.prod.acme.internal/crm",
+        },
         "data": {"sensitivity": "confidential"},
     }
     egress = {
         "tenant": "acme",
         "task": task,
         "action": {"type": "tool.call", "name": "github.search_code", "operation": "read"},
-        "destination": {"type": "tool", "name": "github"},
+        "destination": {"type": "tool", "name": "github", "url": "https://api.github.com/x"},
+        "data": {"sensitivity": "public"},
     }
 
     def decide(replica: Replica, body: dict[str, Any]) -> Any:
         token = mint_svid(replica.state, BOT)
         return replica.call("/v1/decisions", {**body, "agent": {"token": token}})
 
-    assert decide(b, egress)["allow"] is True  # before the read: nothing taints it
+    first = decide(b, egress)
+    assert first["allow"] is True, first  # before the read: nothing taints it
     assert decide(a, read)["allow"] is True
     denied = decide(b, egress)
     assert [r["code"] for r in denied["reasons"]] == ["session_toxic_flow"]
     # The other task of the session is tainted too; another session's task is not.
     other = {**egress, "task": {**task, "id": "T-other"}}
     assert decide(b, other)["allow"] is False
-    clean = {**egress, "task": {"id": "T-clean", "session": "s-clean"}}
+    clean = {**egress, "task": {**task, "id": "T-clean", "session": "s-clean"}}
     assert decide(a, clean)["allow"] is True

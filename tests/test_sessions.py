@@ -126,7 +126,8 @@ def test_python_and_rego_agree_on_what_changes_state(opa_bin: str, tmp_path: Pat
         proc = subprocess.run(
             [opa_bin, "eval", "--format", "json", "-d", str(rego), "-d",
              str(rego.parent.parent / "lib"), "-d", str(rego.parent / "egress.rego"),
-             "-i", str(tmp_path / "input.json"), "data.pdp.rules.session.state_changing"],
+             "-d", str(rego.parent.parent / "facts"),
+             "-i", str(tmp_path / "input.json"), "data.pdp.facts.state_changing"],
             capture_output=True, text=True, check=True,
         )  # fmt: skip
         value = json.loads(proc.stdout)["result"][0]["expressions"][0]["value"]
@@ -210,7 +211,11 @@ def crm_read(token: str, task: str, session: str = "s-1") -> dict[str, Any]:
         "tenant": "acme",
         "task": {"id": task, "purpose": "triage support tickets", "session": session},
         "action": {"type": "data.read", "name": "crm.customers.get", "operation": "read"},
-        "destination": {"type": "database", "name": "crm-db"},
+        "destination": {
+            "type": "database",
+            "name": "crm-db",
+            "url": "postgres://crm-db.prod.acme.internal/crm",
+        },
         "data": {"sensitivity": "confidential", "categories": ["pii"]},
     }
 
@@ -222,6 +227,7 @@ def github_search(token: str, task: str, session: str = "s-1") -> dict[str, Any]
         "task": {"id": task, "purpose": "triage support tickets", "session": session},
         "action": {"type": "tool.call", "name": "github.search_code", "operation": "read"},
         "destination": {"type": "tool", "name": "github", "url": "https://api.github.com/x"},
+        "data": {"sensitivity": "public"},
     }
 
 
@@ -247,7 +253,8 @@ async def test_egress_after_a_confidential_read_in_the_task_is_a_toxic_flow(
     client: TestClient[Any, Any], mint: Callable[..., str]
 ) -> None:
     token = mint(BOT)
-    assert (await decide(client, github_search(token, "T-clean", "s-a")))["allow"] is True
+    first = await decide(client, github_search(token, "T-clean", "s-a"))
+    assert first["allow"] is True, first
     assert (await decide(client, crm_read(token, "T-1", "s-b")))["allow"] is True
 
     denied = await decide(client, github_search(token, "T-1", "s-c"))

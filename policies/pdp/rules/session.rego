@@ -17,6 +17,7 @@
 #     - NIST-AI-RMF:MANAGE-2.4
 package pdp.rules.session
 
+import data.pdp.facts
 import data.pdp.lib
 import data.pdp.rules.egress
 
@@ -57,7 +58,7 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 # custom:
 #   code: session_budget_exceeded
 deny contains lib.reason(rego.metadata.chain(), message) if {
-	state_changing
+	facts.state_changing
 	used := input.session.task.state_changing
 	used >= budget
 	message := sprintf("task %q already made %d state-changing call(s); its budget is %d", [input.task.id, used, budget])
@@ -99,12 +100,43 @@ histories := [history |
 
 # METADATA
 # scope: document
-# description: The highest sensitivity rank touched in the task or session (-1 before any call).
+# description: |
+#   The highest sensitivity rank touched in the task or session (-1 before any call): the
+#   recorded rank of each call, raised as pdp.facts raises a label (the destination's and the
+#   tool's data_class, the categories' floors, as the inventory says now); restricted once a
+#   history is truncated, since a call it no longer lists may have touched anything.
 default touched_rank := -1
 
-touched_rank := max([history.max_sensitivity_rank | some history in histories]) if count(histories) > 0
+touched_rank := max(ranks) if {
+	count(histories) > 0
+	ranks := {history.max_sensitivity_rank | some history in histories} | step_ranks
+}
 
-touched := [name | some name, rank in lib.sensitivity_ranks; rank == touched_rank][0]
+step_ranks contains rank if {
+	some history in histories
+	some step in history.steps
+	rank := max({step.sensitivity_rank} | raised(step))
+}
+
+step_ranks contains 3 if {
+	some history in histories
+	history.truncated == true
+}
+
+# METADATA
+# description: The ranks the inventory and classification raise a recorded call to.
+raised(step) := {lib.sensitivity_rank(class) |
+	some class in [
+		object.get(data.inventory.destinations, [step.destination, "data_class"], null),
+		object.get(data.inventory, ["tools", step.name, "data_class"], null),
+	]
+	class != null
+} | {lib.sensitivity_rank(minimum) |
+	some category in object.get(step, "categories", [])
+	minimum := data.classification.category_floors[category]
+}
+
+touched := lib.sensitivity_labels[touched_rank]
 
 # METADATA
 # scope: document
@@ -118,23 +150,6 @@ toxic_rank := lib.sensitivity_ranks[data.sessions.toxic_flow.min_sensitivity]
 cleared_for_touched if {
 	some sensitivity in egress.destination.allowed_sensitivities
 	lib.sensitivity_ranks[sensitivity] >= touched_rank
-}
-
-# METADATA
-# scope: document
-# description: |
-#   The call changes state: a write, delete or execute operation, a data.write or data.export,
-#   or a tool call or HTTP request that does not say its operation (pdp.sessions.state_changing
-#   counts the same way).
-default state_changing := false
-
-state_changing if input.action.operation in {"write", "delete", "execute"}
-
-state_changing if input.action.type in {"data.write", "data.export"}
-
-state_changing if {
-	input.action.operation == null
-	input.action.type in {"tool.call", "http.request"}
 }
 
 # METADATA

@@ -101,9 +101,19 @@ deny_cases := {
 		"patch": task([vault_tool]),
 		"want": set(),
 	},
-	"a truncated history counts as having seen every earlier pattern": {
+	"a truncated history counts as having seen every pattern and restricted data": {
 		"patch": object.union(truncated, to_github),
-		"want": {"session_forbidden_sequence"},
+		"want": {"session_forbidden_sequence", "session_toxic_flow"},
+	},
+	"egress after a call the inventory classes restricted is toxic whatever its label": {
+		"patch": object.union(task([step("tool.call", "hr.read_record", "hr-files", 1)]), to_github),
+		"inventory": {"destinations": {"hr-files": {"tenant": "acme", "type": "tool", "data_class": "restricted"}}},
+		"want": {"session_toxic_flow"},
+	},
+	"egress after a call whose categories raise it to confidential is toxic": {
+		"patch": object.union(task([object.union(internal_read, {"categories": ["pii"]})]), to_github),
+		"classification": {"category_floors": {"pii": "confidential"}},
+		"want": {"session_toxic_flow"},
 	},
 	"a write within the budget is not denied": {
 		"patch": {"action": {"operation": "write"}, "session": {"task": history([internal_read], 19)}},
@@ -144,8 +154,9 @@ deny_cases := {
 test_deny[note] if {
 	some note, tc in deny_cases
 	reasons := session.deny with input as fixtures.input_for(tc)
-		with data.inventory as fixtures.inventory
+		with data.inventory as object.union(fixtures.inventory, object.get(tc, "inventory", {}))
 		with data.sessions as object.union(sessions_data, object.get(tc, "sessions", {}))
+		with data.classification as object.get(tc, "classification", {})
 	fixtures.codes(reasons) == tc.want
 }
 
