@@ -15,12 +15,13 @@ from typing import Any
 from .answer import answer
 from .audit.record import Recorder, build_record
 from .credentials import CredentialService
+from .decision_cache import CacheEntry, DecisionCache
 from .delegation import DelegationVerifier
 from .errors import EngineUnavailableError, HistoryUnavailableError, StoreError
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
 from .normalize import is_asserted, normalize
-from .opa import OPAClient
+from .opa import OPAClient, OPAResult
 from .sessions import SessionHistory, session_keys, unavailable_snapshot
 
 __all__ = ["DecisionService"]
@@ -42,6 +43,7 @@ class DecisionService:
         audit_prompt: str = "hash",
         sessions: SessionHistory | None = None,
         delegation: DelegationVerifier | None = None,
+        cache: DecisionCache | None = None,
     ) -> None:
         self.verifier = verifier
         self.opa = opa
@@ -58,6 +60,8 @@ class DecisionService:
         self.sessions = sessions
         #: Verifies agent.delegation into input.chain; None: every assertion is refused.
         self.delegation = delegation
+        #: Policy-declared decision cache (None: every decision goes to OPA).
+        self.cache = cache
 
     async def decide(self, request: dict[str, Any], *, mint: bool = True) -> dict[str, Any]:
         """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
@@ -116,8 +120,10 @@ class DecisionService:
         # Counted only once the request is decided: normalize may still refuse it (400).
         if not identity.authenticated and not asserted:
             self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
+        # Step 4: the decision cache (policy-declared TTLs; pdp/decision_cache.py).
+        key, generation, hit = self._cache_lookup(identity, input_doc)
         try:
-            result = await self.opa.evaluate(input_doc)
+            result = hit.result if hit is not None else await self.opa.evaluate(input_doc)
         except EngineUnavailableError as exc:
             self.metrics.opa_errors.labels(exc.kind).inc()
             self.metrics.decisions.labels("error").inc()
@@ -130,12 +136,16 @@ class DecisionService:
             raise EngineUnavailableError(
                 exc.message, kind=exc.kind, decision_id=decision_id
             ) from exc
-        self.metrics.opa_latency.observe(result.duration_s)
+        if hit is None:
+            self.metrics.opa_latency.observe(result.duration_s)
         if result.decision is None:
             self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
         response = answer(decision_id, request, identity, result, status, asserted=asserted)
         for r in response["reasons"]:
             self.metrics.reasons.labels(str(r.get("code", ""))).inc()
+        cache_note = self._cache_store(
+            key, generation, hit, input_doc, request, result, decision_id
+        )
         credential = None
         check = request.get("mode") == "check"  # no credential, no history: a preview
         if creds is not None and not check:
@@ -151,7 +161,8 @@ class DecisionService:
             started,
             identity,
             credential=None if credential is None else credential.record(),
-            opa_decision_id=result.decision_id,
+            opa_decision_id=None if hit is not None else result.decision_id,
+            cache=cache_note,
         )
         if response["allow"] and self.sessions is not None and not check:
             try:
@@ -167,6 +178,42 @@ class DecisionService:
         self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
         return response
 
+    def set_verifier(self, verifier: SVIDVerifier) -> None:
+        """Use new trust bundles (a new verifier): every cached decision is dropped, since
+        each was made for an identity the old bundles verified."""
+        self.verifier = verifier
+        if self.cache is not None:
+            self.cache.invalidate("trust_bundle")
+
+    def _cache_lookup(
+        self, identity: Identity, input_doc: dict[str, Any]
+    ) -> tuple[bytes | None, str | None, CacheEntry | None]:
+        """(key, bundle generation, hit) of a decision; all None when the cache is off, does
+        not know the active bundle yet, or the agent is unauthenticated (never cached)."""
+        cache = self.cache
+        if cache is None or not cache.serving or not identity.authenticated:
+            return None, None, None
+        key = cache.key(input_doc)
+        return key, cache.generation, cache.get(key)
+
+    def _cache_store(
+        self,
+        key: bytes | None,
+        generation: str | None,
+        hit: CacheEntry | None,
+        input_doc: dict[str, Any],
+        request: dict[str, Any],
+        result: OPAResult,
+        decision_id: str,
+    ) -> dict[str, Any] | None:
+        """Store a miss the policy made cacheable; the record's ``cache`` member, if any."""
+        if hit is not None:
+            return {"hit": True, "decision_id": hit.decision_id, "ttl_seconds": hit.ttl_seconds}
+        if self.cache is None or key is None:
+            return None
+        ttl = self.cache.put(key, generation, input_doc, request, result, decision_id)
+        return {"hit": False, "decision_id": None, "ttl_seconds": ttl} if ttl else None
+
     async def _record(
         self,
         decision_id: str,
@@ -179,6 +226,7 @@ class DecisionService:
         error: str | None = None,
         credential: dict[str, Any] | None = None,
         opa_decision_id: str | None = None,
+        cache: dict[str, Any] | None = None,
     ) -> None:
         latency = time.perf_counter() - started
         self.metrics.latency.observe(latency)
@@ -194,5 +242,6 @@ class DecisionService:
                 credential=credential,
                 prompt_mode=self.audit_prompt,
                 opa_decision_id=opa_decision_id,
+                cache=cache,
             )
         )
