@@ -201,14 +201,16 @@ def test_cache_invalidations_reach_the_other_replica_over_the_store(
     a, b = replicas
     request = dict(EXAMPLE["request"])
     request["agent"] = {**request.get("agent", {}), "token": mint_svid(b.state, BOT)}
+    # No task id or session: a call decided on a task's history is never cached.
+    request["task"] = {"purpose": request["task"]["purpose"]}
     b.call("/v1/decisions", request)
     assert b.call("/v1/decisions", request)["allow"] is True
     assert _cache_metric(b, "pdp_decision_cache_hits_total") == 1
 
-    # Another replica announces a change of this task's session history on the channel.
+    # Another replica announces a change of session histories on the channel.
     client = redis.Redis.from_url(redis_url)
     try:
-        client.publish("pdp:events", f"cache:session:{request['task']['id']}")
+        client.publish("pdp:events", "cache:session")
     finally:
         client.close()
     assert wait_until(
