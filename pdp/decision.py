@@ -67,14 +67,6 @@ class DecisionService:
         self.in_progress = 0
 
     async def decide(self, request: dict[str, Any], *, mint: bool = True) -> dict[str, Any]:
-        """:meth:`_decide`, counted in ``in_progress`` until it returns or raises."""
-        self.in_progress += 1
-        try:
-            return await self._decide(request, mint=mint)
-        finally:
-            self.in_progress -= 1
-
-    async def _decide(self, request: dict[str, Any], *, mint: bool = True) -> dict[str, Any]:
         """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
 
         Even then the decision is recorded (as a deny) under its ``decision_id``, which the
@@ -91,10 +83,14 @@ class DecisionService:
         ``mode: "check"`` decides and records without minting a credential or touching any
         history.
         """
-        if self.sessions is None or request.get("mode") == "check":
-            return await self._decide(request, mint)  # a check changes no history
-        async with self.sessions.serialized(request):
-            return await self._decide(request, mint)
+        self.in_progress += 1  # until it returns or raises (see in_progress)
+        try:
+            if self.sessions is None or request.get("mode") == "check":
+                return await self._decide(request, mint)  # a check changes no history
+            async with self.sessions.serialized(request):
+                return await self._decide(request, mint)
+        finally:
+            self.in_progress -= 1
 
     async def _session(self, request: dict[str, Any], now_ns: int) -> dict[str, Any] | None:
         if self.sessions is not None:
