@@ -20,8 +20,9 @@ INPUT_VERSION = 1
 
 #: Sensitivity labels in rising order; the index is the rank policies compare.
 SENSITIVITY_RANKS = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
-#: What a request that does not label its data is treated as.
-DEFAULT_SENSITIVITY = "internal"
+#: What a request that does not label its data is treated as: the most restrictive label
+#: (docs/policy-authoring.md, "Secure defaults"); omission never widens access.
+DEFAULT_SENSITIVITY = "restricted"
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
