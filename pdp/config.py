@@ -123,6 +123,9 @@ class Settings:
     #: Route file of the ext_authz front doors (docs/gateways.md): host/path/method patterns
     #: -> the decision request. None: every ext_authz check is denied (no route matches).
     ext_authz_routes: Path | None = None
+    #: How long a task's or session's call history (input.session) is kept after its last
+    #: allowed call, seconds.
+    session_ttl_s: float = 86_400.0
     #: Decisions the policy declares cacheable (cache.ttl_seconds > 0) kept in memory, at
     #: most; 0 turns the decision cache off (docs/operations.md, "Decision cache").
     decision_cache_size: int = 10_000
@@ -204,6 +207,12 @@ class Settings:
             "PDP_EXT_AUTHZ_ROUTES",
             str(routes),
             "file does not exist",
+        )
+        _check(
+            1 <= self.session_ttl_s <= 30 * 86_400,
+            "PDP_SESSION_TTL_S",
+            self.session_ttl_s,
+            "must be 1..2592000 (30 days)",
         )
         self._check_audit()
         _check(
@@ -372,7 +381,7 @@ def _parse(name: str, var: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{var}={raw!r}: must be an integer") from None
-    if name in {"opa_start_timeout_s", "store_refresh_s"}:
+    if name in {"opa_start_timeout_s", "store_refresh_s", "session_ttl_s"}:
         try:
             return float(raw)
         except ValueError:
