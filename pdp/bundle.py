@@ -99,16 +99,16 @@ INDEX_DOCUMENT = ("pdp_index", "entitlements")
 
 def derived_data(opa: str, policies_dir: Path, roots: list[str]) -> dict[str, Any] | None:
     """The data the build derives from the sources (the entitlement index), or None when
-    the policy defines no index."""
+    the policy defines no index or it cannot be evaluated: decisions then scan the
+    inventory (same answers), and `opa build` reports what is wrong with the sources."""
     data_args = [arg for root in roots for arg in ("--data", root)]
     cmd = [opa, "eval", "--format", "json", *data_args, "--ignore", "*_test.rego", INDEX_RULE]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=policies_dir)
-    if proc.returncode != 0:
-        raise BundleError(
-            (proc.stderr or proc.stdout).strip() or f"opa eval exited {proc.returncode}"
-        )
-    results = json.loads(proc.stdout).get("result") or []
+    try:
+        results = json.loads(proc.stdout).get("result") or [] if proc.returncode == 0 else []
+    except (ValueError, AttributeError):
+        results = []
     if not results:
-        return None  # no pdp.index in this policy: decisions scan the inventory
+        return None
     value = results[0]["expressions"][0]["value"]
     return {INDEX_DOCUMENT[0]: {INDEX_DOCUMENT[1]: value}}
