@@ -29,6 +29,7 @@ from .errors import (
     SERVICE_ERROR,
     CLIError,
 )
+from .fuzz import fuzz
 from .keys import keys
 from .policy import bundle, policy
 from .project import Project
@@ -69,6 +70,7 @@ def cli(ctx: click.Context, policies_dir: Path, opa_binary: str | None) -> None:
     ctx.obj = Project(policies_dir=policies_dir, opa_binary=opa_binary)
 
 
+policy.add_command(fuzz)
 cli.add_command(policy)
 cli.add_command(bundle)
 cli.add_command(keys)
