@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .approvals import ApprovalService
 from .audit.record import Recorder
 from .audit.trail import AuditTrail
 from .config import Settings
@@ -21,6 +22,7 @@ from .opa import OPAClient
 from .sidecar import OPASidecar
 
 __all__ = [
+    "APPROVALS",
     "AUDIT",
     "CREDENTIALS",
     "DECISIONS",
@@ -50,3 +52,5 @@ SIDECAR: web.AppKey[OPASidecar | None] = web.AppKey("sidecar")
 OPA = web.AppKey("opa", OPAClient)
 #: The decision path every front door calls.
 DECISIONS = web.AppKey("decisions", DecisionService)
+#: Pending approvals and grants (pdp.approvals_api and the decision path).
+APPROVALS = web.AppKey("approvals", ApprovalService)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner, Result
+from pdpctl.main import cli
 
 from pdp import errors
 from pdp.fuzz.properties import optional_paths, variants
 from pdp.schema import load_schema
-from pdpctl.main import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
@@ -121,7 +121,9 @@ def test_a_library_that_forgets_approval_fails_with_a_shrunk_counterexample(
     counterexample = result.output.split("shrunk counterexample (OPA input):\n", 1)[1]
     case = json.loads(counterexample.split("\nerror:", 1)[0].split("\n\nVIOLATED", 1)[0])
     assert case["action"]["type"] in {"secret.read", "data.export"}
-    assert "approval" not in case or case["approval"]["expires_at"] < case["now"]["unix_ns"] // 10**9
+    assert (
+        "approval" not in case or case["approval"]["expires_at"] < case["now"]["unix_ns"] // 10**9
+    )
 
 
 def test_a_library_that_skips_a_missing_purpose_fails_monotonicity(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ from pdp.errors import PDPError
 from pdp.tools import ToolNotFoundError
 
 from .agents import agents
+from .approvals import approvals
 from .audit import audit
 from .ci import ci
 from .credentials import credentials
@@ -76,6 +77,7 @@ cli.add_command(bundle)
 cli.add_command(keys)
 cli.add_command(credentials)
 cli.add_command(agents)
+cli.add_command(approvals)
 cli.add_command(audit)
 cli.add_command(replay_command)
 cli.add_command(ci)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import json
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +101,7 @@ def _with(doc: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, A
 
 def variants(
     case: dict[str, Any],
-    optional: list[tuple[str, ...]],
+    optional: Sequence[tuple[str, ...]],
     relaxations: dict[str, list[Any]],
     principal_objects: frozenset[tuple[str, ...]] | set[tuple[str, ...]] = frozenset(),
 ) -> Iterator[tuple[str, dict[str, Any]]]:
