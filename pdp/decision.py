@@ -16,11 +16,12 @@ from .answer import AGENT_DISABLED, answer, reason
 from .approvals import ApprovalService, Binding
 from .audit.record import Recorder, build_record
 from .credentials import CredentialService
+from .decision_cache import CacheEntry, DecisionCache
 from .errors import EngineUnavailableError
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
 from .normalize import is_asserted, normalize
-from .opa import OPAClient
+from .opa import OPAClient, OPAResult
 from .users import UserAssertionVerifier
 
 __all__ = ["DecisionService"]
@@ -40,6 +41,7 @@ class DecisionService:
         clock_ns: Callable[[], int] = time.time_ns,
         credentials: CredentialService | None = None,
         audit_prompt: str = "hash",
+        cache: DecisionCache | None = None,
         approvals: ApprovalService | None = None,
         users: UserAssertionVerifier | None = None,
     ) -> None:
@@ -53,6 +55,8 @@ class DecisionService:
         self.credentials = credentials
         #: How records keep prompts: hash, redacted or full (PDP_AUDIT_PROMPT).
         self.audit_prompt = audit_prompt
+        #: Policy-declared decision cache (None: every decision goes to OPA).
+        self.cache = cache
         #: Pending approvals and grants (None: an approval_id is never accepted).
         self.approvals = approvals
         #: Verifies agent.user_assertion (None: no user assertion is accepted).
@@ -98,8 +102,10 @@ class DecisionService:
         # Counted only once the request is decided: normalize may still refuse it (400).
         if not identity.authenticated and not asserted:
             self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
+        # Step 4: the decision cache (policy-declared TTLs; pdp/decision_cache.py).
+        key, generation, hit = self._cache_lookup(identity, input_doc)
         try:
-            result = await self.opa.evaluate(input_doc)
+            result = hit.result if hit is not None else await self.opa.evaluate(input_doc)
         except EngineUnavailableError as exc:
             self.metrics.opa_errors.labels(exc.kind).inc()
             self.metrics.decisions.labels("error").inc()
@@ -112,9 +118,13 @@ class DecisionService:
             raise EngineUnavailableError(
                 exc.message, kind=exc.kind, decision_id=decision_id
             ) from exc
-        self.metrics.opa_latency.observe(result.duration_s)
+        if hit is None:
+            self.metrics.opa_latency.observe(result.duration_s)
         if result.decision is None:
             self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
+        cache_note = self._cache_store(
+            key, generation, hit, input_doc, request, result, decision_id
+        )
         refusal = (approval_doc or {}).get("refusal")
         response = answer(
             decision_id,
@@ -147,7 +157,8 @@ class DecisionService:
             used = await self.approvals.use(str(approval_id), binding, decision_id)
             if used is not None:
                 _deny(response, reason(used, "the approval could not be used for this call"))
-                input_doc["approval"] = {"id": approval_id, "status": "refused", "refusal": used}
+                refused = {"id": approval_id, "status": "refused", "refusal": used}
+                input_doc = {**input_doc, "approval": refused}  # the record says so
         credential = None
         if creds is not None:
             # The agent's status again, after every await above: a decision that straddles
@@ -161,7 +172,8 @@ class DecisionService:
                         "being made",
                     ),
                 )
-                input_doc["agent"]["status"] = "disabled"  # the record says so (and replays)
+                # The record says so (and replays so): a copy, the cache may hold the input.
+                input_doc = {**input_doc, "agent": {**input_doc["agent"], "status": "disabled"}}
             # Minted only on allow; the token goes in the answer, its jti in the record.
             credential = creds.after_decision(
                 decision_id,
@@ -173,6 +185,8 @@ class DecisionService:
             )
             if credential is not None:
                 response["credential"] = credential.response()
+        for r in response["reasons"]:
+            self.metrics.reasons.labels(str(r.get("code", ""))).inc()
         await self._record(
             decision_id,
             input_doc,
@@ -181,11 +195,48 @@ class DecisionService:
             started,
             identity,
             credential=None if credential is None else credential.record(),
-            opa_decision_id=result.decision_id,
+            opa_decision_id=None if hit is not None else result.decision_id,
+            cache=cache_note,
         )
         # Counted once recorded: a decision whose record failed was answered 503, not this.
         self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
         return response
+
+    def set_verifier(self, verifier: SVIDVerifier) -> None:
+        """Use new trust bundles (a new verifier): every cached decision is dropped, since
+        each was made for an identity the old bundles verified."""
+        self.verifier = verifier
+        if self.cache is not None:
+            self.cache.invalidate("trust_bundle")
+
+    def _cache_lookup(
+        self, identity: Identity, input_doc: dict[str, Any]
+    ) -> tuple[bytes | None, str | None, CacheEntry | None]:
+        """(key, bundle generation, hit) of a decision; all None when the cache is off, does
+        not know the active bundle yet, or the agent is unauthenticated (never cached)."""
+        cache = self.cache
+        if cache is None or not cache.serving or not identity.authenticated:
+            return None, None, None
+        key = cache.key(input_doc)
+        return key, cache.generation, cache.get(key)
+
+    def _cache_store(
+        self,
+        key: bytes | None,
+        generation: str | None,
+        hit: CacheEntry | None,
+        input_doc: dict[str, Any],
+        request: dict[str, Any],
+        result: OPAResult,
+        decision_id: str,
+    ) -> dict[str, Any] | None:
+        """Store a miss the policy made cacheable; the record's ``cache`` member, if any."""
+        if hit is not None:
+            return {"hit": True, "decision_id": hit.decision_id, "ttl_seconds": hit.ttl_seconds}
+        if self.cache is None or key is None:
+            return None
+        ttl = self.cache.put(key, generation, input_doc, request, result, decision_id)
+        return {"hit": False, "decision_id": None, "ttl_seconds": ttl} if ttl else None
 
     async def _approval_input(
         self, approval_id: str | None, binding: Binding | None
@@ -213,6 +264,7 @@ class DecisionService:
         error: str | None = None,
         credential: dict[str, Any] | None = None,
         opa_decision_id: str | None = None,
+        cache: dict[str, Any] | None = None,
     ) -> None:
         latency = time.perf_counter() - started
         self.metrics.latency.observe(latency)
@@ -228,6 +280,7 @@ class DecisionService:
                 credential=credential,
                 prompt_mode=self.audit_prompt,
                 opa_decision_id=opa_decision_id,
+                cache=cache,
             )
         )
 
