@@ -17,7 +17,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import admin, approvals_api
-from .adapters import authzen
+from .adapters import authzen, ext_authz_http
+from .adapters.ext_authz_grpc import grpc_ctx
 from .approvals import ApprovalService
 from .audit.record import LogRecorder, Recorder
 from .audit.trail import AuditRecorder, AuditTrail
@@ -26,6 +27,7 @@ from .config import Settings
 from .credentials import CredentialService
 from .decision import DecisionService
 from .decision_cache import DecisionCache, check_bundles, watch_bundles
+from .delegation import DelegationVerifier
 from .devtrust import ensure_dev_trust
 from .errors import EngineUnavailableError, MalformedJSONError, PDPError
 from .httpio import json_response, read_json_body
@@ -33,7 +35,9 @@ from .identity import Identity, SVIDVerifier, TrustBundles
 from .metrics import Metrics
 from .normalize import normalize
 from .opa import OPAClient
+from .routes import RouteTable
 from .schema import validate_request
+from .sessions import SessionHistory
 from .sidecar import OPASidecar, socket_path
 from .state import (
     APPROVALS,
@@ -285,6 +289,10 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         prompt_to_policy=s.prompt_to_policy,
         credentials=app[CREDENTIALS],
         audit_prompt=s.audit_prompt,
+        sessions=SessionHistory(app[CREDENTIALS].store, ttl_s=s.session_ttl_s),
+        delegation=DelegationVerifier(
+            app[VERIFIER].bundles, s.audience, leeway_seconds=s.clock_skew_seconds
+        ),
         cache=app[DECISION_CACHE],
         approvals=app[APPROVALS],
         users=_user_verifier(s),
@@ -331,6 +339,12 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
     app.router.add_post("/v1/decisions", post_decision)
     # Front doors over the same decision service (pdp/adapters/).
     authzen.add_routes(app)
+    routes = (
+        RouteTable.load(settings.ext_authz_routes) if settings.ext_authz_routes else RouteTable()
+    )
+    ext_authz_http.add_routes(app, routes)
+    if settings.ext_authz_grpc_port is not None:  # opens after (closes before) the decisions
+        app.cleanup_ctx.append(grpc_ctx(settings.host, settings.ext_authz_grpc_port, routes))
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)

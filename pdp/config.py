@@ -117,6 +117,15 @@ class Settings:
     #: Seconds between store refreshes (keys, disabled agents, activity write-behind): the
     #: staleness bound when a pub/sub message is lost.
     store_refresh_s: float = 1.0
+    #: TCP port of the Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization),
+    #: on PDP_HOST. None: not served; 0: any free port (tests).
+    ext_authz_grpc_port: int | None = None
+    #: Route file of the ext_authz front doors (docs/gateways.md): host/path/method patterns
+    #: -> the decision request. None: every ext_authz check is denied (no route matches).
+    ext_authz_routes: Path | None = None
+    #: How long a task's or session's call history (input.session) is kept after its last
+    #: allowed call, seconds.
+    session_ttl_s: float = 86_400.0
     #: Decisions the policy declares cacheable (cache.ttl_seconds > 0) kept in memory, at
     #: most; 0 turns the decision cache off (docs/operations.md, "Decision cache").
     decision_cache_size: int = 10_000
@@ -204,6 +213,21 @@ class Settings:
                 "must be sqlite:///path, redis://host:port/db, rediss://... or unix:///sock",
             )
         _check(0 < self.store_refresh_s <= 60, "PDP_STORE_REFRESH_S", self.store_refresh_s, "0..60")
+        port = self.ext_authz_grpc_port
+        _check(port is None or 0 <= port < 65536, "PDP_EXT_AUTHZ_GRPC_PORT", port, "0..65535")
+        routes = self.ext_authz_routes
+        _check(
+            routes is None or Path(routes).is_file(),
+            "PDP_EXT_AUTHZ_ROUTES",
+            str(routes),
+            "file does not exist",
+        )
+        _check(
+            1 <= self.session_ttl_s <= 30 * 86_400,
+            "PDP_SESSION_TTL_S",
+            self.session_ttl_s,
+            "must be 1..2592000 (30 days)",
+        )
         self._check_approvals()
         self._check_audit()
         _check(
@@ -406,7 +430,7 @@ def _parse(name: str, var: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{var}={raw!r}: must be an integer") from None
-    if name in {"opa_start_timeout_s", "store_refresh_s"}:
+    if name in {"opa_start_timeout_s", "store_refresh_s", "session_ttl_s"}:
         try:
             return float(raw)
         except ValueError:
@@ -432,9 +456,15 @@ def _parse(name: str, var: str, raw: str) -> Any:
         "user_assertion_audience",
     }:
         return raw or None
+    if name == "ext_authz_grpc_port":
+        try:
+            return int(raw) if raw else None
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r}: must be an integer") from None
     if name in {
         "admin_token_file",
         "introspection_token_file",
+        "ext_authz_routes",
         "approver_token_file",
         "user_assertion_jwks",
     }:

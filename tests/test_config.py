@@ -114,12 +114,22 @@ ENV_CASES += [
     ("PDP_STORE_URL", "redis://127.0.0.1:6379/0", "store_url", "redis://127.0.0.1:6379/0"),
     ("PDP_STORE_URL", "sqlite:///var/lib/pdp.db", "store_url", "sqlite:///var/lib/pdp.db"),
     ("PDP_STORE_REFRESH_S", "0.25", "store_refresh_s", 0.25),
+    ("PDP_SESSION_TTL_S", "3600", "session_ttl_s", 3600.0),
 ]
 ENV_CASES += [
     ("PDP_DECISION_CACHE_SIZE", "0", "decision_cache_size", 0),
     ("PDP_DECISION_CACHE_SIZE", "500", "decision_cache_size", 500),
     ("PDP_DECISION_CACHE_MAX_TTL_S", "5", "decision_cache_max_ttl_s", 5),
     ("PDP_DECISION_CACHE_BUNDLE_CHECK_MS", "100", "decision_cache_bundle_check_ms", 100),
+]
+
+# The Envoy ext_authz front doors (docs/gateways.md).
+ENV_CASES += [
+    ("PDP_EXT_AUTHZ_GRPC_PORT", "9191", "ext_authz_grpc_port", 9191),
+    ("PDP_EXT_AUTHZ_GRPC_PORT", "0", "ext_authz_grpc_port", 0),
+    ("PDP_EXT_AUTHZ_GRPC_PORT", "", "ext_authz_grpc_port", None),
+    ("PDP_EXT_AUTHZ_ROUTES", _A_FILE, "ext_authz_routes", Path(_A_FILE)),
+    ("PDP_EXT_AUTHZ_ROUTES", "", "ext_authz_routes", None),
 ]
 
 # Approvals and user assertions (docs/approvals.md, docs/policy-authoring.md).
@@ -323,6 +333,11 @@ INVALID_ENV += [
         "1",
         "PDP_DECISION_CACHE_BUNDLE_CHECK_MS=1: must be 10..60000",
     ),
+]
+INVALID_ENV += [
+    ("PDP_EXT_AUTHZ_GRPC_PORT", "65536", "PDP_EXT_AUTHZ_GRPC_PORT=65536: 0..65535"),
+    ("PDP_EXT_AUTHZ_GRPC_PORT", "grpc", "PDP_EXT_AUTHZ_GRPC_PORT='grpc': must be an integer"),
+    ("PDP_EXT_AUTHZ_ROUTES", "/no/such", "PDP_EXT_AUTHZ_ROUTES='/no/such': file does not exist"),
 ]
 _URL_MESSAGE = "must be http(s)://host:port or unix:///path"
 

@@ -232,6 +232,26 @@ def opa_inputs(schema: dict[str, Any], inventory: dict[str, Any]) -> st.SearchSt
             },
             "context": draw(free_form),
             "request": {"id": "fuzz", "received_at": rfc3339(NOW_NS)},
+            # No history yet (or, bent, a store that could not be read), no delegation chain
+            # (or, bent, one that did not verify).
+            "session": {
+                "available": not (unreadable := _bent(draw)),
+                "origin": "sqlite",
+                "error": "store unreachable" if unreadable else None,
+                "read_at_ns": NOW_NS,
+                "task": None,
+                "session": None,
+            },
+            "chain": {
+                "present": (bad_chain := _bent(draw)),
+                "verified": False,
+                "error": {"code": "delegation.invalid", "message": "bad"} if bad_chain else None,
+                "subject": None,
+                "subject_tenant": None,
+                "issuer": None,
+                "actors": [],
+                "depth": 0,
+            },
         }
         if not _bent(draw):
             doc["approval"] = {
