@@ -13,7 +13,10 @@ so load from other processes hits both alike; each figure is the median of the r
   4. opa_eval_us / opa_eval_us_worst: `opa bench` of the policy (bench/policy_cost.py).
 
 Raw OPA gets exactly the input document the PDP would send it for the same request (the
-PDP's own normaliser builds it), over TCP as a gateway calling OPA directly would.
+PDP's own normaliser builds it), over TCP as a gateway calling OPA directly would. The
+example's task id and session are left out unless --with-task: a decision on a task's
+history is serialised with that task's other decisions and never cached (pdp.sessions), so
+one repeated task would measure that rather than the decision path.
 The last line of output is one JSON object with the figures.
 """
 
@@ -230,6 +233,12 @@ def main() -> None:
         help="opa bench of the policy: every example (worst), the allow example only, or none",
     )
     ap.add_argument("--pdp-env", action="append", default=[], help="extra KEY=VALUE for PDPs")
+    ap.add_argument(
+        "--with-task",
+        action="store_true",
+        help="keep the example's task id and session: every decision then reads and updates "
+        "the task's history, decisions of the task are serialised, and none is cached",
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench needs wrk on PATH (apt-get install wrk)")
@@ -257,6 +266,11 @@ def main() -> None:
         token = mint_svid(state0, spiffe_id, ttl_seconds=3600)
         request = {**example["request"]}
         request["agent"] = {**request.get("agent", {}), "token": token}
+        if not args.with_task and "task" in request:
+            # A decision on a task's history (pdp.sessions) is serialised with the task's
+            # other decisions and never cached: one repeated task measures that, not the
+            # decision path. The purpose stays (purpose binding is still decided).
+            request["task"] = {k: v for k, v in request["task"].items() if k == "purpose"}
         pdp_body = json.dumps(request).encode()
         opa_body = raw_opa_input(request, token, bundles)
 
@@ -378,6 +392,7 @@ def main() -> None:
                 "cores": os.cpu_count(),
                 "load_avg_1m": round(os.getloadavg()[0], 2),
                 "example": args.example.stem,
+                "task_history": args.with_task,
             }
         )
         print(json.dumps(result))
