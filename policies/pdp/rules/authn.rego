@@ -22,14 +22,23 @@ import data.pdp.lib
 #   when the verifier gave none.
 # custom:
 #   code: authn.unauthenticated
-deny contains object.union(fallback, verifier_error(object.get(input, ["identity", "error"], null))) if {
-	not lib.authenticated(object.get(input, "identity", null))
+deny contains object.union(fallback, verifier_error(input)) if {
+	not authenticated(input)
 	fallback := lib.reason(rego.metadata.chain(), "the agent is not authenticated")
 }
 
 # METADATA
-# description: The verifier's code and message, when it gave an authn.* code; else nothing to override.
-verifier_error(error) := {"code": error.code, "message": error.message} if {
-	startswith(error.code, "authn.")
-	is_string(error.message)
+# description: |
+#   The input's identity is verified. Takes the whole input: an input without an identity
+#   (which the input schema rules out) is then simply not authenticated.
+authenticated(doc) if lib.authenticated(doc.identity)
+
+# METADATA
+# description: |
+#   The verifier's code and message (doc.identity.error), when it gave an authn.* code; else
+#   nothing to override. Takes the whole input so that an input without an identity (which
+#   the input schema rules out) still gets the fallback reason.
+verifier_error(doc) := {"code": doc.identity.error.code, "message": doc.identity.error.message} if {
+	startswith(doc.identity.error.code, "authn.")
+	is_string(doc.identity.error.message)
 } else := {}
