@@ -11,13 +11,12 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import admin
+from .adapters import authzen
 from .audit.record import LogRecorder, Recorder
 from .audit.trail import AuditRecorder, AuditTrail
 from .bundle import build_bundle
@@ -25,12 +24,8 @@ from .config import Settings
 from .credentials import CredentialService
 from .decision import DecisionService
 from .devtrust import ensure_dev_trust
-from .errors import (
-    BodyTooLargeError,
-    MalformedJSONError,
-    PDPError,
-    UnsupportedMediaError,
-)
+from .errors import MalformedJSONError, PDPError
+from .httpio import json_response, read_json_body
 from .identity import Identity, SVIDVerifier, TrustBundles
 from .metrics import Metrics
 from .normalize import normalize
@@ -55,10 +50,6 @@ log = logging.getLogger("pdp")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
-
-
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Map every error to a JSON body with ``allow: false``; never leak a traceback."""
@@ -80,23 +71,6 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.exception("unhandled error on %s %s", request.method, request.path)
         body = {"allow": False, "error": {"code": "internal", "message": "internal error"}}
         return json_response(body, 500)
-
-
-async def read_json_body(request: web.Request, limit: int) -> Any:
-    """Read a JSON body under the size limit, or raise the matching 413/415/400 error."""
-    ctype = request.content_type
-    if ctype != "application/json" and not ctype.endswith("+json"):
-        raise UnsupportedMediaError("Content-Type must be application/json")
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLargeError(f"body is larger than {limit} bytes")
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise BodyTooLargeError(f"body is larger than {limit} bytes") from None
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedJSONError(f"body is not valid JSON: {exc.msg}") from None
 
 
 async def post_decision(request: web.Request) -> web.Response:
@@ -288,6 +262,8 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
     )
     admin.add_routes(app)
     app.router.add_post("/v1/decisions", post_decision)
+    # Front doors over the same decision service (pdp/adapters/).
+    authzen.add_routes(app)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)

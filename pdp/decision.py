@@ -18,7 +18,7 @@ from .credentials import CredentialService
 from .errors import EngineUnavailableError
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
-from .normalize import normalize
+from .normalize import is_asserted, normalize
 from .opa import OPAClient
 
 __all__ = ["DecisionService"]
@@ -50,14 +50,20 @@ class DecisionService:
         #: How records keep prompts: hash, redacted or full (PDP_AUDIT_PROMPT).
         self.audit_prompt = audit_prompt
 
-    async def decide(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def decide(self, request: dict[str, Any], *, mint: bool = True) -> dict[str, Any]:
         """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
 
         Even then the decision is recorded (as a deny) under its ``decision_id``, which the
         error carries for the error body.
+
+        ``request`` is a decision request (``decision-request.schema.json``) or, from the
+        AuthZEN front door, a PEP-asserted subject request (``{"subject", "action",
+        "resource", "context"}``, see :func:`pdp.normalize.is_asserted`). ``mint=False``:
+        the caller does not want a credential, so none is minted on allow.
         """
         started = time.perf_counter()
         decision_id = str(uuid.uuid4())
+        asserted = is_asserted(request)
         identity = self.verifier.verify(request.get("agent", {}).get("token"))
         creds = self.credentials
         status = creds.agent_status(identity) if creds is not None else None
@@ -69,7 +75,7 @@ class DecisionService:
             agent_status=status,
         )
         # Counted only once the request is decided: normalize may still refuse it (400).
-        if not identity.authenticated:
+        if not identity.authenticated and not asserted:
             self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
         try:
             result = await self.opa.evaluate(input_doc)
@@ -88,13 +94,13 @@ class DecisionService:
         self.metrics.opa_latency.observe(result.duration_s)
         if result.decision is None:
             self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
-        response = answer(decision_id, request, identity, result, status)
+        response = answer(decision_id, request, identity, result, status, asserted=asserted)
         for r in response["reasons"]:
             self.metrics.reasons.labels(str(r.get("code", ""))).inc()
         credential = None
         if creds is not None:
             # Minted only on allow; the token goes in the answer, its jti in the record.
-            credential = creds.after_decision(decision_id, request, identity, response)
+            credential = creds.after_decision(decision_id, request, identity, response, mint=mint)
             if credential is not None:
                 response["credential"] = credential.response()
         await self._record(

@@ -116,6 +116,13 @@ cli.add_command(ci)
     is_flag=True,
     help="Do not create dev trust domains (production). Env: PDP_DEV_TRUST_DOMAINS=''.",
 )
+@click.option(
+    "--policies",
+    "serve_policies",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Serve this policy directory (the bundle is built from it); same as "
+    "`pdpctl --policies DIR serve`. Example: examples/authzen/todo.",
+)
 @click.pass_obj
 def serve(
     project: Project,
@@ -127,6 +134,7 @@ def serve(
     opa_url: str | None,
     opa_timeout_ms: int | None,
     no_dev_trust: bool,
+    serve_policies: Path | None,
 ) -> None:
     """Serve the decision API (embedded OPA unless --opa-url is given)."""
     from aiohttp import web
@@ -145,7 +153,7 @@ def serve(
             opa_url=opa_url,
             opa_timeout_ms=opa_timeout_ms,
             opa_binary=project.opa_binary,
-            policies_dir=project.policies_dir,
+            policies_dir=serve_policies or project.policies_dir,
             dev_trust_domains=() if no_dev_trust else None,
         )
     except ConfigError as exc:

@@ -129,13 +129,16 @@ class CredentialService:
         request: dict[str, Any],
         identity: Identity,
         response: dict[str, Any],
+        *,
+        mint: bool = True,
     ) -> IssuedCredential | None:
-        """Mint the credential of an allow (never of a deny) and count the decision."""
+        """Mint the credential of an allow (never of a deny, nor when ``mint`` is false)
+        and count the decision."""
         if not identity.authenticated or identity.spiffe_id is None:
             return None
         allowed = response.get("allow") is True
         credential = None
-        if allowed and self.agents.status(identity.spiffe_id) == "active":
+        if allowed and mint and self.agents.status(identity.spiffe_id) == "active":
             credential = self.mint(decision_id, request, identity, response.get("obligations"))
         action = request["action"]
         self.agents.observe(
