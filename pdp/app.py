@@ -8,6 +8,7 @@ closes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -23,8 +24,9 @@ from .bundle import build_bundle
 from .config import Settings
 from .credentials import CredentialService
 from .decision import DecisionService
+from .decision_cache import DecisionCache, check_bundles, watch_bundles
 from .devtrust import ensure_dev_trust
-from .errors import MalformedJSONError, PDPError
+from .errors import EngineUnavailableError, MalformedJSONError, PDPError
 from .httpio import json_response, read_json_body
 from .identity import Identity, SVIDVerifier, TrustBundles
 from .metrics import Metrics
@@ -35,6 +37,7 @@ from .sidecar import OPASidecar, socket_path
 from .state import (
     AUDIT,
     CREDENTIALS,
+    DECISION_CACHE,
     DECISIONS,
     METRICS,
     OPA,
@@ -225,6 +228,39 @@ async def _opa_ctx(app: web.Application) -> AsyncIterator[None]:
         await client.close()
 
 
+async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The decision cache (PDP_DECISION_CACHE_SIZE > 0; None when off), its bundle watch,
+    and its invalidations from the store's channel."""
+    s = app[SETTINGS]
+    if s.decision_cache_size <= 0:
+        app[DECISION_CACHE] = None
+        yield
+        return
+    cache = DecisionCache(
+        max_entries=s.decision_cache_size,
+        max_ttl_s=s.decision_cache_max_ttl_s,
+        registry=app[METRICS].registry,
+    )
+    with contextlib.suppress(EngineUnavailableError):
+        await check_bundles(cache, app[OPA])  # serve hits from the first request on
+    watch = asyncio.create_task(
+        watch_bundles(cache, app[OPA], s.decision_cache_bundle_check_ms / 1000),
+        name="pdp-decision-cache-bundles",
+    )
+    app[CREDENTIALS].listeners.append(cache.on_event)
+    sidecar = app[SIDECAR]
+    if sidecar is not None:
+        sidecar.on_exit.append(lambda: cache.bundle_unknown("the embedded OPA exited"))
+    app[DECISION_CACHE] = cache
+    try:
+        yield
+    finally:
+        app[CREDENTIALS].listeners.remove(cache.on_event)
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+
+
 async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
     """The decision path, over the resources opened before it (nothing to close)."""
     s = app[SETTINGS]
@@ -236,6 +272,7 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         prompt_to_policy=s.prompt_to_policy,
         credentials=app[CREDENTIALS],
         audit_prompt=s.audit_prompt,
+        cache=app[DECISION_CACHE],
     )
     yield
 
@@ -257,6 +294,7 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
             _verifier_ctx,
             _sidecar_ctx,
             _opa_ctx,
+            _cache_ctx,
             _decisions_ctx,
         ]
     )

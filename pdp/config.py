@@ -118,6 +118,14 @@ class Settings:
     #: Seconds between store refreshes (keys, disabled agents, activity write-behind): the
     #: staleness bound when a pub/sub message is lost.
     store_refresh_s: float = 1.0
+    #: Decisions the policy declares cacheable (cache.ttl_seconds > 0) kept in memory, at
+    #: most; 0 turns the decision cache off (docs/operations.md, "Decision cache").
+    decision_cache_size: int = 10_000
+    #: Longest time a decision is reused, whatever TTL the policy declares, seconds.
+    decision_cache_max_ttl_s: int = 60
+    #: How often the PDP asks OPA which bundle is active, milliseconds: the longest a
+    #: cached decision can outlive the activation of a new bundle.
+    decision_cache_bundle_check_ms: int = 500
 
     def __post_init__(self) -> None:
         _check(self.host != "", "PDP_HOST", self.host, "must not be empty")
@@ -184,6 +192,24 @@ class Settings:
             )
         _check(0 < self.store_refresh_s <= 60, "PDP_STORE_REFRESH_S", self.store_refresh_s, "0..60")
         self._check_audit()
+        _check(
+            0 <= self.decision_cache_size <= 10_000_000,
+            "PDP_DECISION_CACHE_SIZE",
+            self.decision_cache_size,
+            "must be 0..10000000 (0: off)",
+        )
+        _check(
+            1 <= self.decision_cache_max_ttl_s <= 3600,
+            "PDP_DECISION_CACHE_MAX_TTL_S",
+            self.decision_cache_max_ttl_s,
+            "must be 1..3600",
+        )
+        _check(
+            10 <= self.decision_cache_bundle_check_ms <= 60_000,
+            "PDP_DECISION_CACHE_BUNDLE_CHECK_MS",
+            self.decision_cache_bundle_check_ms,
+            "must be 10..60000",
+        )
         if self.opa_url is not None:
             parts = urlsplit(self.opa_url)
             ok = (parts.scheme in {"http", "https"} and bool(parts.netloc)) or (

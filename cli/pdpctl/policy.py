@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import click
 from jsonschema import Draft202012Validator
 
+from pdp import cache_safety
 from pdp.bundle import BundleError, build_bundle
 from pdp.schema import load_schema
 
@@ -79,8 +81,9 @@ package pdp
 @pass_project
 def check(project: Project) -> None:
     """Compile the policies with `opa check --strict`, type-checked against the OPA input
-    schema and the inventory data schema (--schema), and validate the data documents
-    against their schemas (exit 4 when either fails)."""
+    schema and the inventory data schema (--schema); validate the data documents against
+    their schemas; then check that a policy reading time declares no decision-cache TTL
+    (exit 4 for any)."""
     opa, roots = project.opa(), project.roots()
     with tempfile.TemporaryDirectory(prefix="pdpctl-check-") as tmp:
         schemas = Path(tmp) / "schemas"
@@ -99,6 +102,27 @@ def check(project: Project) -> None:
         _echo_output("", "\n".join(problems))
         raise CLIError("data documents do not match their schemas", DOES_NOT_COMPILE)
     click.echo("policies compile (opa check --strict)")
+    found = cache_safety.problems(_module_asts(project))
+    if found:
+        click.echo("\n".join(found), err=True)
+        raise CLIError("a policy that reads time declares a decision-cache TTL", DOES_NOT_COMPILE)
+    click.echo("decision-cache TTLs: safe (no TTL depends on time or other per-request input)")
+
+
+def _module_asts(project: Project) -> list[tuple[str, dict[str, Any]]]:
+    """(path, OPA's JSON AST) of every policy module but tests, from `opa parse`."""
+    opa = project.opa()
+    out = []
+    for root in project.roots():
+        for path in sorted(Path(root).rglob("*.rego")):
+            if path.name.endswith("_test.rego"):
+                continue
+            proc = project.run([opa, "parse", "--format", "json", str(path)])
+            if proc.returncode != 0:
+                _echo_output(proc.stdout, proc.stderr)
+                raise CLIError(f"opa parse failed on {path}", DOES_NOT_COMPILE)
+            out.append((str(path), json.loads(proc.stdout)))
+    return out
 
 
 def _any_of(files: tuple[str, ...]) -> dict[str, object]:
