@@ -22,23 +22,23 @@ import data.pdp.lib
 #   when the verifier gave none.
 # custom:
 #   code: authn.unauthenticated
-deny contains object.union(fallback, verifier_error(input)) if {
-	not authenticated(input)
+deny contains object.union(fallback, verifier_error(identity)) if {
+	not lib.authenticated(identity)
 	fallback := lib.reason(rego.metadata.chain(), "the agent is not authenticated")
 }
 
 # METADATA
+# scope: document
 # description: |
-#   The input's identity is verified. Takes the whole input: an input without an identity
-#   (which the input schema rules out) is then simply not authenticated.
-authenticated(doc) if lib.authenticated(doc.identity)
+#   The input's identity; empty for an input without one (which the input schema rules out),
+#   so that such an input is still denied here, with the fallback reason.
+default identity := {}
+
+identity := input.identity
 
 # METADATA
-# description: |
-#   The verifier's code and message (doc.identity.error), when it gave an authn.* code; else
-#   nothing to override. Takes the whole input so that an input without an identity (which
-#   the input schema rules out) still gets the fallback reason.
-verifier_error(doc) := {"code": doc.identity.error.code, "message": doc.identity.error.message} if {
-	startswith(doc.identity.error.code, "authn.")
-	is_string(doc.identity.error.message)
+# description: The verifier's code and message, when it gave an authn.* code; else nothing to override.
+verifier_error(id) := {"code": id.error.code, "message": id.error.message} if {
+	startswith(id.error.code, "authn.")
+	is_string(id.error.message)
 } else := {}
