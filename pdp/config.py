@@ -118,6 +118,9 @@ class Settings:
     #: Seconds between store refreshes (keys, disabled agents, activity write-behind): the
     #: staleness bound when a pub/sub message is lost.
     store_refresh_s: float = 1.0
+    #: How long a task's or session's call history (input.session) is kept after its last
+    #: allowed call, seconds.
+    session_ttl_s: float = 86_400.0
     #: Decisions the policy declares cacheable (cache.ttl_seconds > 0) kept in memory, at
     #: most; 0 turns the decision cache off (docs/operations.md, "Decision cache").
     decision_cache_size: int = 10_000
@@ -191,6 +194,12 @@ class Settings:
                 "must be sqlite:///path, redis://host:port/db, rediss://... or unix:///sock",
             )
         _check(0 < self.store_refresh_s <= 60, "PDP_STORE_REFRESH_S", self.store_refresh_s, "0..60")
+        _check(
+            1 <= self.session_ttl_s <= 30 * 86_400,
+            "PDP_SESSION_TTL_S",
+            self.session_ttl_s,
+            "must be 1..2592000 (30 days)",
+        )
         self._check_audit()
         _check(
             0 <= self.decision_cache_size <= 10_000_000,
