@@ -13,7 +13,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
+from typing import Any, get_args, get_type_hints
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -118,6 +118,12 @@ class Settings:
     #: Seconds between store refreshes (keys, disabled agents, activity write-behind): the
     #: staleness bound when a pub/sub message is lost.
     store_refresh_s: float = 1.0
+    #: TCP port of the Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization),
+    #: on PDP_HOST. None: not served; 0: any free port (tests).
+    ext_authz_grpc_port: int | None = None
+    #: Route file of the ext_authz front doors (docs/gateways.md): host/path/method patterns
+    #: -> the decision request. None: every ext_authz check is denied (no route matches).
+    ext_authz_routes: Path | None = None
     #: How long a task's or session's call history (input.session) is kept after its last
     #: allowed call, seconds.
     session_ttl_s: float = 86_400.0
@@ -194,6 +200,15 @@ class Settings:
                 "must be sqlite:///path, redis://host:port/db, rediss://... or unix:///sock",
             )
         _check(0 < self.store_refresh_s <= 60, "PDP_STORE_REFRESH_S", self.store_refresh_s, "0..60")
+        port = self.ext_authz_grpc_port
+        _check(port is None or 0 <= port < 65536, "PDP_EXT_AUTHZ_GRPC_PORT", port, "0..65535")
+        routes = self.ext_authz_routes
+        _check(
+            routes is None or Path(routes).is_file(),
+            "PDP_EXT_AUTHZ_ROUTES",
+            str(routes),
+            "file does not exist",
+        )
         _check(
             1 <= self.session_ttl_s <= 30 * 86_400,
             "PDP_SESSION_TTL_S",
@@ -351,12 +366,11 @@ def _parse(var: str, kind: Any, raw: str, default: Any) -> Any:
         except ValueError:
             noun = "an integer" if kind is int else "a number"
             raise ConfigError(f"{var}={raw!r}: must be {noun}") from None
+    optional = [a for a in get_args(kind) if a is not type(None)]
+    if len(optional) == 1 and type(None) in get_args(kind):  # X | None: empty is None
+        return _parse(var, optional[0], raw, None) if raw else None
     if kind is Path:
         return Path(raw)
-    if kind == Path | None:
-        return Path(raw) if raw else None
-    if kind == str | None:
-        return raw or None
     if kind == tuple[str, ...]:
         return tuple(d.strip() for d in raw.split(",") if d.strip())
     if kind == Mapping[str, Path]:

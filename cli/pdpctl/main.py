@@ -123,6 +123,18 @@ cli.add_command(ci)
     help="Serve this policy directory (the bundle is built from it); same as "
     "`pdpctl --policies DIR serve`. Example: examples/authzen/todo.",
 )
+@click.option(
+    "--ext-authz-grpc-port",
+    type=int,
+    help="Serve Envoy ext_authz gRPC (envoy.service.auth.v3.Authorization) on this port "
+    "of --host. Env: PDP_EXT_AUTHZ_GRPC_PORT.",
+)
+@click.option(
+    "--routes",
+    "routes_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="ext_authz route file (YAML, docs/gateways.md). Env: PDP_EXT_AUTHZ_ROUTES.",
+)
 @click.pass_obj
 def serve(
     project: Project,
@@ -135,6 +147,8 @@ def serve(
     opa_timeout_ms: int | None,
     no_dev_trust: bool,
     serve_policies: Path | None,
+    ext_authz_grpc_port: int | None,
+    routes_file: Path | None,
 ) -> None:
     """Serve the decision API (embedded OPA unless --opa-url is given)."""
     from aiohttp import web
@@ -155,6 +169,8 @@ def serve(
             opa_binary=project.opa_binary,
             policies_dir=serve_policies or project.policies_dir,
             dev_trust_domains=() if no_dev_trust else None,
+            ext_authz_grpc_port=ext_authz_grpc_port,
+            ext_authz_routes=routes_file,
         )
     except ConfigError as exc:
         raise CLIError(str(exc), exc.exit_code) from None
