@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from pdp.answer import AGENT_DISABLED, answer, reason
+from pdp.answer import AGENT_DISABLED, APPROVAL_MESSAGES, answer, reason
 from pdp.identity import Identity
 from pdp.opa import OPAResult
 
@@ -161,3 +161,76 @@ def test_the_request_id_is_echoed_only_when_the_request_has_one() -> None:
 
 def test_pdp_reasons_name_the_pdp_as_their_rule() -> None:
     assert reason("x", "y") == {"code": "x", "message": "y", "rule": "pdp", "controls": []}
+
+
+# --------------------------------------------------------------------------- approvals
+
+
+def test_the_pdp_reason_codes_are_the_documented_ones() -> None:
+    assert AGENT_DISABLED == "agent_disabled"
+    assert APPROVAL_MESSAGES == {
+        "approval_unknown": "the request names an approval that does not exist",
+        "approval_pending": "the approval has not been granted yet",
+        "approval_denied": "an approver denied the approval",
+        "approval_expired": "the approval, or its grant, has expired",
+        "approval_used": "the approval's grant has no uses left",
+        "approval_mismatch": "the approval is bound to another agent, tenant, action, "
+        "destination or arguments",
+    }
+
+
+REFUSALS = [
+    "approval_denied",
+    "approval_expired",
+    "approval_mismatch",
+    "approval_pending",
+    "approval_unknown",
+    "approval_used",
+]
+
+
+@pytest.mark.parametrize("refusal", REFUSALS)
+def test_an_approval_that_does_not_apply_denies_even_an_allow(refusal: str) -> None:
+    response = answer("d-1", {}, AGENT, allowing(), "active", approval_refusal=refusal)
+
+    assert response["allow"] is False
+    assert response["reasons"] == [reason(refusal, APPROVAL_MESSAGES[refusal])]
+    assert response["obligations"] == {}
+
+
+def test_an_approval_refusal_joins_the_policy_reasons_in_code_order() -> None:
+    late = {**TENANCY, "code": "z_rule"}
+    response = answer("d-1", {}, AGENT, denying(late, TENANCY), approval_refusal="approval_used")
+
+    assert codes(response) == ["approval_used", "tenant_mismatch", "z_rule"]
+
+
+def test_reasons_of_one_code_are_ordered_by_message() -> None:
+    second = {**TENANCY, "message": "b"}
+    first = {**TENANCY, "message": "a"}
+    result = denying(second, first)
+
+    response = answer("d-1", {}, AGENT, result, approval_refusal="approval_denied")
+
+    assert [r["message"] for r in response["reasons"]][1:] == ["a", "b"]
+
+
+def test_an_approval_refusal_the_policy_already_gave_is_not_repeated() -> None:
+    given = reason("approval_pending", "from the policy")
+
+    response = answer("d-1", {}, AGENT, denying(given), approval_refusal="approval_pending")
+
+    assert response["reasons"] == [given]
+
+
+def test_an_unknown_approval_refusal_still_denies_with_an_empty_message() -> None:
+    response = answer("d-1", {}, AGENT, allowing(), approval_refusal="approval_new_kind")
+
+    assert response["allow"] is False
+    assert response["reasons"] == [reason("approval_new_kind", "")]
+
+
+def test_a_pep_asserted_subject_is_decided_by_the_policy_alone() -> None:
+    response = answer("d-1", {}, Identity(authenticated=False), allowing(), asserted=True)
+
+    assert (response["allow"], response["obligations"]) == (True, OBLIGATIONS)
