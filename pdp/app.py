@@ -13,7 +13,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import admin
+from . import admin, audit_api
 from .audit.trail import AuditRecorder, AuditTrail
 from .bundle import build_bundle
 from .config import Settings
@@ -30,6 +30,7 @@ from .identity import Identity, SVIDVerifier, TrustBundles
 from .metrics import Metrics
 from .normalize import normalize
 from .opa import OPAClient
+from .prompthash import resolve_prompt_hasher
 from .recorder import LogRecorder, Recorder
 from .schema import validate_request
 from .sidecar import OPASidecar, socket_path
@@ -215,6 +216,7 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         prompt_to_policy=s.prompt_to_policy,
         credentials=rt.credentials,
         audit_prompt=s.audit_prompt,
+        prompt_hasher=await asyncio.to_thread(resolve_prompt_hasher, s),
     )
     try:
         yield
@@ -258,6 +260,7 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
     app.cleanup_ctx.append(_credentials_lifecycle)  # before _lifecycle: it is passed in
     app.cleanup_ctx.append(_lifecycle)
     admin.add_routes(app, lambda a: a[RUNTIME].credentials)
+    audit_api.add_routes(app, lambda a: a[RUNTIME].audit, lambda a: a[RUNTIME].credentials)
     app.router.add_post("/v1/decisions", post_decision)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)

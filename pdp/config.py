@@ -117,6 +117,30 @@ class Settings:
     #: Seconds between store refreshes (keys, disabled agents, activity write-behind): the
     #: staleness bound when a pub/sub message is lost.
     store_refresh_s: float = 1.0
+    # -- signed checkpoints, forwarding auth, keyed prompt hashes (docs/audit.md) --------
+    #: Sign the trail at checkpoints with a dedicated ES256 audit-signing key.
+    audit_signing: bool = True
+    #: Audit-signing keys and their JWKS. None: STATE_DIR/audit-keys.
+    audit_keys_dir: Path | None = None
+    #: A signed checkpoint after this many records (0: only by time and at shutdown).
+    audit_checkpoint_every: int = 1000
+    #: ...or once records have waited this long unsealed, seconds (0: only by count).
+    audit_checkpoint_interval_s: float = 60.0
+    #: Bearer token sent to the collector. Never logged.
+    audit_forward_token: str | None = field(default=None, repr=False)
+    #: File holding the collector's bearer token (instead of PDP_AUDIT_FORWARD_TOKEN).
+    audit_forward_token_file: Path | None = None
+    #: Client certificate (PEM; may hold the key too) and its key for mTLS to the collector.
+    audit_forward_tls_cert: Path | None = None
+    audit_forward_tls_key: Path | None = None
+    #: CA bundle (PEM) the collector's certificate must chain to (default: system CAs).
+    audit_forward_tls_ca: Path | None = None
+    #: Per-deployment secret prompt hashes are keyed with (HMAC-SHA256). Share it between
+    #: replicas. None: read prompt_hash_key_file, else STATE_DIR/prompt-hash-key
+    #: (generated 0600 on first start). Never logged.
+    prompt_hash_key: str | None = field(default=None, repr=False)
+    #: File holding the prompt-hash secret.
+    prompt_hash_key_file: Path | None = None
 
     def __post_init__(self) -> None:
         _check(self.host != "", "PDP_HOST", self.host, "must not be empty")
@@ -183,6 +207,7 @@ class Settings:
             )
         _check(0 < self.store_refresh_s <= 60, "PDP_STORE_REFRESH_S", self.store_refresh_s, "0..60")
         self._check_audit()
+        self._check_audit_signing()
         if self.opa_url is not None:
             parts = urlsplit(self.opa_url)
             ok = (parts.scheme in {"http", "https"} and bool(parts.netloc)) or (
@@ -246,6 +271,43 @@ class Settings:
                 "must be an http(s):// URL",
             )
 
+    def _check_audit_signing(self) -> None:
+        _check(
+            self.audit_checkpoint_every >= 0,
+            "PDP_AUDIT_CHECKPOINT_EVERY",
+            self.audit_checkpoint_every,
+            "must be >= 0 (0: only by time and at shutdown)",
+        )
+        _check(
+            self.audit_checkpoint_interval_s >= 0,
+            "PDP_AUDIT_CHECKPOINT_INTERVAL_S",
+            self.audit_checkpoint_interval_s,
+            "must be >= 0 (0: only by count and at shutdown)",
+        )
+        for key, file in (
+            ("PDP_AUDIT_FORWARD_TOKEN_FILE", self.audit_forward_token_file),
+            ("PDP_AUDIT_FORWARD_TLS_CERT", self.audit_forward_tls_cert),
+            ("PDP_AUDIT_FORWARD_TLS_KEY", self.audit_forward_tls_key),
+            ("PDP_AUDIT_FORWARD_TLS_CA", self.audit_forward_tls_ca),
+            ("PDP_PROMPT_HASH_KEY_FILE", self.prompt_hash_key_file),
+        ):
+            _check(file is None or Path(file).is_file(), key, str(file), "file does not exist")
+        _check(
+            self.prompt_hash_key is None or len(self.prompt_hash_key) >= 16,
+            "PDP_PROMPT_HASH_KEY",
+            "<hidden>",
+            "must be >= 16 chars",
+        )
+
+    @property
+    def audit_keys_path(self) -> Path:
+        """Where the audit-signing keys are: PDP_AUDIT_KEYS_DIR, else STATE_DIR/audit-keys."""
+        return (
+            self.audit_keys_dir
+            if self.audit_keys_dir is not None
+            else (self.state_dir / "audit-keys")
+        )
+
     @property
     def audit_path(self) -> Path:
         """Where the audit trail is written: PDP_AUDIT_DIR, else STATE_DIR/audit."""
@@ -300,6 +362,17 @@ _AUDIT_PARSERS: dict[str, str] = {
     "audit_forward_url": "optional",
     "audit_forward_batch": "int",
     "audit_forward_max_backoff_s": "float",
+    "audit_signing": "bool",
+    "audit_keys_dir": "path",
+    "audit_checkpoint_every": "int",
+    "audit_checkpoint_interval_s": "float",
+    "audit_forward_token": "optional",
+    "audit_forward_token_file": "path",
+    "audit_forward_tls_cert": "path",
+    "audit_forward_tls_key": "path",
+    "audit_forward_tls_ca": "path",
+    "prompt_hash_key": "optional",
+    "prompt_hash_key_file": "path",
 }
 
 

@@ -18,6 +18,7 @@ from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
 from .normalize import normalize
 from .opa import OPAClient, OPAResult
+from .prompthash import PromptHasher
 from .recorder import Recorder, build_record
 
 _POLICY_RULE = "pdp"
@@ -37,6 +38,7 @@ class DecisionService:
         clock_ns: Callable[[], int] = time.time_ns,
         credentials: CredentialService | None = None,
         audit_prompt: str = "hash",
+        prompt_hasher: PromptHasher | None = None,
     ) -> None:
         self.verifier = verifier
         self.opa = opa
@@ -48,6 +50,8 @@ class DecisionService:
         self.credentials = credentials
         #: How records keep prompts: hash, redacted or full (PDP_AUDIT_PROMPT).
         self.audit_prompt = audit_prompt
+        #: Keys prompt digests (HMAC-SHA256 with the deployment's secret).
+        self.prompt_hasher = prompt_hasher
 
     async def decide(self, request: dict[str, Any]) -> dict[str, Any]:
         """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
@@ -66,6 +70,7 @@ class DecisionService:
             self.clock_ns(),
             prompt_to_policy=self.prompt_to_policy,
             agent_status=status,
+            prompt_hasher=self.prompt_hasher,
         )
         # Counted only once the request is decided: normalize may still refuse it (400).
         if not identity.authenticated:

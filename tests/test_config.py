@@ -116,6 +116,26 @@ ENV_CASES += [
     ("PDP_STORE_REFRESH_S", "0.25", "store_refresh_s", 0.25),
 ]
 
+# Signed checkpoints, forwarding auth, keyed prompt hashes (docs/audit.md).
+ENV_CASES += [
+    ("PDP_AUDIT_SIGNING", "false", "audit_signing", False),
+    (
+        "PDP_AUDIT_KEYS_DIR",
+        "/var/lib/pdp/audit-keys",
+        "audit_keys_dir",
+        Path("/var/lib/pdp/audit-keys"),
+    ),
+    ("PDP_AUDIT_CHECKPOINT_EVERY", "50", "audit_checkpoint_every", 50),
+    ("PDP_AUDIT_CHECKPOINT_INTERVAL_S", "2.5", "audit_checkpoint_interval_s", 2.5),
+    ("PDP_AUDIT_FORWARD_TOKEN", "c" * 20, "audit_forward_token", "c" * 20),
+    ("PDP_AUDIT_FORWARD_TOKEN_FILE", _A_FILE, "audit_forward_token_file", Path(_A_FILE)),
+    ("PDP_AUDIT_FORWARD_TLS_CERT", _A_FILE, "audit_forward_tls_cert", Path(_A_FILE)),
+    ("PDP_AUDIT_FORWARD_TLS_KEY", _A_FILE, "audit_forward_tls_key", Path(_A_FILE)),
+    ("PDP_AUDIT_FORWARD_TLS_CA", _A_FILE, "audit_forward_tls_ca", Path(_A_FILE)),
+    ("PDP_PROMPT_HASH_KEY", "d" * 32, "prompt_hash_key", "d" * 32),
+    ("PDP_PROMPT_HASH_KEY_FILE", _A_FILE, "prompt_hash_key_file", Path(_A_FILE)),
+]
+
 
 @pytest.mark.parametrize(
     ("var", "raw", "name", "expected"), ENV_CASES, ids=[f"{c[0]}={c[1]!r}" for c in ENV_CASES]
@@ -270,6 +290,19 @@ INVALID_ENV += [
         "rediss://... or unix:///sock",
     ),
     ("PDP_STORE_REFRESH_S", "0", "PDP_STORE_REFRESH_S=0.0: 0..60"),
+]
+INVALID_ENV += [
+    (
+        "PDP_AUDIT_CHECKPOINT_EVERY",
+        "-1",
+        "PDP_AUDIT_CHECKPOINT_EVERY=-1: must be >= 0 (0: only by time and at shutdown)",
+    ),
+    ("PDP_PROMPT_HASH_KEY", "short", "PDP_PROMPT_HASH_KEY='<hidden>': must be >= 16 chars"),
+    (
+        "PDP_AUDIT_FORWARD_TLS_CA",
+        "/no/such",
+        "PDP_AUDIT_FORWARD_TLS_CA='/no/such': file does not exist",
+    ),
 ]
 _URL_MESSAGE = "must be http(s)://host:port or unix:///path"
 

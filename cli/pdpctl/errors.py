@@ -29,6 +29,8 @@ BAD_INPUT = 9
 AUDIT_INVALID = 10
 #: Replay found changed decisions that --fail-on refuses (e.g. access gained).
 REPLAY_CHANGED = 11
+#: A bundle's signature does not verify (unsigned, tampered with, another key).
+BUNDLE_INVALID = 12
 
 
 class CLIError(click.ClickException):

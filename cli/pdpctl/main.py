@@ -20,6 +20,7 @@ from pdp.tools import ToolNotFoundError
 
 from .agents import agents
 from .audit import audit
+from .bundles import inspect_command, publish_command, verify_command
 from .ci import ci
 from .credentials import credentials
 from .errors import (
@@ -61,6 +62,9 @@ def cli(ctx: click.Context, policies_dir: Path, opa_binary: str | None) -> None:
 
 cli.add_command(policy)
 cli.add_command(bundle)
+bundle.add_command(verify_command)
+bundle.add_command(inspect_command)
+bundle.add_command(publish_command)
 cli.add_command(keys)
 cli.add_command(credentials)
 cli.add_command(agents)

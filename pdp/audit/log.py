@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..normalize import rfc3339
-from .chain import GENESIS, record_hash, seal
+from .chain import GENESIS, record_hash
+from .chain import seal as chain_seal
 from .segment import (
     HEAD_FILE,
     LOCK_FILE,
@@ -310,7 +311,11 @@ class AuditLog:
                     "seq": self.seq,
                     "hash": self.head,
                     "segment": seg.name,
-                    "shutdown": "clean" if rec.get("type") == "stop" else "unclean",
+                    # A clean stop ends with the stop marker, or with the checkpoint
+                    # sealing it (signed trails).
+                    "shutdown": "clean"
+                    if rec.get("type") == "stop" or rec.get("final") is True
+                    else "unclean",
                 }
                 break
             seg.path.unlink()
@@ -442,12 +447,18 @@ class AuditLog:
             return "age"
         return None
 
-    def prepare(self, records: list[dict[str, Any]]) -> Prepared:
+    def prepare(
+        self,
+        records: list[dict[str, Any]],
+        seal: Callable[[int, str], dict[str, Any]] | None = None,
+    ) -> Prepared:
         """Chain and serialise ``records`` (CPU only, no I/O) for :meth:`commit`.
 
         When the active segment is due for rotation, the batch starts with the header
-        record of the next segment, which :meth:`commit` opens. Nothing changes until the
-        batch is committed; prepare and commit one batch at a time.
+        record of the next segment, which :meth:`commit` opens. ``seal(seq, hash)`` of the
+        batch's last record, when given, makes the record that ends the batch (a signed
+        checkpoint). Nothing changes until the batch is committed; prepare and commit one
+        batch at a time.
         """
         if self._fd is None or self._segment is None:
             raise AuditError("the audit trail is not open")
@@ -467,7 +478,11 @@ class AuditLog:
         lines = []
         for rec in records:
             seq += 1
-            line, head = seal(rec, seq, head)
+            line, head = chain_seal(rec, seq, head)
+            lines.append(line)
+        if seal is not None:
+            line, head = chain_seal(seal(seq, head), seq + 1, head)
+            seq += 1
             lines.append(line)
         return Prepared(b"".join(lines), self.seq, seq, head, rotate)
 
