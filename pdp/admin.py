@@ -15,15 +15,23 @@ Every admin action is logged on ``pdp.admin`` (never a token).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
+from urllib.parse import parse_qsl
 
+import orjson
 from aiohttp import web
 
 from .credentials import CredentialService
-from .errors import FieldError, MalformedJSONError, RequestError, UnsupportedMediaError
+from .errors import (
+    BodyTooLargeError,
+    FieldError,
+    MalformedJSONError,
+    RequestError,
+    StoreError,
+    UnsupportedMediaError,
+)
 from .identity import parse_spiffe_id
-from .store import StoreError
+from .state import CREDENTIALS
 
 log = logging.getLogger("pdp.admin")
 
@@ -31,14 +39,10 @@ log = logging.getLogger("pdp.admin")
 MAX_ADMIN_BODY = 32 * 1024
 MAX_REASON = 512
 
-Provider = Callable[[web.Application], CredentialService | None]
-_PROVIDER: web.AppKey[Provider] = web.AppKey("credential_service_provider")
 
-
-def add_routes(app: web.Application, provider: Provider) -> None:
-    """Register the credential and admin routes on ``app``; ``provider(app)`` gives the
-    running :class:`CredentialService` (None until the app has started)."""
-    app[_PROVIDER] = provider
+def add_routes(app: web.Application) -> None:
+    """Register the credential and admin routes on ``app``; they use the running
+    :class:`CredentialService` under :data:`pdp.state.CREDENTIALS`."""
     app.router.add_get("/.well-known/jwks.json", get_jwks)
     app.router.add_post("/v1/credentials/introspect", post_introspect)
     app.router.add_post("/v1/credentials/revoke", post_revoke)
@@ -50,10 +54,7 @@ def add_routes(app: web.Application, provider: Provider) -> None:
 
 
 def _service(request: web.Request) -> CredentialService:
-    service: CredentialService | None = request.app[_PROVIDER](request.app)
-    if service is None:
-        raise RuntimeError("the credential service has not started")
-    return service
+    return request.app[CREDENTIALS]
 
 
 def _json(body: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -61,19 +62,31 @@ def _json(body: Any, headers: dict[str, str] | None = None) -> web.Response:
 
 
 async def _body(request: web.Request, *, form: bool) -> dict[str, Any]:
-    """A JSON object, or (when ``form``) an application/x-www-form-urlencoded body."""
+    """A JSON object, or (when ``form``) an application/x-www-form-urlencoded body, of at
+    most MAX_ADMIN_BODY bytes (413 beyond, whether or not a Content-Length says so)."""
+    too_large = BodyTooLargeError(f"body is larger than {MAX_ADMIN_BODY} bytes")
     if request.content_length is not None and request.content_length > MAX_ADMIN_BODY:
-        raise RequestError(f"body is larger than {MAX_ADMIN_BODY} bytes")
+        raise too_large
     ctype = request.content_type
-    if form and ctype == "application/x-www-form-urlencoded":
-        data = await request.post()
-        return {k: v for k, v in data.items() if isinstance(v, str)}
-    if ctype != "application/json" and not ctype.endswith("+json"):
+    is_form = form and ctype == "application/x-www-form-urlencoded"
+    if not is_form and ctype != "application/json" and not ctype.endswith("+json"):
         wanted = "application/json or application/x-www-form-urlencoded" if form else "JSON"
         raise UnsupportedMediaError(f"Content-Type must be {wanted}")
     try:
-        doc = await request.json()
-    except ValueError:
+        raw = await request.read()  # bounded by the app's client_max_size
+    except web.HTTPRequestEntityTooLarge:
+        raise too_large from None
+    if len(raw) > MAX_ADMIN_BODY:
+        raise too_large
+    if is_form:
+        try:
+            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
+        except UnicodeDecodeError:
+            raise MalformedJSONError("form body is not UTF-8") from None
+        return dict(pairs)
+    try:
+        doc = orjson.loads(raw)
+    except orjson.JSONDecodeError:
         raise MalformedJSONError("body is not valid JSON") from None
     if not isinstance(doc, dict):
         raise MalformedJSONError("body must be a JSON object")

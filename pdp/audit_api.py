@@ -14,20 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 from aiohttp import web
 
 from .audit.trail import AuditTrail
-from .credentials import CredentialService
 from .errors import PDPError
+from .state import AUDIT, CREDENTIALS
 
 log = logging.getLogger("pdp.admin")
-
-TrailProvider = Callable[[web.Application], AuditTrail | None]
-CredentialsProvider = Callable[[web.Application], CredentialService | None]
-_TRAIL: web.AppKey[TrailProvider] = web.AppKey("audit_trail_provider")
-_CREDS: web.AppKey[CredentialsProvider] = web.AppKey("audit_credentials_provider")
 
 
 class NotSigningError(PDPError):
@@ -37,26 +31,17 @@ class NotSigningError(PDPError):
     code = "not_found"
 
 
-def add_routes(app: web.Application, trail: TrailProvider, creds: CredentialsProvider) -> None:
-    app[_TRAIL] = trail
-    app[_CREDS] = creds
+def add_routes(app: web.Application) -> None:
     app.router.add_get("/.well-known/audit-jwks.json", get_audit_jwks)
     app.router.add_get("/v1/audit/checkpoint", get_checkpoint)
     app.router.add_post("/v1/audit/keys/rotate", post_rotate)
 
 
 def _trail(request: web.Request) -> AuditTrail:
-    trail = request.app[_TRAIL](request.app)
+    trail = request.app[AUDIT]
     if trail is None or trail.signer is None:
         raise NotSigningError("the audit trail is not signed here")
     return trail
-
-
-def _authorise(request: web.Request) -> None:
-    service = request.app[_CREDS](request.app)
-    if service is None:
-        raise RuntimeError("the credential service has not started")
-    service.auth.check(request)
 
 
 async def get_audit_jwks(request: web.Request) -> web.Response:
@@ -72,7 +57,7 @@ async def get_audit_jwks(request: web.Request) -> web.Response:
 
 async def get_checkpoint(request: web.Request) -> web.Response:
     """GET /v1/audit/checkpoint: the last checkpoint written (sealing the trail now)."""
-    _authorise(request)
+    request.app[CREDENTIALS].auth.check(request)
     trail = _trail(request)
     trail.writer.request_checkpoint()
     for _ in range(100):  # the writer seals at its next turn; wait a little for it
@@ -87,7 +72,7 @@ async def get_checkpoint(request: web.Request) -> web.Response:
 
 async def post_rotate(request: web.Request) -> web.Response:
     """POST /v1/audit/keys/rotate: sign from now on with a new key (published first)."""
-    _authorise(request)
+    request.app[CREDENTIALS].auth.check(request)
     trail = _trail(request)
     signer = trail.signer
     assert signer is not None

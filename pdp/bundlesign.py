@@ -19,16 +19,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import BAD_INPUT, BUNDLE_INVALID, PDPError
+
 #: Algorithms a bundle may be signed and verified with.
 SIGNING_ALGS = ("ES256", "RS256")
 
 
-class BundleSigningError(RuntimeError):
+class BundleSigningError(PDPError, RuntimeError):
     """OPA could not sign, verify or read a bundle; the message carries OPA's own output."""
+
+    exit_code = BAD_INPUT
 
 
 class BundleInvalidError(BundleSigningError):
     """The bundle is unsigned, tampered with, or signed by another key."""
+
+    exit_code = BUNDLE_INVALID
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

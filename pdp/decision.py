@@ -12,16 +12,17 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .credentials import AGENT_DISABLED, CredentialService
+from .answer import answer
+from .audit.record import Recorder, build_record
+from .credentials import CredentialService
 from .errors import EngineUnavailableError
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
-from .normalize import normalize
-from .opa import OPAClient, OPAResult
+from .normalize import is_asserted, normalize
+from .opa import OPAClient
 from .prompthash import PromptHasher
-from .recorder import Recorder, build_record
 
-_POLICY_RULE = "pdp"
+__all__ = ["DecisionService"]
 
 
 class DecisionService:
@@ -53,14 +54,20 @@ class DecisionService:
         #: Keys prompt digests (HMAC-SHA256 with the deployment's secret).
         self.prompt_hasher = prompt_hasher
 
-    async def decide(self, request: dict[str, Any]) -> dict[str, Any]:
+    async def decide(self, request: dict[str, Any], *, mint: bool = True) -> dict[str, Any]:
         """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
 
         Even then the decision is recorded (as a deny) under its ``decision_id``, which the
         error carries for the error body.
+
+        ``request`` is a decision request (``decision-request.schema.json``) or, from the
+        AuthZEN front door, a PEP-asserted subject request (``{"subject", "action",
+        "resource", "context"}``, see :func:`pdp.normalize.is_asserted`). ``mint=False``:
+        the caller does not want a credential, so none is minted on allow.
         """
         started = time.perf_counter()
         decision_id = str(uuid.uuid4())
+        asserted = is_asserted(request)
         identity = self.verifier.verify(request.get("agent", {}).get("token"))
         creds = self.credentials
         status = creds.agent_status(identity) if creds is not None else None
@@ -73,14 +80,14 @@ class DecisionService:
             prompt_hasher=self.prompt_hasher,
         )
         # Counted only once the request is decided: normalize may still refuse it (400).
-        if not identity.authenticated:
+        if not identity.authenticated and not asserted:
             self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
         try:
             result = await self.opa.evaluate(input_doc)
         except EngineUnavailableError as exc:
             self.metrics.opa_errors.labels(exc.kind).inc()
             self.metrics.decisions.labels("error").inc()
-            response = {"decision_id": decision_id, "allow": False, "reasons": []}
+            response: dict[str, Any] = {"decision_id": decision_id, "allow": False, "reasons": []}
             if creds is not None:
                 creds.after_decision(decision_id, request, identity, response)
             await self._record(
@@ -90,11 +97,15 @@ class DecisionService:
                 exc.message, kind=exc.kind, decision_id=decision_id
             ) from exc
         self.metrics.opa_latency.observe(result.duration_s)
-        response = self._respond(decision_id, request, identity, result, status)
+        if result.decision is None:
+            self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
+        response = answer(decision_id, request, identity, result, status, asserted=asserted)
+        for r in response["reasons"]:
+            self.metrics.reasons.labels(str(r.get("code", ""))).inc()
         credential = None
         if creds is not None:
             # Minted only on allow; the token goes in the answer, its jti in the record.
-            credential = creds.after_decision(decision_id, request, identity, response)
+            credential = creds.after_decision(decision_id, request, identity, response, mint=mint)
             if credential is not None:
                 response["credential"] = credential.response()
         await self._record(
@@ -109,52 +120,6 @@ class DecisionService:
         )
         # Counted once recorded: a decision whose record failed was answered 503, not this.
         self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
-        return response
-
-    def _respond(
-        self,
-        decision_id: str,
-        request: dict[str, Any],
-        identity: Identity,
-        result: OPAResult,
-        agent_status: str | None = None,
-    ) -> dict[str, Any]:
-        if result.decision is None:
-            self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
-            allow = False
-            reasons = [_reason(result.error_code or "policy.error", result.error_message or "")]
-            obligations: dict[str, Any] = {}
-        else:
-            allow = result.decision["allow"] is True
-            reasons = list(result.decision["reasons"])
-            obligations = result.decision.get("obligations", {})
-            if allow and not identity.authenticated:
-                # A policy must never allow an unauthenticated caller; guard against bugs.
-                allow = False
-                reasons = [
-                    _reason(
-                        identity.error_code or "authn.unauthenticated",
-                        "policy allowed an unauthenticated agent; denied by the PDP",
-                    )
-                ]
-        if agent_status == "disabled" and AGENT_DISABLED not in {r.get("code") for r in reasons}:
-            # Defense in depth: a disabled agent is denied even if a policy forgets to.
-            if allow:
-                allow, reasons = False, []
-            reasons.append(
-                _reason(AGENT_DISABLED, f"agent {identity.spiffe_id!r} is disabled in the PDP")
-            )
-        response: dict[str, Any] = {"decision_id": decision_id}
-        if "request_id" in request:
-            response["request_id"] = request["request_id"]
-        response.update(
-            allow=allow,
-            reasons=reasons,
-            obligations=obligations if allow else {},
-            policy={"revision": result.revision},
-        )
-        for r in reasons:
-            self.metrics.reasons.labels(str(r.get("code", ""))).inc()
         return response
 
     async def _record(
@@ -186,7 +151,3 @@ class DecisionService:
                 opa_decision_id=opa_decision_id,
             )
         )
-
-
-def _reason(code: str, message: str) -> dict[str, Any]:
-    return {"code": code, "message": message, "rule": _POLICY_RULE, "controls": []}

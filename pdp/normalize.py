@@ -6,28 +6,25 @@ A pure function: no I/O, no clock reads, no randomness. The shape is specified b
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import FieldError, RequestError
 from .identity import Identity
 from .prompthash import PromptHasher
+from .timefmt import rfc3339
+
+__all__ = ["DEFAULT_SENSITIVITY", "SENSITIVITY_RANKS", "normalize", "rfc3339"]
 
 INPUT_VERSION = 1
 
 #: Sensitivity labels in rising order; the index is the rank policies compare.
 SENSITIVITY_RANKS = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
-#: What a request that does not label its data is treated as.
-DEFAULT_SENSITIVITY = "internal"
+#: What a request that does not label its data is treated as: the most restrictive label
+#: (docs/policy-authoring.md, "Secure defaults"); omission never widens access.
+DEFAULT_SENSITIVITY = "restricted"
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-
-
-def rfc3339(unix_ns: int) -> str:
-    """UTC RFC 3339 timestamp with microseconds, e.g. 2026-11-25T18:00:00.000001Z."""
-    dt = datetime.fromtimestamp(unix_ns / 1e9, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def normalize(
@@ -48,8 +45,13 @@ def normalize(
     ``prompt_hasher`` keys the prompt's digest (``input.prompt.hmac_sha256``); without one
     the digest is null.
     Raises :class:`RequestError` only for a URL the schema could not rule out (a bad port).
+
+    A PEP-asserted subject request (:func:`is_asserted`) becomes the AuthZEN input
+    instead (:func:`_asserted_input`).
     """
     now = rfc3339(now_ns)
+    if is_asserted(request):
+        return _asserted_input(request, identity, now_ns, now)
     agent = request.get("agent", {})
     action = request["action"]
     data = request.get("data", {})
@@ -82,6 +84,36 @@ def normalize(
         "request": {"id": request.get("request_id"), "received_at": now},
     }
     return doc
+
+
+def is_asserted(request: dict[str, Any]) -> bool:
+    """True for a request whose subject the PEP asserts (AuthZEN, not an agent token).
+
+    Only the AuthZEN front door builds one: it has a ``subject`` member, which the
+    decision request schema forbids, so no JSON API request can be read as one.
+    """
+    return "subject" in request
+
+
+def _asserted_input(
+    request: dict[str, Any], identity: Identity, now_ns: int, now: str
+) -> dict[str, Any]:
+    """The OPA input of a PEP-asserted AuthZEN request (docs/authzen.md).
+
+    The subject, action, resource and context are passed as the PEP sent them (unknown
+    members included, the AuthZEN rule); ``subject.asserted`` is always true and
+    ``identity`` is the (unauthenticated) agent identity: no agent token was verified.
+    """
+    return {
+        "version": INPUT_VERSION,
+        "now": {"rfc3339": now, "unix_ns": now_ns},
+        "identity": identity.to_input(),
+        "subject": {**request["subject"], "asserted": True},
+        "action": request["action"],
+        "resource": request["resource"],
+        "context": request.get("context", {}),
+        "request": {"id": request.get("request_id"), "received_at": now},
+    }
 
 
 def _destination(dest: dict[str, Any]) -> dict[str, Any]:

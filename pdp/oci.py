@@ -25,6 +25,8 @@ from pathlib import Path
 import oras.client
 import requests
 
+from .errors import UnavailableError
+
 #: The media types OPA's OCI downloader looks for.
 LAYER_MEDIA_TYPE = "application/vnd.oci.image.layer.v1.tar+gzip"
 CONFIG_MEDIA_TYPE = "application/vnd.oci.image.config.v1+json"
@@ -38,8 +40,10 @@ _REF = re.compile(
 )
 
 
-class OCIError(RuntimeError):
+class OCIError(UnavailableError):
     """The reference is malformed, or the registry refused or could not be reached."""
+
+    code = "registry_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
@@ -139,6 +139,26 @@ class OPAClient:
         return OPAResult(
             result, revision, duration, decision_id=opa_id if isinstance(opa_id, str) else None
         )
+
+    async def data(self, path: str) -> Any:
+        """The data document at ``data.<path>`` (slash-separated), or None when undefined.
+
+        Read-only and bounded by the same deadline as a decision; used for policy-supplied
+        facts such as the AuthZEN search candidates. Raises :class:`EngineUnavailableError`
+        when OPA cannot be reached in time or does not answer 200 with JSON.
+        """
+        url = f"{self._base}/v1/data/{quote(path, safe='/')}"
+        with _unavailable(self.timeout_s):
+            async with self.session.get(url, timeout=self._timeout) as resp:
+                status = resp.status
+                raw = await resp.read()
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        if status != 200 or not isinstance(doc, dict):
+            raise EngineUnavailableError(f"policy engine answered {status} reading data.{path}")
+        return doc.get("result")
 
     async def health(self, *, bundles: bool = True) -> bool:
         """OPA's own health check; with ``bundles`` it is true only once bundles are active."""

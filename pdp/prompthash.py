@@ -16,10 +16,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import os
 import secrets
+from pathlib import Path
 
 from .config import Settings
-from .keys import private_dir, write_private
 
 log = logging.getLogger("pdp")
 
@@ -51,11 +52,23 @@ def resolve_prompt_hasher(settings: Settings) -> PromptHasher:
     if path is None:
         path = settings.state_dir / PROMPT_KEY_FILE
         if not path.exists():
-            private_dir(settings.state_dir)
-            write_private(path, secrets.token_urlsafe(32).encode() + b"\n")
+            _generate(path)
             log.warning("generated a prompt-hash secret into %s (mode 0600)", path)
     try:
         key = path.read_bytes().strip()
     except OSError as exc:
         raise ValueError(f"cannot read the prompt-hash secret {str(path)!r}: {exc}") from None
     return PromptHasher(key)
+
+
+def _generate(path: Path) -> None:
+    """A new random secret in ``path`` (0600, created exclusively: never overwritten)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another process made it first: use theirs
+        return
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secrets.token_urlsafe(32).encode() + b"\n")
+        handle.flush()
+        os.fsync(handle.fileno())

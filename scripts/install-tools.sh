@@ -24,7 +24,10 @@ need_go() {
 }
 
 have_version() { # name binary version -> 0 if the binary reports that version
-  "$2" version 2>/dev/null | grep -qE "^Version: v?$3\$"
+  # Output captured first: `... | grep -q` under pipefail fails with SIGPIPE (141).
+  local out
+  out="$("$2" version 2>/dev/null)" || return 1
+  grep -qE "^Version: v?$3\$" <<<"$out"
 }
 
 link_or_build_opa() {

@@ -14,7 +14,7 @@ from pdpctl.main import cli
 from pdpctl.replay import md_cell, render_markdown, render_text
 
 from pdp.audit.log import AuditLog
-from pdp.audit.replay import Change, Outcome, ReplayReport
+from pdp.replay import Change, Outcome, ReplayReport
 from pdp.textsafe import safe
 
 RLO, ZWSP, BEL = "\u202e", "\u200b", "\x07"

@@ -123,7 +123,8 @@ def test_full_request_matches_the_input_schema_and_the_documented_shape() -> Non
 def test_minimal_request_gets_defaults_and_matches_the_schema() -> None:
     doc = normalize(minimal(), ALICE, NOW_NS)
     assert list(INPUT_SCHEMA.iter_errors(doc)) == []
-    assert doc["data"] == {"sensitivity": "internal", "sensitivity_rank": 1, "categories": []}
+    # Unlabelled data is treated as the most sensitive (secure defaults).
+    assert doc["data"] == {"sensitivity": "restricted", "sensitivity_rank": 3, "categories": []}
     assert doc["prompt"] == {
         "present": False,
         "hmac_sha256": None,

@@ -42,8 +42,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from ..errors import ConfigError
 from ..keys import SigningKey, private_dir, public_jwk, verify_es, write_private
-from ..normalize import rfc3339
+from ..timefmt import rfc3339
 from .chain import canonical
 
 log = logging.getLogger("pdp.audit")
@@ -57,8 +58,9 @@ _CURRENT_FILE: Final = "current"
 CLAIMS: Final = ("seq", "hash", "time", "kid")
 
 
-class CheckpointError(ValueError):
-    """A checkpoint is malformed, signed by an unknown key, or its signature is bad."""
+class CheckpointError(ConfigError):
+    """A checkpoint or audit JWKS is malformed, or a checkpoint is signed by an unknown key
+    or its signature is bad."""
 
 
 class AuditSigner:

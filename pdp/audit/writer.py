@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import AuditUnavailableError, PDPError
-from ..normalize import rfc3339
+from ..timefmt import rfc3339
 from .chain import canonical
 from .checkpoint import AuditSigner
 from .log import AuditError, AuditLog, Prepared, Written
@@ -185,7 +185,7 @@ class AuditWriter:
                 del self._pending[: self.batch_max]
                 try:
                     await self._write(batch)
-                except Exception as exc:  # never leave callers waiting on a dead task
+                except Exception as exc:  # the task's boundary: never leave callers waiting
                     log.exception("audit writer: unexpected error")
                     self._fail(exc, batch)
             if self._closing and not self._pending and not self._in_flight:
@@ -282,7 +282,7 @@ class AuditWriter:
             made.append(checkpoint)
             return checkpoint
 
-        prepared = self.log.prepare(records, seal)
+        prepared = self.log.prepare(records, seal_with=seal)
         self.sealed_seq = prepared.seq
         self.last_checkpoint = {**made[0], "seq": prepared.seq, "hash": prepared.head}
         return prepared

@@ -113,7 +113,22 @@ well_formed(obligations) if {
 
 # METADATA
 # scope: document
-# description: No approval, or one that says whether it is required.
+# description: |
+#   No approval, or one that says whether it is required and, if it says them, a whole,
+#   positive grant lifetime (ttl_seconds) and number of uses.
 well_formed_approval(null)
 
-well_formed_approval(approval) if is_boolean(approval.required)
+well_formed_approval(approval) if {
+	is_boolean(approval.required)
+	every key in ["ttl_seconds", "uses"] {
+		whole_positive(object.get(approval, key, 1))
+	}
+}
+
+# METADATA
+# description: A whole number of at least one.
+whole_positive(n) if {
+	is_number(n)
+	n >= 1
+	round(n) == n
+}

@@ -1,4 +1,4 @@
-"""The one place a decision is recorded.
+"""The record of a decision, and the recorders that keep it.
 
 :func:`build_record` assembles the record of a decision (``type: "decision"`` of
 ``pdp/schemas/audit-record.schema.json``); the decision path awaits
@@ -18,7 +18,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from .audit.prompt import prompt_record
+from .prompt import prompt_record
+
+__all__ = ["CREDENTIAL_FIELDS", "LogRecorder", "Recorder", "build_record", "replayable_input"]
 
 log = logging.getLogger("pdp.decisions")
 
