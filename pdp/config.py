@@ -141,6 +141,20 @@ class Settings:
     prompt_hash_key: str | None = field(default=None, repr=False)
     #: File holding the prompt-hash secret.
     prompt_hash_key_file: Path | None = None
+    # -- production mode: OPA pulls signed bundles (docs/bundles.md) ----------------------
+    #: OPA configuration file (bundle service, signing, polling, persist): the sidecar OPA
+    #: runs with it instead of a bundle built from policies_dir. None: the embedded default.
+    opa_config: Path | None = None
+    #: PEM public key bundles must be signed with, given to OPA as
+    #: ``--set-file keys.<bundle_key_id>.key=FILE``.
+    bundle_verification_key: Path | None = None
+    #: Name of that key in the OPA configuration's ``keys`` (what bundles' keyid names).
+    bundle_key_id: str = "pdp-bundle-signing"
+    #: Extra ``--set KEY=VALUE`` overrides for OPA's configuration (comma-separated).
+    opa_set: tuple[str, ...] = ()
+    #: Readiness fails when the active bundle was last confirmed current by the registry
+    #: longer ago than this, seconds (0: no limit).
+    max_bundle_age_s: float = 0.0
 
     def __post_init__(self) -> None:
         _check(self.host != "", "PDP_HOST", self.host, "must not be empty")
@@ -208,6 +222,7 @@ class Settings:
         _check(0 < self.store_refresh_s <= 60, "PDP_STORE_REFRESH_S", self.store_refresh_s, "0..60")
         self._check_audit()
         self._check_audit_signing()
+        self._check_bundles()
         if self.opa_url is not None:
             parts = urlsplit(self.opa_url)
             ok = (parts.scheme in {"http", "https"} and bool(parts.netloc)) or (
@@ -299,6 +314,28 @@ class Settings:
             "must be >= 16 chars",
         )
 
+    def _check_bundles(self) -> None:
+        for key, file in (
+            ("PDP_OPA_CONFIG", self.opa_config),
+            ("PDP_BUNDLE_VERIFICATION_KEY", self.bundle_verification_key),
+        ):
+            _check(file is None or Path(file).is_file(), key, str(file), "file does not exist")
+        _check(
+            self.opa_config is None or self.opa_url is None,
+            "PDP_OPA_CONFIG",
+            str(self.opa_config),
+            "cannot be combined with PDP_OPA_URL (a remote OPA has its own configuration)",
+        )
+        _check(
+            self.max_bundle_age_s >= 0,
+            "PDP_MAX_BUNDLE_AGE_S",
+            self.max_bundle_age_s,
+            "must be >= 0 (0: no limit)",
+        )
+        _check(bool(self.bundle_key_id.strip()), "PDP_BUNDLE_KEY_ID", self.bundle_key_id, "empty")
+        for item in self.opa_set:
+            _check("=" in item, "PDP_OPA_SET", item, "expected KEY=VALUE")
+
     @property
     def audit_keys_path(self) -> Path:
         """Where the audit-signing keys are: PDP_AUDIT_KEYS_DIR, else STATE_DIR/audit-keys."""
@@ -373,6 +410,9 @@ _AUDIT_PARSERS: dict[str, str] = {
     "audit_forward_tls_ca": "path",
     "prompt_hash_key": "optional",
     "prompt_hash_key_file": "path",
+    "opa_config": "path",
+    "bundle_verification_key": "path",
+    "max_bundle_age_s": "float",
 }
 
 
@@ -412,7 +452,7 @@ def _parse(name: str, var: str, raw: str) -> Any:
         return raw.lower() in {"1", "true", "yes"}
     if name in {"state_dir", "policies_dir"}:
         return Path(raw)
-    if name == "dev_trust_domains":
+    if name in {"dev_trust_domains", "opa_set"}:
         return tuple(d.strip() for d in raw.split(",") if d.strip())
     if name == "trust_bundles":
         return parse_trust_bundles(raw.split(",") if raw else [], var)

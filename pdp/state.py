@@ -12,6 +12,7 @@ from aiohttp import web
 
 from .audit.record import Recorder
 from .audit.trail import AuditTrail
+from .bundlestatus import BundleStatus
 from .config import Settings
 from .credentials import CredentialService
 from .decision import DecisionService
@@ -22,6 +23,7 @@ from .sidecar import OPASidecar
 
 __all__ = [
     "AUDIT",
+    "BUNDLE_STATUS",
     "CREDENTIALS",
     "DECISIONS",
     "METRICS",
@@ -46,6 +48,8 @@ CREDENTIALS = web.AppKey("credentials", CredentialService)
 VERIFIER = web.AppKey("verifier", SVIDVerifier)
 #: The embedded OPA child process; None with a remote OPA (PDP_OPA_URL).
 SIDECAR: web.AppKey[OPASidecar | None] = web.AppKey("sidecar")
+#: OPA's bundle status in production mode (--opa-config / --max-bundle-age), else None.
+BUNDLE_STATUS: web.AppKey[BundleStatus | None] = web.AppKey("bundle_status")
 #: The one OPA client.
 OPA = web.AppKey("opa", OPAClient)
 #: The decision path every front door calls.

@@ -34,6 +34,7 @@ from .keys import keys
 from .policy import bundle, policy
 from .project import Project
 from .replay import replay_command
+from .serve_options import supply_options
 
 DEFAULT_URL = "http://127.0.0.1:8700"
 
@@ -127,6 +128,7 @@ cli.add_command(ci)
     help="Serve this policy directory (the bundle is built from it); same as "
     "`pdpctl --policies DIR serve`. Example: examples/authzen/todo.",
 )
+@supply_options
 @click.pass_obj
 def serve(
     project: Project,
@@ -139,6 +141,7 @@ def serve(
     opa_timeout_ms: int | None,
     no_dev_trust: bool,
     serve_policies: Path | None,
+    supply: dict[str, Any],
 ) -> None:
     """Serve the decision API (embedded OPA unless --opa-url is given)."""
     from aiohttp import web
@@ -159,6 +162,7 @@ def serve(
             opa_binary=project.opa_binary,
             policies_dir=serve_policies or project.policies_dir,
             dev_trust_domains=() if no_dev_trust else None,
+            **supply,
         )
     except ConfigError as exc:
         raise CLIError(str(exc), exc.exit_code) from None
@@ -169,7 +173,9 @@ def serve(
     )
     banner = (
         f"agent-pdp serving on http://{settings.host}:{settings.port} "
-        f"({'embedded OPA' if settings.embedded else settings.opa_url}; "
+        f"({'OPA with ' + str(settings.opa_config) if settings.opa_config else ''}"
+        f"{'embedded OPA' if settings.embedded and not settings.opa_config else ''}"
+        f"{settings.opa_url or ''}; "
         f"state in {settings.state_dir})"
     )
     try:
