@@ -15,7 +15,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import admin, audit_api, opaconfig
+from . import admin, audit_api, opaconfig, shadow
 from .adapters import authzen
 from .audit.record import LogRecorder, Recorder
 from .audit.trail import AuditRecorder, AuditTrail
@@ -43,6 +43,7 @@ from .state import (
     OPA,
     RECORDER,
     SETTINGS,
+    SHADOW,
     SIDECAR,
     VERIFIER,
 )
@@ -259,6 +260,26 @@ async def _bundle_status_ctx(app: web.Application) -> AsyncIterator[None]:
         await status.close()
 
 
+async def _shadow_ctx(app: web.Application) -> AsyncIterator[None]:
+    """--shadow-bundle: a second OPA on the candidate, fed every answered decision
+    (pdp.shadow); stopped before the decision path's resources."""
+    s = app[SETTINGS]
+    if s.shadow_bundle is None:
+        app[SHADOW] = None
+        yield
+        return
+    sidecar, client, evaluator = await shadow.start_shadow(s, app[METRICS].registry)
+    app[SHADOW] = evaluator
+    app[DECISIONS].observer = evaluator.submit
+    try:
+        yield
+    finally:
+        app[DECISIONS].observer = None
+        await evaluator.close()
+        await client.close()
+        await sidecar.stop()
+
+
 async def _opa_ctx(app: web.Application) -> AsyncIterator[None]:
     """The one OPA client: the sidecar's socket, or PDP_OPA_URL."""
     s, sidecar = app[SETTINGS], app[SIDECAR]
@@ -308,6 +329,7 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
             _opa_ctx,
             _bundle_status_ctx,
             _decisions_ctx,
+            _shadow_ctx,
         ]
     )
     admin.add_routes(app)

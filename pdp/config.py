@@ -155,6 +155,11 @@ class Settings:
     #: Readiness fails when the active bundle was last confirmed current by the registry
     #: longer ago than this, seconds (0: no limit).
     max_bundle_age_s: float = 0.0
+    #: Candidate bundle evaluated beside the live one, never enforced (pdp.shadow): a file
+    #: or oci://HOST[:PORT]/REPO:TAG. None: no shadow evaluation.
+    shadow_bundle: str | None = None
+    #: Shadow evaluations that may wait; past it they are dropped and counted.
+    shadow_queue_max: int = 1000
 
     def __post_init__(self) -> None:
         _check(self.host != "", "PDP_HOST", self.host, "must not be empty")
@@ -333,6 +338,12 @@ class Settings:
             "must be >= 0 (0: no limit)",
         )
         _check(bool(self.bundle_key_id.strip()), "PDP_BUNDLE_KEY_ID", self.bundle_key_id, "empty")
+        _check(
+            1 <= self.shadow_queue_max <= 1_000_000,
+            "PDP_SHADOW_QUEUE_MAX",
+            self.shadow_queue_max,
+            "must be 1..1000000",
+        )
         for item in self.opa_set:
             _check("=" in item, "PDP_OPA_SET", item, "expected KEY=VALUE")
 
@@ -413,6 +424,8 @@ _AUDIT_PARSERS: dict[str, str] = {
     "opa_config": "path",
     "bundle_verification_key": "path",
     "max_bundle_age_s": "float",
+    "shadow_bundle": "optional",
+    "shadow_queue_max": "int",
 }
 
 

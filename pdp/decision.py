@@ -53,6 +53,9 @@ class DecisionService:
         self.audit_prompt = audit_prompt
         #: Keys prompt digests (HMAC-SHA256 with the deployment's secret).
         self.prompt_hasher = prompt_hasher
+        #: Told (decision id, OPA input, answer) of every answered decision, after it is
+        #: recorded; must not block (pdp.shadow queues it). None: nobody.
+        self.observer: Callable[[str, dict[str, Any], dict[str, Any]], None] | None = None
 
     async def decide(self, request: dict[str, Any], *, mint: bool = True) -> dict[str, Any]:
         """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
@@ -120,6 +123,8 @@ class DecisionService:
         )
         # Counted once recorded: a decision whose record failed was answered 503, not this.
         self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
+        if self.observer is not None:  # e.g. shadow evaluation: queued, never awaited
+            self.observer(decision_id, input_doc, response)
         return response
 
     async def _record(

@@ -64,6 +64,12 @@ class Reference:
         return cls(m.group("host"), m.group("repo"), m.group("tag"))
 
     @property
+    def loopback(self) -> bool:
+        """True for a registry on this machine (127.0.0.0/8, ::1, localhost)."""
+        host = self.host.rsplit(":", 1)[0] if self.host.count(":") == 1 else self.host
+        return host in {"localhost", "[::1]"} or host.startswith("127.")
+
+    @property
     def target(self) -> str:
         """HOST/REPO:TAG, as OPA's ``resource`` and ORAS name it."""
         return f"{self.host}/{self.repository}:{self.tag}"
@@ -133,3 +139,37 @@ def publish(
     digest = resp.headers.get("Docker-Content-Digest")
     layer = "sha256:" + hashlib.sha256(bundle.read_bytes()).hexdigest()
     return Published(ref, digest, layer)
+
+
+def pull(
+    ref: Reference,
+    into: Path,
+    *,
+    plain_http: bool = False,
+    username: str | None = None,
+    password: str | None = None,
+) -> Path:
+    """Download the bundle layer ``ref`` names into ``into``; its bytes must hash to the
+    digest the manifest promised (the client library does not check that itself)."""
+    logging.getLogger("oras").setLevel(logging.WARNING)
+    _reachable(ref, plain_http)
+    out = into / "candidate.tar.gz"
+    try:
+        client = _client(ref, plain_http, username, password)
+        manifest = client.get_manifest(ref.target)
+        layers = [
+            ly for ly in manifest.get("layers", []) if ly.get("mediaType") == LAYER_MEDIA_TYPE
+        ]
+        if len(layers) != 1:
+            raise OCIError(f"{ref}: expected one {LAYER_MEDIA_TYPE} layer, found {len(layers)}")
+        digest = str(layers[0].get("digest"))
+        client.download_blob(ref.target, digest, str(out))
+    except (requests.RequestException, ValueError, OSError, KeyError) as exc:
+        raise OCIError(f"pull of {ref} failed: {type(exc).__name__}: {exc}") from None
+    got = "sha256:" + hashlib.sha256(out.read_bytes()).hexdigest()
+    if got != digest:
+        out.unlink(missing_ok=True)
+        raise OCIError(
+            f"pull of {ref}: the layer's bytes hash to {got}, the manifest says {digest}"
+        )
+    return out

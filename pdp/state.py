@@ -19,6 +19,7 @@ from .decision import DecisionService
 from .identity import SVIDVerifier
 from .metrics import Metrics
 from .opa import OPAClient
+from .shadow import ShadowEvaluator
 from .sidecar import OPASidecar
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "OPA",
     "RECORDER",
     "SETTINGS",
+    "SHADOW",
     "SIDECAR",
     "VERIFIER",
 ]
@@ -50,6 +52,8 @@ VERIFIER = web.AppKey("verifier", SVIDVerifier)
 SIDECAR: web.AppKey[OPASidecar | None] = web.AppKey("sidecar")
 #: OPA's bundle status in production mode (--opa-config / --max-bundle-age), else None.
 BUNDLE_STATUS: web.AppKey[BundleStatus | None] = web.AppKey("bundle_status")
+#: Shadow evaluation of a candidate bundle (--shadow-bundle), else None.
+SHADOW: web.AppKey[ShadowEvaluator | None] = web.AppKey("shadow")
 #: The one OPA client.
 OPA = web.AppKey("opa", OPAClient)
 #: The decision path every front door calls.

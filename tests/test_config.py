@@ -136,6 +136,22 @@ ENV_CASES += [
     ("PDP_PROMPT_HASH_KEY_FILE", _A_FILE, "prompt_hash_key_file", Path(_A_FILE)),
 ]
 
+# Production mode and shadow evaluation (docs/bundles.md).
+ENV_CASES += [
+    ("PDP_OPA_CONFIG", _A_FILE, "opa_config", Path(_A_FILE)),
+    ("PDP_BUNDLE_VERIFICATION_KEY", _A_FILE, "bundle_verification_key", Path(_A_FILE)),
+    ("PDP_BUNDLE_KEY_ID", "team-key", "bundle_key_id", "team-key"),
+    ("PDP_OPA_SET", "a.b=1, c.d=2", "opa_set", ("a.b=1", "c.d=2")),
+    ("PDP_MAX_BUNDLE_AGE_S", "3600", "max_bundle_age_s", 3600.0),
+    (
+        "PDP_SHADOW_BUNDLE",
+        "oci://127.0.0.1:5000/p/pdp:v2",
+        "shadow_bundle",
+        "oci://127.0.0.1:5000/p/pdp:v2",
+    ),
+    ("PDP_SHADOW_QUEUE_MAX", "10", "shadow_queue_max", 10),
+]
+
 
 @pytest.mark.parametrize(
     ("var", "raw", "name", "expected"), ENV_CASES, ids=[f"{c[0]}={c[1]!r}" for c in ENV_CASES]
@@ -298,6 +314,9 @@ INVALID_ENV += [
         "PDP_AUDIT_CHECKPOINT_EVERY=-1: must be >= 0 (0: only by time and at shutdown)",
     ),
     ("PDP_PROMPT_HASH_KEY", "short", "PDP_PROMPT_HASH_KEY='<hidden>': must be >= 16 chars"),
+    ("PDP_OPA_SET", "novalue", "PDP_OPA_SET='novalue': expected KEY=VALUE"),
+    ("PDP_MAX_BUNDLE_AGE_S", "-1", "PDP_MAX_BUNDLE_AGE_S=-1.0: must be >= 0 (0: no limit)"),
+    ("PDP_SHADOW_QUEUE_MAX", "0", "PDP_SHADOW_QUEUE_MAX=0: must be 1..1000000"),
     (
         "PDP_AUDIT_FORWARD_TLS_CA",
         "/no/such",

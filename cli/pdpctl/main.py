@@ -35,6 +35,7 @@ from .policy import bundle, policy
 from .project import Project
 from .replay import replay_command
 from .serve_options import supply_options
+from .shadow import shadow
 
 DEFAULT_URL = "http://127.0.0.1:8700"
 
@@ -81,6 +82,7 @@ cli.add_command(credentials)
 cli.add_command(agents)
 cli.add_command(audit)
 cli.add_command(replay_command)
+cli.add_command(shadow)
 cli.add_command(ci)
 
 

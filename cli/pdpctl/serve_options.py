@@ -67,6 +67,14 @@ def supply_options(f: F) -> F:
         help="Override a value of the OPA configuration (OPA's --set; repeatable), e.g. "
         "bundles.pdp.polling.min_delay_seconds=1.",
     )
+    @click.option(
+        "--shadow-bundle",
+        envvar="PDP_SHADOW_BUNDLE",
+        show_envvar=True,
+        metavar="FILE|oci://HOST/REPO:TAG",
+        help="Also evaluate every live decision, off the answer path, on this candidate "
+        "bundle; differences go to the shadow log (`pdpctl shadow report`), never enforced.",
+    )
     @functools.wraps(f)
     def wrapper(
         *args: Any,
@@ -75,6 +83,7 @@ def supply_options(f: F) -> F:
         bundle_key_id: str | None,
         max_bundle_age: str | None,
         opa_set: tuple[str, ...],
+        shadow_bundle: str | None,
         **kwargs: Any,
     ) -> Any:
         supply: dict[str, Any] = {
@@ -83,6 +92,7 @@ def supply_options(f: F) -> F:
             "bundle_key_id": bundle_key_id,
             "max_bundle_age_s": parse_duration(max_bundle_age, "--max-bundle-age"),
             "opa_set": opa_set or None,
+            "shadow_bundle": shadow_bundle,
         }
         return f(*args, supply=supply, **kwargs)
 
