@@ -8,6 +8,7 @@ closes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -24,8 +25,9 @@ from .bundlestatus import BundleStatus
 from .config import Settings
 from .credentials import CredentialService
 from .decision import DecisionService
+from .decision_cache import DecisionCache, check_bundles, watch_bundles
 from .devtrust import ensure_dev_trust
-from .errors import MalformedJSONError, PDPError
+from .errors import EngineUnavailableError, MalformedJSONError, PDPError
 from .httpio import json_response, read_json_body
 from .identity import Identity, SVIDVerifier, TrustBundles
 from .metrics import Metrics
@@ -38,6 +40,7 @@ from .state import (
     AUDIT,
     BUNDLE_STATUS,
     CREDENTIALS,
+    DECISION_CACHE,
     DECISIONS,
     METRICS,
     OPA,
@@ -294,6 +297,39 @@ async def _opa_ctx(app: web.Application) -> AsyncIterator[None]:
         await client.close()
 
 
+async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The decision cache (PDP_DECISION_CACHE_SIZE > 0; None when off), its bundle watch,
+    and its invalidations from the store's channel."""
+    s = app[SETTINGS]
+    if s.decision_cache_size <= 0:
+        app[DECISION_CACHE] = None
+        yield
+        return
+    cache = DecisionCache(
+        max_entries=s.decision_cache_size,
+        max_ttl_s=s.decision_cache_max_ttl_s,
+        registry=app[METRICS].registry,
+    )
+    with contextlib.suppress(EngineUnavailableError):
+        await check_bundles(cache, app[OPA])  # serve hits from the first request on
+    watch = asyncio.create_task(
+        watch_bundles(cache, app[OPA], s.decision_cache_bundle_check_ms / 1000),
+        name="pdp-decision-cache-bundles",
+    )
+    app[CREDENTIALS].listeners.append(cache.on_event)
+    sidecar = app[SIDECAR]
+    if sidecar is not None:
+        sidecar.on_exit.append(lambda: cache.bundle_unknown("the embedded OPA exited"))
+    app[DECISION_CACHE] = cache
+    try:
+        yield
+    finally:
+        app[CREDENTIALS].listeners.remove(cache.on_event)
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+
+
 async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
     """The decision path, over the resources opened before it (nothing to close)."""
     s = app[SETTINGS]
@@ -306,6 +342,7 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         credentials=app[CREDENTIALS],
         audit_prompt=s.audit_prompt,
         prompt_hasher=await asyncio.to_thread(resolve_prompt_hasher, s),
+        cache=app[DECISION_CACHE],
     )
     yield
 
@@ -328,6 +365,7 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
             _sidecar_ctx,
             _opa_ctx,
             _bundle_status_ctx,
+            _cache_ctx,
             _decisions_ctx,
             _shadow_ctx,
         ]

@@ -160,6 +160,14 @@ class Settings:
     shadow_bundle: str | None = None
     #: Shadow evaluations that may wait; past it they are dropped and counted.
     shadow_queue_max: int = 1000
+    #: Decisions the policy declares cacheable (cache.ttl_seconds > 0) kept in memory, at
+    #: most; 0 turns the decision cache off (docs/operations.md, "Decision cache").
+    decision_cache_size: int = 10_000
+    #: Longest time a decision is reused, whatever TTL the policy declares, seconds.
+    decision_cache_max_ttl_s: int = 60
+    #: How often the PDP asks OPA which bundle is active, milliseconds: the longest a
+    #: cached decision can outlive the activation of a new bundle.
+    decision_cache_bundle_check_ms: int = 500
 
     def __post_init__(self) -> None:
         _check(self.host != "", "PDP_HOST", self.host, "must not be empty")
@@ -228,6 +236,24 @@ class Settings:
         self._check_audit()
         self._check_audit_signing()
         self._check_bundles()
+        _check(
+            0 <= self.decision_cache_size <= 10_000_000,
+            "PDP_DECISION_CACHE_SIZE",
+            self.decision_cache_size,
+            "must be 0..10000000 (0: off)",
+        )
+        _check(
+            1 <= self.decision_cache_max_ttl_s <= 3600,
+            "PDP_DECISION_CACHE_MAX_TTL_S",
+            self.decision_cache_max_ttl_s,
+            "must be 1..3600",
+        )
+        _check(
+            10 <= self.decision_cache_bundle_check_ms <= 60_000,
+            "PDP_DECISION_CACHE_BUNDLE_CHECK_MS",
+            self.decision_cache_bundle_check_ms,
+            "must be 10..60000",
+        )
         if self.opa_url is not None:
             parts = urlsplit(self.opa_url)
             ok = (parts.scheme in {"http", "https"} and bool(parts.netloc)) or (
@@ -396,6 +422,9 @@ _INT_FIELDS = {
     "token_cache_size",
     "credential_max_ttl_s",
     "credential_default_ttl_s",
+    "decision_cache_size",
+    "decision_cache_max_ttl_s",
+    "decision_cache_bundle_check_ms",
 }
 
 

@@ -15,11 +15,12 @@ from typing import Any
 from .answer import answer
 from .audit.record import Recorder, build_record
 from .credentials import CredentialService
+from .decision_cache import CacheEntry, DecisionCache
 from .errors import EngineUnavailableError
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
 from .normalize import is_asserted, normalize
-from .opa import OPAClient
+from .opa import OPAClient, OPAResult
 from .prompthash import PromptHasher
 
 __all__ = ["DecisionService"]
@@ -40,6 +41,7 @@ class DecisionService:
         credentials: CredentialService | None = None,
         audit_prompt: str = "hash",
         prompt_hasher: PromptHasher | None = None,
+        cache: DecisionCache | None = None,
     ) -> None:
         self.verifier = verifier
         self.opa = opa
@@ -56,6 +58,8 @@ class DecisionService:
         #: Told (decision id, OPA input, answer) of every answered decision, after it is
         #: recorded; must not block (pdp.shadow queues it). None: nobody.
         self.observer: Callable[[str, dict[str, Any], dict[str, Any]], None] | None = None
+        #: Policy-declared decision cache (None: every decision goes to OPA).
+        self.cache = cache
 
     async def decide(self, request: dict[str, Any], *, mint: bool = True) -> dict[str, Any]:
         """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
@@ -85,8 +89,10 @@ class DecisionService:
         # Counted only once the request is decided: normalize may still refuse it (400).
         if not identity.authenticated and not asserted:
             self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
+        # Step 4: the decision cache (policy-declared TTLs; pdp/decision_cache.py).
+        key, generation, hit = self._cache_lookup(identity, input_doc)
         try:
-            result = await self.opa.evaluate(input_doc)
+            result = hit.result if hit is not None else await self.opa.evaluate(input_doc)
         except EngineUnavailableError as exc:
             self.metrics.opa_errors.labels(exc.kind).inc()
             self.metrics.decisions.labels("error").inc()
@@ -99,12 +105,16 @@ class DecisionService:
             raise EngineUnavailableError(
                 exc.message, kind=exc.kind, decision_id=decision_id
             ) from exc
-        self.metrics.opa_latency.observe(result.duration_s)
+        if hit is None:
+            self.metrics.opa_latency.observe(result.duration_s)
         if result.decision is None:
             self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
         response = answer(decision_id, request, identity, result, status, asserted=asserted)
         for r in response["reasons"]:
             self.metrics.reasons.labels(str(r.get("code", ""))).inc()
+        cache_note = self._cache_store(
+            key, generation, hit, input_doc, request, result, decision_id
+        )
         credential = None
         if creds is not None:
             # Minted only on allow; the token goes in the answer, its jti in the record.
@@ -119,13 +129,50 @@ class DecisionService:
             started,
             identity,
             credential=None if credential is None else credential.record(),
-            opa_decision_id=result.decision_id,
+            opa_decision_id=None if hit is not None else result.decision_id,
+            cache=cache_note,
         )
         # Counted once recorded: a decision whose record failed was answered 503, not this.
         self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
         if self.observer is not None:  # e.g. shadow evaluation: queued, never awaited
             self.observer(decision_id, input_doc, response)
         return response
+
+    def set_verifier(self, verifier: SVIDVerifier) -> None:
+        """Use new trust bundles (a new verifier): every cached decision is dropped, since
+        each was made for an identity the old bundles verified."""
+        self.verifier = verifier
+        if self.cache is not None:
+            self.cache.invalidate("trust_bundle")
+
+    def _cache_lookup(
+        self, identity: Identity, input_doc: dict[str, Any]
+    ) -> tuple[bytes | None, str | None, CacheEntry | None]:
+        """(key, bundle generation, hit) of a decision; all None when the cache is off, does
+        not know the active bundle yet, or the agent is unauthenticated (never cached)."""
+        cache = self.cache
+        if cache is None or not cache.serving or not identity.authenticated:
+            return None, None, None
+        key = cache.key(input_doc)
+        return key, cache.generation, cache.get(key)
+
+    def _cache_store(
+        self,
+        key: bytes | None,
+        generation: str | None,
+        hit: CacheEntry | None,
+        input_doc: dict[str, Any],
+        request: dict[str, Any],
+        result: OPAResult,
+        decision_id: str,
+    ) -> dict[str, Any] | None:
+        """Store a miss the policy made cacheable; the record's ``cache`` member, if any."""
+        if hit is not None:
+            return {"hit": True, "decision_id": hit.decision_id, "ttl_seconds": hit.ttl_seconds}
+        if self.cache is None or key is None:
+            return None
+        ttl = self.cache.put(key, generation, input_doc, request, result, decision_id)
+        return {"hit": False, "decision_id": None, "ttl_seconds": ttl} if ttl else None
 
     async def _record(
         self,
@@ -139,6 +186,7 @@ class DecisionService:
         error: str | None = None,
         credential: dict[str, Any] | None = None,
         opa_decision_id: str | None = None,
+        cache: dict[str, Any] | None = None,
     ) -> None:
         latency = time.perf_counter() - started
         self.metrics.latency.observe(latency)
@@ -154,5 +202,6 @@ class DecisionService:
                 credential=credential,
                 prompt_mode=self.audit_prompt,
                 opa_decision_id=opa_decision_id,
+                cache=cache,
             )
         )

@@ -160,6 +160,24 @@ class OPAClient:
             raise EngineUnavailableError(f"policy engine answered {status} reading data.{path}")
         return doc.get("result")
 
+    async def policies(self) -> list[dict[str, Any]]:
+        """The loaded policy modules (``GET /v1/policies``: id, raw text and AST each), for
+        the decision cache's safety check of a newly activated bundle. Raises
+        :class:`EngineUnavailableError` when OPA cannot be reached or answers an error."""
+        timeout = max(self.timeout_s, 1.0)
+        with _unavailable(timeout):
+            async with self.session.get(
+                f"{self._base}/v1/policies", timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
+                status, raw = resp.status, await resp.read()
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        if status != 200 or not isinstance(doc, dict) or not isinstance(doc.get("result"), list):
+            raise EngineUnavailableError(f"policy engine answered {status} listing its policies")
+        return [m for m in doc["result"] if isinstance(m, dict)]
+
     async def health(self, *, bundles: bool = True) -> bool:
         """OPA's own health check; with ``bundles`` it is true only once bundles are active."""
         url = f"{self._base}/health" + ("?bundles" if bundles else "")
@@ -198,6 +216,10 @@ def _revision(provenance: Any) -> str | None:
     if len(revs) == 1:
         return str(next(iter(revs.values()))) or None
     return ",".join(f"{n}={r}" for n, r in sorted(revs.items()))
+
+
+#: The bundle revision of a provenance block (also used on data.system.bundles manifests).
+provenance_revision = _revision
 
 
 @contextlib.contextmanager

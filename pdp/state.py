@@ -16,6 +16,7 @@ from .bundlestatus import BundleStatus
 from .config import Settings
 from .credentials import CredentialService
 from .decision import DecisionService
+from .decision_cache import DecisionCache
 from .identity import SVIDVerifier
 from .metrics import Metrics
 from .opa import OPAClient
@@ -26,6 +27,7 @@ __all__ = [
     "AUDIT",
     "BUNDLE_STATUS",
     "CREDENTIALS",
+    "DECISION_CACHE",
     "DECISIONS",
     "METRICS",
     "OPA",
@@ -56,5 +58,7 @@ BUNDLE_STATUS: web.AppKey[BundleStatus | None] = web.AppKey("bundle_status")
 SHADOW: web.AppKey[ShadowEvaluator | None] = web.AppKey("shadow")
 #: The one OPA client.
 OPA = web.AppKey("opa", OPAClient)
+#: The policy-declared decision cache; None when PDP_DECISION_CACHE_SIZE=0.
+DECISION_CACHE: web.AppKey[DecisionCache | None] = web.AppKey("decision_cache")
 #: The decision path every front door calls.
 DECISIONS = web.AppKey("decisions", DecisionService)

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from pdp.devtrust import mint_svid
 from tests.conftest import POLICIES, ROOT, free_port, http_get, load_example, wait_until
+from tests.http_helpers import metric
 from tests.redis_process import redis_server, redis_url  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.redis
@@ -143,3 +145,41 @@ def test_a_rotation_asked_on_one_replica_rotates_both(replicas: tuple[Replica, R
     jwks = {k["kid"] for k in http_get(a.url + "/.well-known/jwks.json")[1]["keys"]}
     assert len(jwks) == 4  # two replicas x (current + retired, still needed)
     assert a.active(in_flight)
+
+
+def _cache_metric(replica: Replica, sample: str, **labels: str) -> float:
+    with urllib.request.urlopen(replica.url + "/metrics", timeout=5) as resp:
+        return metric(resp.read().decode(), sample, **labels)
+
+
+def test_cache_invalidations_reach_the_other_replica_over_the_store(
+    replicas: tuple[Replica, Replica],
+    redis_url: str,  # noqa: F811
+) -> None:
+    a, b = replicas
+    request = dict(EXAMPLE["request"])
+    request["agent"] = {**request.get("agent", {}), "token": mint_svid(b.state, BOT)}
+    b.call("/v1/decisions", request)
+    assert b.call("/v1/decisions", request)["allow"] is True
+    assert _cache_metric(b, "pdp_decision_cache_hits_total") == 1
+
+    # Another replica announces a change of this task's session history on the channel.
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.publish("pdp:events", f"cache:session:{request['task']['id']}")
+    finally:
+        client.close()
+    assert wait_until(
+        lambda: _cache_metric(b, "pdp_decision_cache_evictions_total", reason="session") == 1,
+        timeout=2.0,
+    )
+    b.call("/v1/decisions", request)  # a miss: stored again
+    assert _cache_metric(b, "pdp_decision_cache_hits_total") == 1
+
+    # A disable on replica a drops replica b's entries too.
+    a.call("/v1/agents/disable", {"spiffe_id": BOT, "reason": "replica cache test"})
+    assert wait_until(
+        lambda: _cache_metric(b, "pdp_decision_cache_evictions_total", reason="agent") >= 1,
+        timeout=2.0,
+    )
+    assert b.call("/v1/decisions", request)["allow"] is False

@@ -62,13 +62,17 @@ def build_record(
     credential: dict[str, Any] | None = None,
     prompt_mode: str = "hash",
     opa_decision_id: str | None = None,
+    cache: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the record of one decision from what the decision path already has.
 
     The shape is ``pdp/schemas/audit-record.schema.json`` (type "decision"); the audit
     trail adds ``seq``, ``prev`` and ``hash``. ``credential`` is the minted credential's
     summary: only its ``jti``, ``aud``, ``scope`` and ``exp`` are kept. ``input`` is the
-    OPA input minus any prompt text, so the decision can be replayed.
+    OPA input minus any prompt text, so the decision can be replayed. ``cache`` (only when
+    the decision cache was involved): ``{"hit": true, "decision_id": <the decision whose
+    answer was reused>, "ttl_seconds"}`` on a hit, ``{"hit": false, "decision_id": null,
+    "ttl_seconds"}`` when this decision was stored for later hits.
     """
     doc = input_doc or {}
     identity = doc.get("identity")
@@ -76,7 +80,7 @@ def build_record(
     task = request.get("task", {})
     dest = doc.get("destination") or {}
     data = doc.get("data") or {}
-    return {
+    record = {
         "type": "decision",
         "time": doc["now"]["rfc3339"] if doc else None,
         "decision_id": decision_id,
@@ -133,6 +137,9 @@ def build_record(
         },
         "latency_us": round(latency_s * 1_000_000),
     }
+    if cache is not None:
+        record["cache"] = cache
+    return record
 
 
 def replayable_input(input_doc: dict[str, Any] | None) -> dict[str, Any] | None:

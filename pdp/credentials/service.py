@@ -73,6 +73,9 @@ class CredentialService:
         self.refresher = RefreshLoop(
             keyring, agents, interval_s=settings.store_refresh_s, clock=clock
         )
+        #: Called with every store event, this replica's own included (see announce).
+        self.listeners = self.refresher.listeners
+        agents.listeners.append(self.refresher.tell)
 
     @classmethod
     async def start(
@@ -112,6 +115,15 @@ class CredentialService:
         except StoreError as exc:
             log.warning("could not write agent activity at shutdown: %s", exc)
         await self.store.close()
+
+    async def announce(self, event: str) -> None:
+        """Tell this replica's listeners about ``event`` at once, and the other replicas
+        through the store's channel (best effort: they also refresh periodically)."""
+        self.refresher.tell(event)
+        try:
+            await self.store.publish(event)
+        except StoreError as exc:
+            log.warning("could not announce %r to the other replicas: %s", event, exc)
 
     @property
     def last_refresh(self) -> float | None:

@@ -72,10 +72,19 @@ test_obligations_come_from_credential_and_risk if {
 	decision.cache == {"ttl_seconds": 0}
 }
 
+test_cache_ttl_comes_from_the_cache_module if {
+	modules := {"a": {"grant": {grant_a}}, "cache": {"ttl_seconds": 15}}
+	decision := pdp.decision with pdp.rules as rules(modules)
+	decision.cache == {"ttl_seconds": 15}
+}
+
 malformed_cases := {
 	"a zero credential lifetime": {"credential": {"ttl_seconds": 0}},
 	"a fractional credential lifetime": {"credential": {"ttl_seconds": 1.5}},
 	"a credential lifetime that is not a number": {"credential": {"ttl_seconds": "60"}},
+	"a negative cache lifetime": {"cache": {"ttl_seconds": -1}},
+	"a fractional cache lifetime": {"cache": {"ttl_seconds": 0.5}},
+	"a cache lifetime that is not a number": {"cache": {"ttl_seconds": "30"}},
 	"a recheck that is not a boolean": {"risk": {"recheck_at_target": "yes", "approval": null}},
 	"an approval that does not say whether it is required": {"risk": {"recheck_at_target": true, "approval": {}}},
 	"an approval whose grant lasts no time": {"risk": approval_risk({"ttl_seconds": 0})},
@@ -102,13 +111,13 @@ test_malformed_obligations_deny_with_policy_error[note] if {
 
 # End to end: the real rule modules over the fixture inventory.
 end_to_end_cases := {
-	"an entitled, low-risk call is allowed for 120s": {
+	"an entitled, low-risk read is allowed for 120s and cacheable for 30s": {
 		"patch": {},
 		"want": {
 			"allow": true,
 			"reasons": [],
 			"obligations": {"credential": {"ttl_seconds": 120}, "recheck_at_target": false, "approval": null},
-			"cache": {"ttl_seconds": 0},
+			"cache": {"ttl_seconds": 30},
 		},
 	},
 	"a secret read with a granted approval is allowed for 30s with a recheck": {
