@@ -268,7 +268,8 @@ async def start_shadow(
         find_opa(settings.opa_binary), bundle, sock, start_timeout_s=settings.opa_start_timeout_s
     )
     await sidecar.start()
-    client = OPAClient(sidecar.url, timeout_s=max(settings.opa_timeout_ms / 1000, 1.0))
+    # Off the answer path: a generous deadline (a slow shadow only delays the shadow log).
+    client = OPAClient(sidecar.url, timeout_s=max(settings.opa_timeout_ms / 1000, 5.0))
     await client.start()
     evaluator = ShadowEvaluator(
         client,

@@ -184,6 +184,7 @@ async def test_forwarding_with_a_wrong_token_is_refused_and_retried_without_loss
     await collector.start()
     client = await make_client(
         shared_opa.url,
+        opa_timeout_ms=5000,
         audit_dir=tmp_path / "audit",
         audit_keys_dir=tmp_path / "audit-keys",
         audit_forward_url=collector.url,
@@ -240,6 +241,7 @@ async def test_the_audit_jwks_checkpoint_and_rotation_endpoints(
 ) -> None:
     client = await make_client(
         shared_opa.url,
+        opa_timeout_ms=5000,
         audit_dir=tmp_path / "audit",
         audit_keys_dir=tmp_path / "audit-keys",
         audit_checkpoint_every=0,
@@ -286,7 +288,9 @@ async def test_the_audit_jwks_checkpoint_and_rotation_endpoints(
 async def test_signing_off_serves_no_audit_keys(
     make_client: ClientFactory, shared_opa: OPAProcess, tmp_path: Path
 ) -> None:
-    client = await make_client(shared_opa.url, audit_dir=tmp_path / "audit", audit_signing=False)
+    client = await make_client(
+        shared_opa.url, opa_timeout_ms=5000, audit_dir=tmp_path / "audit", audit_signing=False
+    )
     resp = await client.get("/.well-known/audit-jwks.json")
     assert resp.status == 404 and (await resp.json())["allow"] is False
     await client.close()

@@ -75,6 +75,7 @@ class Supply:
             self.tmp / state,
             "--opa-config", str(ROOT / "opa-config.yaml"),
             "--bundle-verification-key", str(self.pub),
+            "--opa-timeout-ms", "5000",  # a loaded test machine must not turn into 503s
             *FAST, *extra,
             env=env,
         )  # fmt: skip

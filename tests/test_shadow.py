@@ -83,7 +83,7 @@ async def test_a_widening_candidate_shows_allow_gained_and_is_never_enforced(
 ) -> None:
     bundle = candidate(tmp_path, widen=True)
     client = await make_client(
-        shared_opa.url, audit_dir=tmp_path / "audit", shadow_bundle=str(bundle)
+        shared_opa.url, opa_timeout_ms=5000, audit_dir=tmp_path / "audit", shadow_bundle=str(bundle)
     )
 
     allowed, denied = await decide_examples(client, mint)
@@ -118,7 +118,7 @@ async def test_an_identical_candidate_shows_no_difference(
 ) -> None:
     bundle = candidate(tmp_path, widen=False)
     client = await make_client(
-        shared_opa.url, audit_dir=tmp_path / "audit", shadow_bundle=str(bundle)
+        shared_opa.url, opa_timeout_ms=5000, audit_dir=tmp_path / "audit", shadow_bundle=str(bundle)
     )
     await decide_examples(client, mint)
     lines = await wait_lines(tmp_path, 2)
@@ -142,7 +142,9 @@ async def test_a_candidate_from_the_registry_is_pulled_and_evaluated(
     ref = f"oci://{registry.host}/policies/pdp:candidate"
     published = CliRunner().invoke(cli, ["bundle", "publish", str(bundle), ref, "--plain-http"])
     assert published.exit_code == 0, published.output
-    client = await make_client(shared_opa.url, audit_dir=tmp_path / "audit", shadow_bundle=ref)
+    client = await make_client(
+        shared_opa.url, opa_timeout_ms=5000, audit_dir=tmp_path / "audit", shadow_bundle=ref
+    )
 
     _, denied = await decide_examples(client, mint)
 
