@@ -26,6 +26,7 @@ from .config import Settings
 from .credentials import CredentialService
 from .decision import DecisionService
 from .decision_cache import DecisionCache, check_bundles, watch_bundles
+from .delegation import DelegationVerifier
 from .devtrust import ensure_dev_trust
 from .errors import EngineUnavailableError, MalformedJSONError, PDPError
 from .httpio import json_response, read_json_body
@@ -35,6 +36,7 @@ from .normalize import normalize
 from .opa import OPAClient
 from .prompthash import resolve_prompt_hasher
 from .schema import validate_request
+from .sessions import SessionHistory
 from .sidecar import OPASidecar, socket_path
 from .state import (
     AUDIT,
@@ -342,6 +344,10 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         credentials=app[CREDENTIALS],
         audit_prompt=s.audit_prompt,
         prompt_hasher=await asyncio.to_thread(resolve_prompt_hasher, s),
+        sessions=SessionHistory(app[CREDENTIALS].store, ttl_s=s.session_ttl_s),
+        delegation=DelegationVerifier(
+            app[VERIFIER].bundles, s.audience, leeway_seconds=s.clock_skew_seconds
+        ),
         cache=app[DECISION_CACHE],
     )
     yield

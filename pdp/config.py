@@ -160,6 +160,9 @@ class Settings:
     shadow_bundle: str | None = None
     #: Shadow evaluations that may wait; past it they are dropped and counted.
     shadow_queue_max: int = 1000
+    #: How long a task's or session's call history (input.session) is kept after its last
+    #: allowed call, seconds.
+    session_ttl_s: float = 86_400.0
     #: Decisions the policy declares cacheable (cache.ttl_seconds > 0) kept in memory, at
     #: most; 0 turns the decision cache off (docs/operations.md, "Decision cache").
     decision_cache_size: int = 10_000
@@ -233,6 +236,12 @@ class Settings:
                 "must be sqlite:///path, redis://host:port/db, rediss://... or unix:///sock",
             )
         _check(0 < self.store_refresh_s <= 60, "PDP_STORE_REFRESH_S", self.store_refresh_s, "0..60")
+        _check(
+            1 <= self.session_ttl_s <= 30 * 86_400,
+            "PDP_SESSION_TTL_S",
+            self.session_ttl_s,
+            "must be 1..2592000 (30 days)",
+        )
         self._check_audit()
         self._check_audit_signing()
         self._check_bundles()
@@ -483,7 +492,7 @@ def _parse(name: str, var: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{var}={raw!r}: must be an integer") from None
-    if name in {"opa_start_timeout_s", "store_refresh_s"}:
+    if name in {"opa_start_timeout_s", "store_refresh_s", "session_ttl_s"}:
         try:
             return float(raw)
         except ValueError:

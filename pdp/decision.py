@@ -16,12 +16,14 @@ from .answer import answer
 from .audit.record import Recorder, build_record
 from .credentials import CredentialService
 from .decision_cache import CacheEntry, DecisionCache
-from .errors import EngineUnavailableError
+from .delegation import DelegationVerifier
+from .errors import EngineUnavailableError, HistoryUnavailableError, StoreError
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
 from .normalize import is_asserted, normalize
 from .opa import OPAClient, OPAResult
 from .prompthash import PromptHasher
+from .sessions import SessionHistory, session_keys, unavailable_snapshot
 
 __all__ = ["DecisionService"]
 
@@ -41,6 +43,8 @@ class DecisionService:
         credentials: CredentialService | None = None,
         audit_prompt: str = "hash",
         prompt_hasher: PromptHasher | None = None,
+        sessions: SessionHistory | None = None,
+        delegation: DelegationVerifier | None = None,
         cache: DecisionCache | None = None,
     ) -> None:
         self.verifier = verifier
@@ -58,6 +62,11 @@ class DecisionService:
         #: Told (decision id, OPA input, answer) of every answered decision, after it is
         #: recorded; must not block (pdp.shadow queues it). None: nobody.
         self.observer: Callable[[str, dict[str, Any], dict[str, Any]], None] | None = None
+        #: Task/session histories (input.session); None: no store, so a request naming a
+        #: task or session sees an unavailable history (fail closed).
+        self.sessions = sessions
+        #: Verifies agent.delegation into input.chain; None: every assertion is refused.
+        self.delegation = delegation
         #: Policy-declared decision cache (None: every decision goes to OPA).
         self.cache = cache
 
@@ -71,20 +80,50 @@ class DecisionService:
         AuthZEN front door, a PEP-asserted subject request (``{"subject", "action",
         "resource", "context"}``, see :func:`pdp.normalize.is_asserted`). ``mint=False``:
         the caller does not want a credential, so none is minted on allow.
+
+        Decisions of one task or session are serialized in this process, so each sees the
+        history its predecessor left (:mod:`pdp.sessions`); an allowed one is added to that
+        history once recorded (:class:`HistoryUnavailableError`, 503, when it cannot be).
+        ``mode: "check"`` decides and records without minting a credential or touching any
+        history.
         """
+        if self.sessions is None or request.get("mode") == "check":
+            return await self._decide(request, mint)  # a check changes no history
+        async with self.sessions.serialized(request):
+            return await self._decide(request, mint)
+
+    async def _session(self, request: dict[str, Any], now_ns: int) -> dict[str, Any] | None:
+        if self.sessions is not None:
+            return await self.sessions.snapshot(request, now_ns)
+        if session_keys(request):
+            return unavailable_snapshot(now_ns, "this PDP keeps no session history")
+        return None
+
+    def _chain(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        assertion = request.get("agent", {}).get("delegation")
+        if assertion is None:
+            return None
+        if self.delegation is None:
+            return DelegationVerifier.refused("this PDP verifies no delegation assertions")
+        return self.delegation.chain(assertion)
+
+    async def _decide(self, request: dict[str, Any], mint: bool) -> dict[str, Any]:
         started = time.perf_counter()
         decision_id = str(uuid.uuid4())
         asserted = is_asserted(request)
         identity = self.verifier.verify(request.get("agent", {}).get("token"))
         creds = self.credentials
         status = creds.agent_status(identity) if creds is not None else None
+        now_ns = self.clock_ns()
         input_doc = normalize(
             request,
             identity,
-            self.clock_ns(),
+            now_ns,
             prompt_to_policy=self.prompt_to_policy,
             agent_status=status,
             prompt_hasher=self.prompt_hasher,
+            session=await self._session(request, now_ns),
+            chain=self._chain(request),
         )
         # Counted only once the request is decided: normalize may still refuse it (400).
         if not identity.authenticated and not asserted:
@@ -116,7 +155,8 @@ class DecisionService:
             key, generation, hit, input_doc, request, result, decision_id
         )
         credential = None
-        if creds is not None:
+        check = request.get("mode") == "check"  # no credential, no history: a preview
+        if creds is not None and not check:
             # Minted only on allow; the token goes in the answer, its jti in the record.
             credential = creds.after_decision(decision_id, request, identity, response, mint=mint)
             if credential is not None:
@@ -132,6 +172,16 @@ class DecisionService:
             opa_decision_id=None if hit is not None else result.decision_id,
             cache=cache_note,
         )
+        if response["allow"] and self.sessions is not None and not check:
+            try:
+                await self.sessions.record(request, input_doc, now_ns)
+            except StoreError as exc:
+                # Recorded as allowed, but the credential never leaves: a call the history
+                # does not know of could open a toxic flow for the next one.
+                self.metrics.decisions.labels("error").inc()
+                raise HistoryUnavailableError(
+                    f"the session history could not be updated: {exc}", decision_id=decision_id
+                ) from exc
         # Counted once recorded: a decision whose record failed was answered 503, not this.
         self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
         if self.observer is not None:  # e.g. shadow evaluation: queued, never awaited

@@ -141,6 +141,11 @@ class DecisionCache:
         ``request``, hashed with BLAKE2b (32 bytes, so no input is kept in memory twice).
         """
         stable = {k: v for k, v in input_doc.items() if k not in PER_REQUEST_FIELDS}
+        session = stable.get("session")
+        if isinstance(session, dict):
+            # When the history was read is per request too (pdp.sessions); a decision with
+            # any history in its input is never stored (_uncacheable), so no age matters.
+            stable["session"] = {k: v for k, v in session.items() if k != "read_at_ns"}
         gen = self.generation if generation is None else generation
         digest = hashlib.blake2b(digest_size=32)
         digest.update((gen or "").encode())
@@ -297,8 +302,11 @@ def uncacheable(
     obligations = decision.get("obligations") or {}
     if obligations.get("approval") is not None:
         return "approval"
-    if input_doc.get("session") or input_doc.get("approval"):
-        return "session" if input_doc.get("session") else "approval"
+    session = input_doc.get("session") or {}
+    if session.get("task") or session.get("session") or session.get("available") is False:
+        return "session"  # decided on a task's history (pdp.sessions), or fail-closed
+    if input_doc.get("approval"):
+        return "approval"
     for reason in decision.get("reasons") or ():
         code = str(reason.get("code", ""))
         rule = str(reason.get("rule", ""))

@@ -17,6 +17,7 @@ naive client fails closed.
     ├── UnavailableError            503  exit 8   a dependency cannot serve
     │   ├── EngineUnavailableError  503           OPA unreachable or past its deadline
     │   ├── AuditUnavailableError   503           the decision could not be made durable
+    │   ├── HistoryUnavailableError 503           an allow could not enter its session history
     │   ├── StoreError              503           the shared store (pdp.store)
     │   ├── SidecarError            503           the embedded OPA did not start (pdp.sidecar)
     │   └── OCIError                503           the OCI registry is unreachable (pdp.oci)
@@ -181,6 +182,23 @@ class AuditUnavailableError(UnavailableError):
     """The decision could not be made durable in the audit trail (disk full, permission)."""
 
     code = "audit_unavailable"
+
+
+class HistoryUnavailableError(UnavailableError):
+    """An allowed decision could not be added to its task/session history (pdp.sessions):
+    its credential is withheld, since the next call would be decided without it."""
+
+    code = "session_history_unavailable"
+
+    def __init__(self, message: str, *, decision_id: str | None = None) -> None:
+        super().__init__(message)
+        self.decision_id = decision_id
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        if self.decision_id is not None:
+            body["decision_id"] = self.decision_id
+        return body
 
 
 class StoreError(UnavailableError):

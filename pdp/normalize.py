@@ -35,6 +35,8 @@ def normalize(
     prompt_to_policy: bool = False,
     agent_status: str | None = None,
     prompt_hasher: PromptHasher | None = None,
+    session: dict[str, Any] | None = None,
+    chain: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the OPA input from a schema-valid decision request.
 
@@ -44,6 +46,9 @@ def normalize(
     null for an unauthenticated request or when the caller tracks no lifecycle.
     ``prompt_hasher`` keys the prompt's digest (``input.prompt.hmac_sha256``); without one
     the digest is null.
+    ``session`` is the task/session history snapshot (:mod:`pdp.sessions`; default: no
+    history, origin null) and ``chain`` the verified delegation chain (:mod:`pdp.delegation`;
+    default: none); both are passed through as ``input.session`` and ``input.chain``.
     Raises :class:`RequestError` only for a URL the schema could not rule out (a bad port).
 
     A PEP-asserted subject request (:func:`is_asserted`) becomes the AuthZEN input
@@ -82,8 +87,35 @@ def normalize(
         "prompt": _prompt(request.get("prompt", {}), prompt_to_policy, prompt_hasher),
         "context": request.get("context", {}),
         "request": {"id": request.get("request_id"), "received_at": now},
+        "session": session if session is not None else no_history(now_ns),
+        "chain": chain if chain is not None else dict(NO_CHAIN),
     }
     return doc
+
+
+#: ``input.chain`` without a delegation assertion.
+NO_CHAIN: dict[str, Any] = {
+    "present": False,
+    "verified": False,
+    "error": None,
+    "subject": None,
+    "subject_tenant": None,
+    "issuer": None,
+    "actors": [],
+    "depth": 0,
+}
+
+
+def no_history(now_ns: int) -> dict[str, Any]:
+    """``input.session`` of a caller that keeps no history (no task, or no store)."""
+    return {
+        "available": True,
+        "origin": None,
+        "error": None,
+        "read_at_ns": now_ns,
+        "task": None,
+        "session": None,
+    }
 
 
 def is_asserted(request: dict[str, Any]) -> bool:

@@ -114,6 +114,7 @@ ENV_CASES += [
     ("PDP_STORE_URL", "redis://127.0.0.1:6379/0", "store_url", "redis://127.0.0.1:6379/0"),
     ("PDP_STORE_URL", "sqlite:///var/lib/pdp.db", "store_url", "sqlite:///var/lib/pdp.db"),
     ("PDP_STORE_REFRESH_S", "0.25", "store_refresh_s", 0.25),
+    ("PDP_SESSION_TTL_S", "3600", "session_ttl_s", 3600.0),
 ]
 ENV_CASES += [
     ("PDP_DECISION_CACHE_SIZE", "0", "decision_cache_size", 0),

@@ -48,6 +48,9 @@ def allow_request(mint: Callable[..., str], **changes: Any) -> dict[str, Any]:
     example = load_example(ALLOW)
     request: dict[str, Any] = copy.deepcopy(example["request"])
     request["agent"]["token"] = mint(example["spiffe_id"])
+    # No task id or session: a call of a task is decided on the task's history
+    # (pdp.sessions), which changes with every allowed call, so it is never cached.
+    request["task"] = {"purpose": request["task"]["purpose"]}
     request.update(changes)
     return request
 
@@ -220,7 +223,19 @@ CACHEABLE: dict[str, Any] = {
             {},
             {"reasons": [{"code": "x", "message": "m", "rule": "pdp.rules.approvals"}]},
         ),
-        ("session", {"session": {"calls": 3}}, {}, {}),
+        (
+            "session",
+            {"session": {"available": True, "task": {"calls": 3}, "session": None}},
+            {},
+            {},
+        ),
+        (
+            "session",
+            {"session": {"available": True, "task": None, "session": {"calls": 1}}},
+            {},
+            {},
+        ),
+        ("session", {"session": {"available": False, "task": None, "session": None}}, {}, {}),
         (
             "session",
             {},
@@ -434,7 +449,8 @@ async def test_announced_changes_reach_this_replicas_cache_at_once(
     await decide(client, request)
     cache, credentials = client.app[DECISION_CACHE], client.app[CREDENTIALS]
     assert cache is not None
-    await credentials.announce(event("session", request["task"]["id"]))
+    # (Calls that name a task are never cached, pdp.sessions: "all" stands in for a scope.)
+    await credentials.announce(event("all"))
     assert len(cache) == 0
     await decide(client, request)
     await credentials.announce(event("approval", load_example(ALLOW)["spiffe_id"]))

@@ -117,6 +117,25 @@ def test_full_request_matches_the_input_schema_and_the_documented_shape() -> Non
         },
         "context": {"ip": "10.0.0.1"},
         "request": {"id": "r-1", "received_at": "2025-11-25T17:00:00.123457Z"},
+        # No history or chain given: none (the decision path passes both; test_sessions).
+        "session": {
+            "available": True,
+            "origin": None,
+            "error": None,
+            "read_at_ns": NOW_NS,
+            "task": None,
+            "session": None,
+        },
+        "chain": {
+            "present": False,
+            "verified": False,
+            "error": None,
+            "subject": None,
+            "subject_tenant": None,
+            "issuer": None,
+            "actors": [],
+            "depth": 0,
+        },
     }
 
 

@@ -142,6 +142,16 @@ class SVIDVerifier:
         """The audience every accepted token's ``aud`` contains."""
         return self._audience
 
+    @property
+    def bundles(self) -> TrustBundles:
+        """The trust bundles tokens are verified against (immutable)."""
+        return self._bundles
+
+    @property
+    def leeway_seconds(self) -> int:
+        """Clock skew tolerated on exp/nbf, seconds."""
+        return self._leeway
+
     def verify(self, token: str | None) -> Identity:
         """Authenticate ``token``; never raises (failures are ``Identity.failure``)."""
         try:
