@@ -17,7 +17,8 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import admin, audit_api, opaconfig, shadow
-from .adapters import authzen
+from .adapters import authzen, ext_authz_http
+from .adapters.ext_authz_grpc import grpc_ctx
 from .audit.record import LogRecorder, Recorder
 from .audit.trail import AuditRecorder, AuditTrail
 from .bundle import build_bundle
@@ -35,6 +36,7 @@ from .metrics import Metrics
 from .normalize import normalize
 from .opa import OPAClient
 from .prompthash import resolve_prompt_hasher
+from .routes import RouteTable
 from .schema import validate_request
 from .sessions import SessionHistory
 from .sidecar import OPASidecar, socket_path
@@ -381,6 +383,12 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
     app.router.add_post("/v1/decisions", post_decision)
     # Front doors over the same decision service (pdp/adapters/).
     authzen.add_routes(app)
+    routes = (
+        RouteTable.load(settings.ext_authz_routes) if settings.ext_authz_routes else RouteTable()
+    )
+    ext_authz_http.add_routes(app, routes)
+    if settings.ext_authz_grpc_port is not None:  # opens after (closes before) the decisions
+        app.cleanup_ctx.append(grpc_ctx(settings.host, settings.ext_authz_grpc_port, routes))
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)

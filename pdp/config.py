@@ -160,6 +160,12 @@ class Settings:
     shadow_bundle: str | None = None
     #: Shadow evaluations that may wait; past it they are dropped and counted.
     shadow_queue_max: int = 1000
+    #: TCP port of the Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization),
+    #: on PDP_HOST. None: not served; 0: any free port (tests).
+    ext_authz_grpc_port: int | None = None
+    #: Route file of the ext_authz front doors (docs/gateways.md): host/path/method patterns
+    #: -> the decision request. None: every ext_authz check is denied (no route matches).
+    ext_authz_routes: Path | None = None
     #: How long a task's or session's call history (input.session) is kept after its last
     #: allowed call, seconds.
     session_ttl_s: float = 86_400.0
@@ -236,6 +242,15 @@ class Settings:
                 "must be sqlite:///path, redis://host:port/db, rediss://... or unix:///sock",
             )
         _check(0 < self.store_refresh_s <= 60, "PDP_STORE_REFRESH_S", self.store_refresh_s, "0..60")
+        port = self.ext_authz_grpc_port
+        _check(port is None or 0 <= port < 65536, "PDP_EXT_AUTHZ_GRPC_PORT", port, "0..65535")
+        routes = self.ext_authz_routes
+        _check(
+            routes is None or Path(routes).is_file(),
+            "PDP_EXT_AUTHZ_ROUTES",
+            str(routes),
+            "file does not exist",
+        )
         _check(
             1 <= self.session_ttl_s <= 30 * 86_400,
             "PDP_SESSION_TTL_S",
@@ -509,7 +524,12 @@ def _parse(name: str, var: str, raw: str) -> Any:
         return parse_trust_bundles(raw.split(",") if raw else [], var)
     if name in {"opa_url", "opa_binary", "admin_token", "introspection_token", "store_url"}:
         return raw or None
-    if name in {"admin_token_file", "introspection_token_file"}:
+    if name == "ext_authz_grpc_port":
+        try:
+            return int(raw) if raw else None
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r}: must be an integer") from None
+    if name in {"admin_token_file", "introspection_token_file", "ext_authz_routes"}:
         return Path(raw) if raw else None
     return raw
 

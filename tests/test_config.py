@@ -159,6 +159,15 @@ ENV_CASES += [
     ("PDP_SHADOW_QUEUE_MAX", "10", "shadow_queue_max", 10),
 ]
 
+# The Envoy ext_authz front doors (docs/gateways.md).
+ENV_CASES += [
+    ("PDP_EXT_AUTHZ_GRPC_PORT", "9191", "ext_authz_grpc_port", 9191),
+    ("PDP_EXT_AUTHZ_GRPC_PORT", "0", "ext_authz_grpc_port", 0),
+    ("PDP_EXT_AUTHZ_GRPC_PORT", "", "ext_authz_grpc_port", None),
+    ("PDP_EXT_AUTHZ_ROUTES", _A_FILE, "ext_authz_routes", Path(_A_FILE)),
+    ("PDP_EXT_AUTHZ_ROUTES", "", "ext_authz_routes", None),
+]
+
 
 @pytest.mark.parametrize(
     ("var", "raw", "name", "expected"), ENV_CASES, ids=[f"{c[0]}={c[1]!r}" for c in ENV_CASES]
@@ -337,6 +346,9 @@ INVALID_ENV += [
         "/no/such",
         "PDP_AUDIT_FORWARD_TLS_CA='/no/such': file does not exist",
     ),
+    ("PDP_EXT_AUTHZ_GRPC_PORT", "65536", "PDP_EXT_AUTHZ_GRPC_PORT=65536: 0..65535"),
+    ("PDP_EXT_AUTHZ_GRPC_PORT", "grpc", "PDP_EXT_AUTHZ_GRPC_PORT='grpc': must be an integer"),
+    ("PDP_EXT_AUTHZ_ROUTES", "/no/such", "PDP_EXT_AUTHZ_ROUTES='/no/such': file does not exist"),
 ]
 _URL_MESSAGE = "must be http(s)://host:port or unix:///path"
 

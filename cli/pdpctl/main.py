@@ -131,6 +131,18 @@ cli.add_command(ci)
     "`pdpctl --policies DIR serve`. Example: examples/authzen/todo.",
 )
 @supply_options
+@click.option(
+    "--ext-authz-grpc-port",
+    type=int,
+    help="Serve Envoy ext_authz gRPC (envoy.service.auth.v3.Authorization) on this port "
+    "of --host. Env: PDP_EXT_AUTHZ_GRPC_PORT.",
+)
+@click.option(
+    "--routes",
+    "routes_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="ext_authz route file (YAML, docs/gateways.md). Env: PDP_EXT_AUTHZ_ROUTES.",
+)
 @click.pass_obj
 def serve(
     project: Project,
@@ -144,6 +156,8 @@ def serve(
     no_dev_trust: bool,
     serve_policies: Path | None,
     supply: dict[str, Any],
+    ext_authz_grpc_port: int | None,
+    routes_file: Path | None,
 ) -> None:
     """Serve the decision API (embedded OPA unless --opa-url is given)."""
     from aiohttp import web
@@ -165,6 +179,8 @@ def serve(
             policies_dir=serve_policies or project.policies_dir,
             dev_trust_domains=() if no_dev_trust else None,
             **supply,
+            ext_authz_grpc_port=ext_authz_grpc_port,
+            ext_authz_routes=routes_file,
         )
     except ConfigError as exc:
         raise CLIError(str(exc), exc.exit_code) from None
