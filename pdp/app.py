@@ -16,9 +16,10 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import admin, audit_api, opaconfig, shadow
+from . import admin, approvals_api, audit_api, opaconfig, shadow
 from .adapters import authzen, ext_authz_http
 from .adapters.ext_authz_grpc import grpc_ctx
+from .approvals import ApprovalService
 from .audit.record import LogRecorder, Recorder
 from .audit.trail import AuditRecorder, AuditTrail
 from .bundle import build_bundle
@@ -41,6 +42,7 @@ from .schema import validate_request
 from .sessions import SessionHistory
 from .sidecar import OPASidecar, socket_path
 from .state import (
+    APPROVALS,
     AUDIT,
     BUNDLE_STATUS,
     CREDENTIALS,
@@ -55,6 +57,7 @@ from .state import (
     VERIFIER,
 )
 from .tools import find_opa
+from .users import UserAssertionVerifier
 
 log = logging.getLogger("pdp")
 
@@ -199,6 +202,16 @@ async def _credentials_ctx(app: web.Application) -> AsyncIterator[None]:
     """Store, signing keys, agent registry: open on startup, flushed and closed on cleanup."""
     service = await CredentialService.start(app[SETTINGS])
     app[CREDENTIALS] = service
+    try:
+        yield
+    finally:
+        await service.close()
+
+
+async def _approvals_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Approvals in the same store as the credentials, audited by the same recorder."""
+    service = await ApprovalService.start(app[SETTINGS], app[RECORDER])
+    app[APPROVALS] = service
     try:
         yield
     finally:
@@ -351,8 +364,22 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
             app[VERIFIER].bundles, s.audience, leeway_seconds=s.clock_skew_seconds
         ),
         cache=app[DECISION_CACHE],
+        approvals=app[APPROVALS],
+        users=_user_verifier(s),
     )
     yield
+
+
+def _user_verifier(s: Settings) -> UserAssertionVerifier | None:
+    """The user assertion verifier (PDP_USER_ASSERTION_ISSUER + _JWKS), or None."""
+    if s.user_assertion_issuer is None or s.user_assertion_jwks is None:
+        return None
+    return UserAssertionVerifier.from_file(
+        s.user_assertion_issuer,
+        s.user_assertion_jwks,
+        s.user_assertion_audience or s.audience,
+        leeway_s=s.clock_skew_seconds,
+    )
 
 
 def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.Application:
@@ -369,6 +396,7 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
         [
             _audit_ctx(recorder or LogRecorder()),
             _credentials_ctx,
+            _approvals_ctx,
             _verifier_ctx,
             _sidecar_ctx,
             _opa_ctx,
@@ -379,6 +407,7 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
         ]
     )
     admin.add_routes(app)
+    approvals_api.add_routes(app)
     audit_api.add_routes(app)
     app.router.add_post("/v1/decisions", post_decision)
     # Front doors over the same decision service (pdp/adapters/).

@@ -76,6 +76,8 @@ AUDIT_INVALID = 10
 REPLAY_CHANGED = 11
 #: A bundle's signature does not verify (unsigned, tampered with, another key).
 BUNDLE_INVALID = 12
+#: `pdpctl policy fuzz` found an input that breaks an invariant (policies/invariants/).
+INVARIANT_VIOLATED = 13
 
 
 @dataclass(frozen=True, slots=True)

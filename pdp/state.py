@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .approvals import ApprovalService
 from .audit.record import Recorder
 from .audit.trail import AuditTrail
 from .bundlestatus import BundleStatus
@@ -24,6 +25,7 @@ from .shadow import ShadowEvaluator
 from .sidecar import OPASidecar
 
 __all__ = [
+    "APPROVALS",
     "AUDIT",
     "BUNDLE_STATUS",
     "CREDENTIALS",
@@ -62,3 +64,5 @@ OPA = web.AppKey("opa", OPAClient)
 DECISION_CACHE: web.AppKey[DecisionCache | None] = web.AppKey("decision_cache")
 #: The decision path every front door calls.
 DECISIONS = web.AppKey("decisions", DecisionService)
+#: Pending approvals and grants (pdp.approvals_api and the decision path).
+APPROVALS = web.AppKey("approvals", ApprovalService)

@@ -20,6 +20,7 @@ from pdp.errors import PDPError
 from pdp.tools import ToolNotFoundError
 
 from .agents import agents
+from .approvals import approvals
 from .audit import audit
 from .bundles import inspect_command, publish_command, verify_command
 from .ci import ci
@@ -30,6 +31,7 @@ from .errors import (
     SERVICE_ERROR,
     CLIError,
 )
+from .fuzz import fuzz
 from .keys import keys
 from .policy import bundle, policy
 from .project import Project
@@ -72,6 +74,7 @@ def cli(ctx: click.Context, policies_dir: Path, opa_binary: str | None) -> None:
     ctx.obj = Project(policies_dir=policies_dir, opa_binary=opa_binary)
 
 
+policy.add_command(fuzz)
 cli.add_command(policy)
 cli.add_command(bundle)
 bundle.add_command(verify_command)
@@ -80,6 +83,7 @@ bundle.add_command(publish_command)
 cli.add_command(keys)
 cli.add_command(credentials)
 cli.add_command(agents)
+cli.add_command(approvals)
 cli.add_command(audit)
 cli.add_command(replay_command)
 cli.add_command(shadow)
