@@ -118,6 +118,49 @@ class Settings:
     #: Seconds between store refreshes (keys, disabled agents, activity write-behind): the
     #: staleness bound when a pub/sub message is lost.
     store_refresh_s: float = 1.0
+    # -- signed checkpoints, forwarding auth, keyed prompt hashes (docs/audit.md) --------
+    #: Sign the trail at checkpoints with a dedicated ES256 audit-signing key.
+    audit_signing: bool = True
+    #: Audit-signing keys and their JWKS. None: STATE_DIR/audit-keys.
+    audit_keys_dir: Path | None = None
+    #: A signed checkpoint after this many records (0: only by time and at shutdown).
+    audit_checkpoint_every: int = 1000
+    #: ...or once records have waited this long unsealed, seconds (0: only by count).
+    audit_checkpoint_interval_s: float = 60.0
+    #: Bearer token sent to the collector. Never logged.
+    audit_forward_token: str | None = field(default=None, repr=False)
+    #: File holding the collector's bearer token (instead of PDP_AUDIT_FORWARD_TOKEN).
+    audit_forward_token_file: Path | None = None
+    #: Client certificate (PEM; may hold the key too) and its key for mTLS to the collector.
+    audit_forward_tls_cert: Path | None = None
+    audit_forward_tls_key: Path | None = None
+    #: CA bundle (PEM) the collector's certificate must chain to (default: system CAs).
+    audit_forward_tls_ca: Path | None = None
+    #: Per-deployment secret prompt hashes are keyed with (HMAC-SHA256). Share it between
+    #: replicas. None: read prompt_hash_key_file, else STATE_DIR/prompt-hash-key
+    #: (generated 0600 on first start). Never logged.
+    prompt_hash_key: str | None = field(default=None, repr=False)
+    #: File holding the prompt-hash secret.
+    prompt_hash_key_file: Path | None = None
+    # -- production mode: OPA pulls signed bundles (docs/bundles.md) ----------------------
+    #: OPA configuration file (bundle service, signing, polling, persist): the sidecar OPA
+    #: runs with it instead of a bundle built from policies_dir. None: the embedded default.
+    opa_config: Path | None = None
+    #: PEM public key bundles must be signed with, given to OPA as
+    #: ``--set-file keys.<bundle_key_id>.key=FILE``.
+    bundle_verification_key: Path | None = None
+    #: Name of that key in the OPA configuration's ``keys`` (what bundles' keyid names).
+    bundle_key_id: str = "pdp-bundle-signing"
+    #: Extra ``--set KEY=VALUE`` overrides for OPA's configuration (comma-separated).
+    opa_set: tuple[str, ...] = ()
+    #: Readiness fails when the active bundle was last confirmed current by the registry
+    #: longer ago than this, seconds (0: no limit).
+    max_bundle_age_s: float = 0.0
+    #: Candidate bundle evaluated beside the live one, never enforced (pdp.shadow): a file
+    #: or oci://HOST[:PORT]/REPO:TAG. None: no shadow evaluation.
+    shadow_bundle: str | None = None
+    #: Shadow evaluations that may wait; past it they are dropped and counted.
+    shadow_queue_max: int = 1000
     #: TCP port of the Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization),
     #: on PDP_HOST. None: not served; 0: any free port (tests).
     ext_authz_grpc_port: int | None = None
@@ -231,6 +274,8 @@ class Settings:
         )
         self._check_approvals()
         self._check_audit()
+        self._check_audit_signing()
+        self._check_bundles()
         _check(
             0 <= self.decision_cache_size <= 10_000_000,
             "PDP_DECISION_CACHE_SIZE",
@@ -344,6 +389,71 @@ class Settings:
                 self.audit_forward_url,
                 "must be an http(s):// URL",
             )
+
+    def _check_audit_signing(self) -> None:
+        _check(
+            self.audit_checkpoint_every >= 0,
+            "PDP_AUDIT_CHECKPOINT_EVERY",
+            self.audit_checkpoint_every,
+            "must be >= 0 (0: only by time and at shutdown)",
+        )
+        _check(
+            self.audit_checkpoint_interval_s >= 0,
+            "PDP_AUDIT_CHECKPOINT_INTERVAL_S",
+            self.audit_checkpoint_interval_s,
+            "must be >= 0 (0: only by count and at shutdown)",
+        )
+        for key, file in (
+            ("PDP_AUDIT_FORWARD_TOKEN_FILE", self.audit_forward_token_file),
+            ("PDP_AUDIT_FORWARD_TLS_CERT", self.audit_forward_tls_cert),
+            ("PDP_AUDIT_FORWARD_TLS_KEY", self.audit_forward_tls_key),
+            ("PDP_AUDIT_FORWARD_TLS_CA", self.audit_forward_tls_ca),
+            ("PDP_PROMPT_HASH_KEY_FILE", self.prompt_hash_key_file),
+        ):
+            _check(file is None or Path(file).is_file(), key, str(file), "file does not exist")
+        _check(
+            self.prompt_hash_key is None or len(self.prompt_hash_key) >= 16,
+            "PDP_PROMPT_HASH_KEY",
+            "<hidden>",
+            "must be >= 16 chars",
+        )
+
+    def _check_bundles(self) -> None:
+        for key, file in (
+            ("PDP_OPA_CONFIG", self.opa_config),
+            ("PDP_BUNDLE_VERIFICATION_KEY", self.bundle_verification_key),
+        ):
+            _check(file is None or Path(file).is_file(), key, str(file), "file does not exist")
+        _check(
+            self.opa_config is None or self.opa_url is None,
+            "PDP_OPA_CONFIG",
+            str(self.opa_config),
+            "cannot be combined with PDP_OPA_URL (a remote OPA has its own configuration)",
+        )
+        _check(
+            self.max_bundle_age_s >= 0,
+            "PDP_MAX_BUNDLE_AGE_S",
+            self.max_bundle_age_s,
+            "must be >= 0 (0: no limit)",
+        )
+        _check(bool(self.bundle_key_id.strip()), "PDP_BUNDLE_KEY_ID", self.bundle_key_id, "empty")
+        _check(
+            1 <= self.shadow_queue_max <= 1_000_000,
+            "PDP_SHADOW_QUEUE_MAX",
+            self.shadow_queue_max,
+            "must be 1..1000000",
+        )
+        for item in self.opa_set:
+            _check("=" in item, "PDP_OPA_SET", item, "expected KEY=VALUE")
+
+    @property
+    def audit_keys_path(self) -> Path:
+        """Where the audit-signing keys are: PDP_AUDIT_KEYS_DIR, else STATE_DIR/audit-keys."""
+        return (
+            self.audit_keys_dir
+            if self.audit_keys_dir is not None
+            else (self.state_dir / "audit-keys")
+        )
 
     @property
     def audit_path(self) -> Path:

@@ -668,7 +668,8 @@ async def test_decision_log_names_token_and_prompt_without_revealing_them(
     [record] = [r.getMessage() for r in caplog.records if r.name == "pdp.decisions"]
     assert body["decision_id"] in record
     assert jti in record
-    assert hashlib.sha256(prompt.encode()).hexdigest() in record
+    assert json.loads(record)["prompt"]["hmac_sha256"] in record  # keyed, not guessable
+    assert hashlib.sha256(prompt.encode()).hexdigest() not in record
     everything = "\n".join(r.getMessage() for r in caplog.records)
     assert token not in everything
     assert token.split(".")[2] not in everything

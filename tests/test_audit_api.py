@@ -27,6 +27,7 @@ from pdp.audit.segment import iter_records, list_segments
 from pdp.audit.verify import verify
 from pdp.bundle import BuiltBundle
 from pdp.normalize import normalize
+from pdp.prompthash import PromptHasher
 from pdp.schema import load_schema
 from pdp.state import AUDIT
 
@@ -104,10 +105,13 @@ async def test_each_decision_is_durable_in_the_trail_when_its_answer_arrives(
 async def test_a_decision_record_joins_identity_request_decision_and_policy(
     start: Callable[..., Any],
     audit_dir: Path,
+    dev_state: Path,
     mint: Callable[..., str],
     policy_bundle: BuiltBundle,
 ) -> None:
     client = await start()
+    # The deployment's prompt-hash secret, generated into the state dir at start.
+    hasher = PromptHasher((dev_state / "prompt-hash-key").read_bytes().strip())
     request = request_for(ALLOW, mint, prompt={"text": PROMPT, "risk_signals": ["pii"]})
     token = request["agent"]["token"]
     claims = jwt.decode(token, options={"verify_signature": False})
@@ -145,7 +149,8 @@ async def test_a_decision_record_joins_identity_request_decision_and_policy(
     assert rec["prompt"] == {
         "mode": "hash",
         "present": True,
-        "sha256": hashlib.sha256(PROMPT.encode()).hexdigest(),
+        "hmac_sha256": hasher.digest(PROMPT),
+        "hmac_key_id": hasher.key_id,
         "length": len(PROMPT),
         "risk_signals": ["pii"],
         "to_policy": False,
@@ -229,7 +234,8 @@ async def test_prompt_mode_decides_how_much_of_the_prompt_the_record_keeps(
     assert "text" not in rec["input"]["prompt"]
     # The log line keeps the hash only, whatever the mode.
     [line] = [r.getMessage() for r in caplog.records if r.name == "pdp.decisions"]
-    assert hashlib.sha256(PROMPT.encode()).hexdigest() in line
+    assert rec["prompt"]["hmac_sha256"] in line
+    assert hashlib.sha256(PROMPT.encode()).hexdigest() not in line
     assert "PELICAN" not in line and '"input"' not in line
 
 

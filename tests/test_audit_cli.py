@@ -103,7 +103,8 @@ def test_verify_reports_an_intact_trail(tmp_path: Path) -> None:
     assert (result.exit_code, result.output) == (
         errors.OK,
         f"ok: {last['seq']} records in {len(list_segments(d))} segment(s), "
-        f"seq 1..{last['seq']}, head {last['hash']}\n",
+        f"seq 1..{last['seq']}, head {last['hash']}\n"
+        f"checkpoints: none: all {last['seq']} record(s) are unsealed\n",
     )
 
 
@@ -180,7 +181,7 @@ def _decisions(source: Path) -> list[dict[str, Any]]:
     [
         (["--tenant", "globex"], lambda r: r["tenant"] == "globex"),
         (["--agent", SUPPORT_BOT], lambda r: r["identity"]["spiffe_id"] == SUPPORT_BOT),
-        (["--agent", "support-bot"], lambda r: r["agent"]["id"] == "support-bot"),
+        (["--agent-name", "support-bot"], lambda r: r["agent"]["id"] == "support-bot"),
         (["--allow"], lambda r: r["decision"]["allow"]),
         (["--deny", "--tenant", "acme"],
          lambda r: not r["decision"]["allow"] and r["tenant"] == "acme"),

@@ -12,6 +12,7 @@ from jsonschema import Draft202012Validator
 
 from pdp import cache_safety
 from pdp.bundle import BundleError, build_bundle
+from pdp.bundlesign import SIGNING_ALGS, BundleSigningError, sign_bundle
 from pdp.schema import load_schema
 
 from .errors import BAD_INPUT, DOES_NOT_COMPILE, LINT_FAILED, NOT_FORMATTED, TESTS_FAILED, CLIError
@@ -204,7 +205,7 @@ def test(project: Project, coverage_min: float | None, verbose: bool) -> None:
 
 @click.group()
 def bundle() -> None:
-    """Build policy bundles."""
+    """Build, sign, verify, inspect and publish policy bundles."""
 
 
 @bundle.command()
@@ -224,10 +225,37 @@ def bundle() -> None:
     help="Bundle file to write.",
 )
 @click.option("--revision", default=None, help="Bundle revision (default: a content hash).")
+@click.option(
+    "--signing-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Sign the bundle with this PEM private key (OPA's .signatures.json, by opa build).",
+)
+@click.option(
+    "--signing-alg",
+    type=click.Choice(SIGNING_ALGS),
+    default="ES256",
+    show_default=True,
+    help="Algorithm of --signing-key.",
+)
+@click.option("--key-id", default=None, help="Key id recorded in the signature (keyid claim).")
 @pass_project
-def build(project: Project, policies_dir: Path | None, output: Path, revision: str | None) -> None:
-    """Build a bundle (tests excluded) with `opa build`; print its path and revision."""
+def build(
+    project: Project,
+    policies_dir: Path | None,
+    output: Path,
+    revision: str | None,
+    signing_key: Path | None,
+    signing_alg: str,
+    key_id: str | None,
+) -> None:
+    """Build a bundle (tests excluded) with `opa build`; print its path and revision.
+
+    With --signing-key the bundle is signed by `opa build --signing-key` (docs/bundles.md).
+    """
     src = policies_dir or project.policies_dir
+    if key_id is not None and signing_key is None:
+        raise CLIError("--key-id needs --signing-key", BAD_INPUT)
     try:
         built = build_bundle(project.opa(), src, output, revision=revision)
     except BundleError as exc:
@@ -235,4 +263,20 @@ def build(project: Project, policies_dir: Path | None, output: Path, revision: s
         if exc.missing_sources:
             raise CLIError(str(exc), BAD_INPUT) from None
         raise CLIError("bundle build failed: policies do not compile", DOES_NOT_COMPILE) from None
+    if signing_key is not None:
+        try:
+            sign_bundle(
+                project.opa(),
+                built.path,
+                built.path,
+                signing_key=signing_key,
+                alg=signing_alg,
+                key_id=key_id,
+            )
+        except BundleSigningError as exc:
+            built.path.unlink(missing_ok=True)  # never leave an unsigned bundle behind
+            raise CLIError(str(exc), BAD_INPUT) from None
+        kid = f" key {key_id}" if key_id else ""
+        click.echo(f"built {built.path} revision {built.revision} signed {signing_alg}{kid}")
+        return
     click.echo(f"built {built.path} revision {built.revision}")
