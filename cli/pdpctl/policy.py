@@ -127,12 +127,19 @@ def _module_asts(project: Project) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def _any_of(files: tuple[str, ...]) -> dict[str, object]:
-    """One schema for OPA's type checker: the file's, or anyOf several (ids dropped)."""
-    bodies = [
-        {k: v for k, v in load_schema(f).items() if k not in ("$schema", "$id")} for f in files
-    ]
-    return bodies[0] if len(bodies) == 1 else {"anyOf": bodies}
+def _any_of(files: tuple[str, ...]) -> dict[str, Any]:
+    """One schema for OPA's type checker: the file's, or anyOf several (ids dropped). The
+    schemas' ``$defs`` move to the root, where their ``#/$defs/...`` references point."""
+    defs: dict[str, Any] = {}
+    bodies = []
+    for name in files:
+        body = {k: v for k, v in load_schema(name).items() if k not in ("$schema", "$id")}
+        for key, value in body.pop("$defs", {}).items():
+            if defs.setdefault(key, value) != value:
+                raise CLIError(f"schemas {files} define $defs/{key} differently", BAD_INPUT)
+        bodies.append(body)
+    schema: dict[str, Any] = bodies[0] if len(bodies) == 1 else {"anyOf": bodies}
+    return {**schema, "$defs": defs} if defs else schema
 
 
 def _data_problems(policies_dir: Path) -> list[str]:
