@@ -23,6 +23,7 @@ from pdp.tools import ToolNotFoundError
 from .agents import agents
 from .approvals import approvals
 from .audit import audit
+from .bundles import inspect_command, publish_command, verify_command
 from .ci import ci
 from .credentials import credentials
 from .errors import (
@@ -36,6 +37,8 @@ from .keys import keys
 from .policy import bundle, policy
 from .project import Project
 from .replay import replay_command
+from .serve_options import supply_options
+from .shadow import shadow
 
 DEFAULT_URL = "http://127.0.0.1:8700"
 
@@ -75,12 +78,16 @@ def cli(ctx: click.Context, policies_dir: Path, opa_binary: str | None) -> None:
 policy.add_command(fuzz)
 cli.add_command(policy)
 cli.add_command(bundle)
+bundle.add_command(verify_command)
+bundle.add_command(inspect_command)
+bundle.add_command(publish_command)
 cli.add_command(keys)
 cli.add_command(credentials)
 cli.add_command(agents)
 cli.add_command(approvals)
 cli.add_command(audit)
 cli.add_command(replay_command)
+cli.add_command(shadow)
 cli.add_command(ci)
 
 
@@ -128,6 +135,7 @@ cli.add_command(ci)
     help="Serve this policy directory (the bundle is built from it); same as "
     "`pdpctl --policies DIR serve`. Example: examples/authzen/todo.",
 )
+@supply_options
 @click.option(
     "--ext-authz-grpc-port",
     type=int,
@@ -152,6 +160,7 @@ def serve(
     opa_timeout_ms: int | None,
     no_dev_trust: bool,
     serve_policies: Path | None,
+    supply: dict[str, Any],
     ext_authz_grpc_port: int | None,
     routes_file: Path | None,
 ) -> None:
@@ -174,6 +183,7 @@ def serve(
             opa_binary=project.opa_binary,
             policies_dir=serve_policies or project.policies_dir,
             dev_trust_domains=() if no_dev_trust else None,
+            **supply,
             ext_authz_grpc_port=ext_authz_grpc_port,
             ext_authz_routes=routes_file,
         )
@@ -186,7 +196,9 @@ def serve(
     )
     banner = (
         f"agent-pdp serving on http://{settings.host}:{settings.port} "
-        f"({'embedded OPA' if settings.embedded else settings.opa_url}; "
+        f"({'OPA with ' + str(settings.opa_config) if settings.opa_config else ''}"
+        f"{'embedded OPA' if settings.embedded and not settings.opa_config else ''}"
+        f"{settings.opa_url or ''}; "
         f"state in {settings.state_dir})"
     )
     logging.getLogger("pdp").info("event loop: %s", loop_name(settings.event_loop))
