@@ -234,6 +234,12 @@ def main() -> None:
     )
     ap.add_argument("--pdp-env", action="append", default=[], help="extra KEY=VALUE for PDPs")
     ap.add_argument(
+        "--shadow",
+        action="store_true",
+        help="also run shadow evaluation (PDP_SHADOW_BUNDLE = the same bundle) in every PDP: "
+        "what the second OPA off the answer path costs the live decisions",
+    )
+    ap.add_argument(
         "--with-task",
         action="store_true",
         help="keep the example's task id and session: every decision then reads and updates "
@@ -283,6 +289,8 @@ def main() -> None:
                 shutil.copytree(state0 / "dev-trust", state / "dev-trust")
             port = free_port()
             env = {"PDP_DEV_TRUST_DOMAINS": domain, "PDP_AUDIT_ENABLED": "true", **env, **extra}
+            if args.shadow:
+                env["PDP_SHADOW_BUNDLE"] = str(bundle.path)
             procs.append(start_pdp(port, state, env, work / f"pdp-{name}.log"))
             urls[name] = f"http://127.0.0.1:{port}"
         raw_url = f"http://127.0.0.1:{opa_port}/v1/data/pdp/decision"
@@ -393,6 +401,7 @@ def main() -> None:
                 "load_avg_1m": round(os.getloadavg()[0], 2),
                 "example": args.example.stem,
                 "task_history": args.with_task,
+                "shadow": args.shadow,
             }
         )
         print(json.dumps(result))
