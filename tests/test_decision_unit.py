@@ -376,3 +376,56 @@ async def test_a_delegation_without_a_verifier_is_refused_in_the_input() -> None
     chain = opa.inputs[0]["chain"]
     assert chain["present"] is True
     assert chain["error"]["code"] == "delegation.unverifiable"
+
+
+# --------------------------------------------------------------------------- prompts, observer
+
+PROMPT = {"text": "summarise ticket SUP-1", "risk_signals": []}
+
+
+async def test_the_prompt_text_stays_out_of_the_policy_input_by_default() -> None:
+    opa = OPA(allowing())
+    svc, recorder, _ = service(opa)
+
+    await svc.decide({**REQUEST, "prompt": PROMPT})
+
+    assert "text" not in opa.inputs[0]["prompt"]
+    assert opa.inputs[0]["prompt"]["length"] == len(PROMPT["text"])
+    assert recorder.records[0]["prompt"]["mode"] == "hash"
+    assert "text" not in recorder.records[0]["prompt"]
+
+
+async def test_prompt_to_policy_passes_the_text_and_audit_prompt_sets_the_record_mode() -> None:
+    opa = OPA(allowing())
+    svc, recorder, _ = service(opa, prompt_to_policy=True, audit_prompt="full")
+
+    await svc.decide({**REQUEST, "prompt": PROMPT})
+
+    assert opa.inputs[0]["prompt"]["text"] == PROMPT["text"]
+    assert recorder.records[0]["prompt"]["mode"] == "full"
+    assert recorder.records[0]["prompt"]["text"] == PROMPT["text"]
+
+
+async def test_a_prompt_hasher_keys_the_prompt_digest() -> None:
+    from pdp.prompthash import PromptHasher
+
+    hasher = PromptHasher(b"k" * 32)
+    opa = OPA(allowing())
+    svc, _, _ = service(opa, prompt_hasher=hasher)
+
+    await svc.decide({**REQUEST, "prompt": PROMPT})
+
+    assert opa.inputs[0]["prompt"]["hmac_sha256"] == hasher.digest(PROMPT["text"])
+    assert opa.inputs[0]["prompt"]["hmac_key_id"] == hasher.key_id
+
+
+async def test_the_observer_sees_every_decision_after_it_is_recorded() -> None:
+    seen: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    svc, recorder, _ = service(OPA(allowing()))
+    svc.observer = lambda decision_id, doc, response: seen.append((decision_id, doc, response))
+
+    response = await svc.decide(dict(REQUEST))
+
+    assert len(recorder.records) == 1
+    assert [(d, r["allow"]) for d, _, r in seen] == [(response["decision_id"], True)]
+    assert seen[0][1]["tenant"] == "acme"
