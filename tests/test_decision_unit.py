@@ -380,7 +380,8 @@ async def test_a_delegation_without_a_verifier_is_refused_in_the_input() -> None
 
 # --------------------------------------------------------------------------- prompts, observer
 
-PROMPT = {"text": "summarise ticket SUP-1", "risk_signals": []}
+PROMPT_TEXT = "summarise ticket SUP-1"
+PROMPT: dict[str, Any] = {"text": PROMPT_TEXT, "risk_signals": []}
 
 
 async def test_the_prompt_text_stays_out_of_the_policy_input_by_default() -> None:
@@ -415,7 +416,7 @@ async def test_a_prompt_hasher_keys_the_prompt_digest() -> None:
 
     await svc.decide({**REQUEST, "prompt": PROMPT})
 
-    assert opa.inputs[0]["prompt"]["hmac_sha256"] == hasher.digest(PROMPT["text"])
+    assert opa.inputs[0]["prompt"]["hmac_sha256"] == hasher.digest(PROMPT_TEXT)
     assert opa.inputs[0]["prompt"]["hmac_key_id"] == hasher.key_id
 
 
