@@ -7,12 +7,14 @@ these tests pin the guards and bookkeeping of the path itself (the mutation targ
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from pdp.decision import DecisionService
-from pdp.errors import EngineUnavailableError
+from pdp.errors import EngineUnavailableError, HistoryUnavailableError, StoreError
 from pdp.identity import Identity
 from pdp.metrics import Metrics
 from pdp.opa import OPAResult
@@ -430,3 +432,118 @@ async def test_the_observer_sees_every_decision_after_it_is_recorded() -> None:
     assert len(recorder.records) == 1
     assert [(d, r["allow"]) for d, _, r in seen] == [(response["decision_id"], True)]
     assert seen[0][1]["tenant"] == "acme"
+
+
+# --------------------------------------------------------------------------- collaborators
+
+
+class Sessions:
+    """A history store that keeps what it is told (serialized and recorded calls)."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.fail = fail
+        self.held: list[str] = []
+        self.recorded: list[dict[str, Any]] = []
+
+    @contextlib.asynccontextmanager
+    async def serialized(self, request: dict[str, Any]) -> AsyncIterator[None]:
+        self.held.append(request["tenant"])
+        yield
+
+    async def snapshot(self, request: dict[str, Any], now_ns: int) -> dict[str, Any]:
+        return {"available": True, "origin": "fake", "read_at_ns": now_ns}
+
+    async def record(self, request: dict[str, Any], input_doc: dict[str, Any], at: int) -> None:
+        if self.fail:
+            raise StoreError("Redis store: connection refused")
+        self.recorded.append(input_doc)
+
+
+async def test_with_a_history_store_decisions_are_serialized_and_allows_recorded() -> None:
+    sessions = Sessions()
+    opa = OPA(allowing())
+    svc, _, _ = service(opa, sessions=sessions)
+
+    await svc.decide(dict(REQUEST))
+
+    assert sessions.held == ["acme"]
+    assert opa.inputs[0]["session"] == {"available": True, "origin": "fake", "read_at_ns": NOW_NS}
+    assert sessions.recorded == [opa.inputs[0]]
+
+
+async def test_a_deny_is_not_added_to_the_history() -> None:
+    sessions = Sessions()
+    denied = OPAResult(decision={"allow": False, "reasons": []}, revision="r", duration_s=0.0)
+    svc, _, _ = service(OPA(denied), sessions=sessions)
+
+    await svc.decide(dict(REQUEST))
+
+    assert (sessions.held, sessions.recorded) == (["acme"], [])
+
+
+async def test_a_check_touches_no_history() -> None:
+    sessions = Sessions()
+    svc, _, _ = service(OPA(allowing()), sessions=sessions)
+
+    await svc.decide({**REQUEST, "mode": "check"})
+
+    assert (sessions.held, sessions.recorded) == ([], [])
+
+
+async def test_an_allow_the_history_cannot_take_is_a_503_after_its_record() -> None:
+    svc, recorder, metrics = service(
+        OPA(allowing()), credentials=Credentials("active"), sessions=Sessions(fail=True)
+    )
+
+    with pytest.raises(HistoryUnavailableError) as info:
+        await svc.decide(dict(REQUEST))
+
+    assert info.value.decision_id == recorder.records[0]["decision_id"]
+    assert info.value.message == (
+        "the session history could not be updated: Redis store: connection refused"
+    )
+    assert count(metrics, "pdp_decisions_total", outcome="error") == 1
+    assert count(metrics, "pdp_decisions_total", outcome="allow") == 0
+
+
+async def test_without_a_history_store_the_unavailable_history_says_why() -> None:
+    opa = OPA(allowing())
+    svc, _, _ = service(opa)
+
+    await svc.decide({**REQUEST, "task": {"id": "T-1"}})
+
+    assert opa.inputs[0]["session"]["error"] == "this PDP keeps no session history"
+
+
+async def test_a_delegation_assertion_goes_through_the_delegation_verifier() -> None:
+    class Delegation:
+        def chain(self, assertion: str) -> dict[str, Any]:
+            return {"present": True, "verified": True, "assertion": assertion}
+
+    opa = OPA(allowing())
+    svc, _, _ = service(opa, delegation=Delegation())
+
+    await svc.decide({**REQUEST, "agent": {"token": "t", "delegation": "a.b.c"}})
+    assert opa.inputs[0]["chain"] == {"present": True, "verified": True, "assertion": "a.b.c"}
+
+
+async def test_a_user_assertion_goes_through_the_user_verifier() -> None:
+    class Users:
+        def verify(self, assertion: str) -> dict[str, Any]:
+            return {"sub": "user:alice", "assertion": assertion}
+
+    opa = OPA(allowing())
+    svc, _, _ = service(opa, users=Users())
+
+    await svc.decide({**REQUEST, "agent": {"token": "t", "user_assertion": "u.v.w"}})
+
+    assert opa.inputs[0]["user"] == {"sub": "user:alice", "assertion": "u.v.w"}
+
+
+async def test_a_user_assertion_without_a_verifier_is_ignored() -> None:
+    opa = OPA(allowing())
+    svc, _, _ = service(opa)
+
+    await svc.decide({**REQUEST, "agent": {"token": "t", "user_assertion": "u.v.w"}})
+
+    assert "user" not in opa.inputs[0]
