@@ -547,3 +547,77 @@ async def test_a_user_assertion_without_a_verifier_is_ignored() -> None:
     await svc.decide({**REQUEST, "agent": {"token": "t", "user_assertion": "u.v.w"}})
 
     assert "user" not in opa.inputs[0]
+
+
+async def test_a_delegation_without_a_verifier_says_why_in_the_input() -> None:
+    opa = OPA(allowing())
+    svc, _, _ = service(opa)
+
+    await svc.decide({**REQUEST, "agent": {"token": "t", "delegation": "a.b.c"}})
+
+    assert opa.inputs[0]["chain"]["error"]["message"] == (
+        "this PDP verifies no delegation assertions"
+    )
+
+
+async def test_a_pep_asserted_subject_is_decided_by_the_policy_without_an_agent_token() -> None:
+    request = {
+        "subject": {"type": "user", "id": "alice"},
+        "action": {"name": "can_read"},
+        "resource": {"type": "todo", "id": "1"},
+    }
+    opa = OPA(allowing())
+    svc, _, metrics = service(opa, identity=ANONYMOUS)
+
+    response = await svc.decide(request)
+
+    assert response["allow"] is True
+    assert opa.inputs[0]["subject"]["asserted"] is True
+    assert count(metrics, "pdp_authn_failures_total", code="authn.token_missing") == 0
+
+
+class Approval:
+    def input_view(self) -> dict[str, Any]:
+        return {"id": "ap-1", "status": "granted"}
+
+
+class Approvals:
+    """An approval service that grants ``ap-1`` to the request's own binding."""
+
+    def __init__(self) -> None:
+        self.checked: list[Any] = []
+        self.used: list[tuple[str, str]] = []
+
+    async def check(self, approval_id: str, binding: Any) -> tuple[Approval | None, str | None]:
+        self.checked.append(binding)
+        return (Approval(), None) if approval_id == "ap-1" else (None, "approval_unknown")
+
+    async def use(self, approval_id: str, binding: Any, decision_id: str) -> str | None:
+        self.used.append((approval_id, decision_id))
+        return None
+
+
+async def test_a_granted_approval_is_checked_against_the_agents_binding_and_used_once() -> None:
+    approvals = Approvals()
+    result = allowing(obligations={**OBLIGATIONS, "approval": {"required": True}})
+    opa = OPA(result)
+    svc, _, _ = service(opa, credentials=Credentials("active"), approvals=approvals)
+
+    response = await svc.decide({**REQUEST, "approval_id": "ap-1"})
+
+    assert opa.inputs[0]["approval"] == {"id": "ap-1", "status": "granted"}
+    assert response["allow"] is True
+    [binding] = approvals.checked
+    assert binding is not None
+    assert approvals.used == [("ap-1", response["decision_id"])]
+
+
+async def test_an_unauthenticated_agent_has_no_binding_so_its_approval_is_unknown() -> None:
+    approvals = Approvals()
+    opa = OPA(allowing())
+    svc, _, _ = service(opa, identity=ANONYMOUS, approvals=approvals)
+
+    await svc.decide({**REQUEST, "approval_id": "ap-1"})
+
+    assert approvals.checked == []
+    assert opa.inputs[0]["approval"]["refusal"] == "approval_unknown"
