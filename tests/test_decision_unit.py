@@ -621,3 +621,100 @@ async def test_an_unauthenticated_agent_has_no_binding_so_its_approval_is_unknow
 
     assert approvals.checked == []
     assert opa.inputs[0]["approval"]["refusal"] == "approval_unknown"
+
+
+class Pending:
+    def pending_view(self) -> dict[str, Any]:
+        return {"id": "ap-9", "status": "pending"}
+
+
+class Requesting(Approvals):
+    def __init__(self) -> None:
+        super().__init__()
+        self.requested: list[tuple[str, dict[str, Any]]] = []
+
+    async def request(self, decision_id: str, binding: Any, obligation: dict[str, Any]) -> Pending:
+        self.requested.append((decision_id, obligation))
+        return Pending()
+
+
+def needs_approval() -> OPAResult:
+    reason = {"code": "approval_required", "message": "m", "rule": "r", "controls": []}
+    obligations = {"approval": {"required": True, "approvers": ["team:sec"]}}
+    decision = {"allow": False, "reasons": [reason], "obligations": obligations}
+    return OPAResult(decision=decision, revision="r", duration_s=0.0)
+
+
+async def test_a_deny_only_for_want_of_approval_opens_a_pending_approval() -> None:
+    approvals = Requesting()
+    svc, _, _ = service(OPA(needs_approval()), approvals=approvals)
+
+    response = await svc.decide(dict(REQUEST))
+
+    assert response["approval"] == {"id": "ap-9", "status": "pending"}
+    assert approvals.requested == [
+        (response["decision_id"], {"required": True, "approvers": ["team:sec"]})
+    ]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"mode": "check"},
+        {"approval_id": "ap-1"},
+    ],
+    ids=["check", "names-an-approval"],
+)
+async def test_no_pending_approval_for_a_check_or_a_request_naming_one(
+    change: dict[str, Any],
+) -> None:
+    approvals = Requesting()
+    svc, _, _ = service(OPA(needs_approval()), approvals=approvals)
+
+    response = await svc.decide({**REQUEST, **change})
+
+    assert "approval" not in response
+    assert approvals.requested == []
+
+
+async def test_no_pending_approval_when_another_reason_also_denies() -> None:
+    result = needs_approval()
+    assert result.decision is not None
+    result.decision["reasons"].append(
+        {"code": "tenant_mismatch", "message": "m", "rule": "r", "controls": []}
+    )
+    approvals = Requesting()
+    svc, _, _ = service(OPA(result), approvals=approvals)
+
+    response = await svc.decide(dict(REQUEST))
+
+    assert "approval" not in response
+    assert approvals.requested == []
+
+
+async def test_no_pending_approval_for_an_unauthenticated_agent() -> None:
+    approvals = Requesting()
+    svc, _, _ = service(OPA(needs_approval()), identity=ANONYMOUS, approvals=approvals)
+
+    await svc.decide(dict(REQUEST))
+
+    assert approvals.requested == []
+
+
+async def test_an_allow_that_needs_approval_says_so() -> None:
+    result = allowing(obligations={**OBLIGATIONS, "approval": {"required": True}})
+    svc, _, _ = service(OPA(result))
+
+    response = await svc.decide(dict(REQUEST))
+
+    assert response["reasons"][0]["message"] == "the policy requires approval"
+
+
+async def test_metrics_name_unknown_failures_by_their_fallback_labels() -> None:
+    result = OPAResult(decision=None, revision=None, duration_s=0.0)
+    svc, _, metrics = service(OPA(result), identity=Identity(authenticated=False))
+
+    await svc.decide(dict(REQUEST))
+
+    assert count(metrics, "pdp_authn_failures_total", code="authn.unknown") == 1
+    assert count(metrics, "pdp_opa_errors_total", kind="policy.error") == 1
