@@ -718,3 +718,30 @@ async def test_metrics_name_unknown_failures_by_their_fallback_labels() -> None:
 
     assert count(metrics, "pdp_authn_failures_total", code="authn.unknown") == 1
     assert count(metrics, "pdp_opa_errors_total", kind="policy.error") == 1
+
+
+async def test_a_grant_that_cannot_be_used_denies_and_the_record_says_why() -> None:
+    class Spent(Approvals):
+        async def use(self, approval_id: str, binding: Any, decision_id: str) -> str | None:
+            return "approval_used"
+
+    result = allowing(obligations={**OBLIGATIONS, "approval": {"required": True}})
+    svc, recorder, _ = service(OPA(result), credentials=Credentials("active"), approvals=Spent())
+
+    response = await svc.decide({**REQUEST, "approval_id": "ap-1"})
+
+    assert response["allow"] is False
+    assert response["reasons"] == [
+        {
+            "code": "approval_used",
+            "message": "the approval could not be used for this call",
+            "rule": "pdp",
+            "controls": [],
+        }
+    ]
+    assert "credential" not in response
+    assert recorder.records[0]["input"]["approval"] == {
+        "id": "ap-1",
+        "status": "refused",
+        "refusal": "approval_used",
+    }
