@@ -20,8 +20,9 @@ from typing import Any
 
 from aiohttp import web
 
+from .bodies import header, read_form, read_json_object
 from .credentials import CredentialService
-from .errors import FieldError, MalformedJSONError, RequestError, UnsupportedMediaError
+from .errors import FieldError, RequestError, UnsupportedMediaError
 from .identity import parse_spiffe_id
 from .store import StoreError
 
@@ -33,6 +34,22 @@ MAX_REASON = 512
 
 Provider = Callable[[web.Application], CredentialService | None]
 _PROVIDER: web.AppKey[Provider] = web.AppKey("credential_service_provider")
+
+
+#: The admin surface: served apart from the decision API (pdp.server), with its own
+#: credential (never a caller key or client certificate).
+ADMIN_PATHS = frozenset(
+    {
+        "/v1/credentials/introspect",
+        "/v1/credentials/revoke",
+        "/v1/agents",
+        "/v1/agents/disable",
+        "/v1/agents/enable",
+        "/v1/keys",
+        "/v1/keys/rotate",
+        "/metrics",
+    }
+)
 
 
 def add_routes(app: web.Application, provider: Provider) -> None:
@@ -61,23 +78,16 @@ def _json(body: Any, headers: dict[str, str] | None = None) -> web.Response:
 
 
 async def _body(request: web.Request, *, form: bool) -> dict[str, Any]:
-    """A JSON object, or (when ``form``) an application/x-www-form-urlencoded body."""
-    if request.content_length is not None and request.content_length > MAX_ADMIN_BODY:
-        raise RequestError(f"body is larger than {MAX_ADMIN_BODY} bytes")
+    """A strict JSON object, or (when ``form``) an application/x-www-form-urlencoded body
+    in which every parameter appears once (pdp.bodies)."""
+    header(request, "Content-Type")
+    if form and request.content_type == "application/x-www-form-urlencoded":
+        return dict(await read_form(request, MAX_ADMIN_BODY))
     ctype = request.content_type
-    if form and ctype == "application/x-www-form-urlencoded":
-        data = await request.post()
-        return {k: v for k, v in data.items() if isinstance(v, str)}
     if ctype != "application/json" and not ctype.endswith("+json"):
         wanted = "application/json or application/x-www-form-urlencoded" if form else "JSON"
         raise UnsupportedMediaError(f"Content-Type must be {wanted}")
-    try:
-        doc = await request.json()
-    except ValueError:
-        raise MalformedJSONError("body is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise MalformedJSONError("body must be a JSON object")
-    return doc
+    return await read_json_object(request, MAX_ADMIN_BODY)
 
 
 def _token(body: dict[str, Any]) -> str:

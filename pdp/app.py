@@ -15,25 +15,30 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import admin
 from .audit.trail import AuditRecorder, AuditTrail
+from .bodies import read_json_object
 from .bundle import build_bundle
-from .config import Settings
+from .callers import (
+    CALLER,
+    CallerAuthenticator,
+    CallerKeys,
+    caller_middleware,
+    request_caller,
+)
+from .config import Settings, is_loopback
 from .credentials import CredentialService
 from .decision import DecisionService
 from .devtrust import ensure_dev_trust
-from .errors import (
-    BodyTooLargeError,
-    MalformedJSONError,
-    PDPError,
-    UnsupportedMediaError,
-)
+from .errors import OverloadedError, PDPError
 from .identity import Identity, SVIDVerifier, TrustBundles
 from .metrics import Metrics
 from .normalize import normalize
 from .opa import OPAClient
 from .recorder import LogRecorder, Recorder
 from .schema import validate_request
+from .server import LISTENERS, Listeners, surface_middleware
 from .sidecar import OPASidecar, socket_path
 from .tools import find_opa
+from .trustwatch import BundleWatcher
 
 log = logging.getLogger("pdp")
 
@@ -78,7 +83,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except PDPError as exc:
         if exc.status < 500:
             request.app[RUNTIME].metrics.invalid_requests.labels(exc.code).inc()
-        return json_response(exc.body(), exc.status)
+        response = json_response(exc.body(), exc.status)
+        if isinstance(exc, OverloadedError):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -93,30 +101,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return json_response(body, 500)
 
 
-async def read_json_body(request: web.Request, limit: int) -> Any:
-    """Read a JSON body under the size limit, or raise the matching 413/415/400 error."""
-    ctype = request.content_type
-    if ctype != "application/json" and not ctype.endswith("+json"):
-        raise UnsupportedMediaError("Content-Type must be application/json")
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLargeError(f"body is larger than {limit} bytes")
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise BodyTooLargeError(f"body is larger than {limit} bytes") from None
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedJSONError(f"body is not valid JSON: {exc.msg}") from None
-
-
 async def post_decision(request: web.Request) -> web.Response:
     """POST /v1/decisions: may this agent do this now?"""
     rt = request.app[RUNTIME]
-    body = await read_json_body(request, rt.settings.max_body_bytes)
-    if not isinstance(body, dict):
-        raise MalformedJSONError("body must be a JSON object")
-    return json_response(await rt.service.decide(validate_request(body)))
+    body = await read_json_object(
+        request, rt.settings.max_body_bytes, timeout_s=rt.settings.body_timeout_s
+    )
+    request_doc = validate_request(body)
+    return json_response(await rt.service.decide(request_doc, caller=request_caller(request)))
 
 
 async def get_healthz(request: web.Request) -> web.Response:
@@ -165,7 +157,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     )
 
 
-def build_verifier(settings: Settings) -> tuple[SVIDVerifier, list[str]]:
+def build_verifier(settings: Settings) -> tuple[SVIDVerifier, dict[str, Path]]:
     """Trust bundles from settings, plus generated dev bundles for dev trust domains."""
     files: dict[str, Path] = {}
     dev = [d for d in settings.dev_trust_domains if d not in settings.trust_bundles]
@@ -185,14 +177,18 @@ def build_verifier(settings: Settings) -> tuple[SVIDVerifier, list[str]]:
         settings.audience,
         leeway_seconds=settings.clock_skew_seconds,
         cache_size=settings.token_cache_size,
+        max_lifetime_s=settings.svid_max_lifetime_s,
     )
-    return verifier, sorted(files)
+    return verifier, files
 
 
 async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
     rt = app[RUNTIME]
     s = rt.settings
-    verifier, rt.trust_domains = build_verifier(s)
+    verifier, bundle_files = build_verifier(s)
+    rt.trust_domains = sorted(bundle_files)
+    watcher = BundleWatcher(verifier, bundle_files, s.trust_bundle_refresh_s)
+    await watcher.start()
     url = s.opa_url
     if url is None:
         opa_bin = find_opa(s.opa_binary)
@@ -215,10 +211,13 @@ async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
         prompt_to_policy=s.prompt_to_policy,
         credentials=rt.credentials,
         audit_prompt=s.audit_prompt,
+        max_in_flight=s.max_in_flight,
+        audit_value_limit=s.audit_max_value_bytes,
     )
     try:
         yield
     finally:
+        await watcher.close()
         await rt.opa.close()
         if rt.sidecar is not None:
             await rt.sidecar.stop()
@@ -250,9 +249,27 @@ async def _credentials_lifecycle(app: web.Application) -> AsyncIterator[None]:
         await rt.credentials.close()
 
 
+def build_caller_authenticator(settings: Settings) -> CallerAuthenticator:
+    """Caller (PEP) authentication as configured; raises ValueError for a bad keys file."""
+    keys = CallerKeys.load(settings.caller_keys) if settings.caller_keys is not None else None
+    authenticator = CallerAuthenticator(
+        keys=keys, mtls=settings.client_ca is not None, trust_domain=settings.client_trust_domain
+    )
+    if not authenticator.enabled:
+        log.info("caller authentication is off: any local process may ask for decisions")
+    return authenticator
+
+
 def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.Application:
     """Build the application; resources open on startup and close on cleanup."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        middlewares=[error_middleware, surface_middleware, caller_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[LISTENERS] = Listeners(
+        admin_on_decision=settings.admin_port is None and is_loopback(settings.host)
+    )
+    app[CALLER] = build_caller_authenticator(settings)
     app[RUNTIME] = Runtime(settings=settings, metrics=Metrics(), recorder=recorder or LogRecorder())
     app.cleanup_ctx.append(_audit_lifecycle)  # first to open, last to close
     app.cleanup_ctx.append(_credentials_lifecycle)  # before _lifecycle: it is passed in

@@ -7,20 +7,29 @@ OPA and one path to the recorder.
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable
 from typing import Any
 
+from .callers import ANONYMOUS, Caller
 from .credentials import AGENT_DISABLED, CredentialService
-from .errors import EngineUnavailableError
+from .errors import (
+    AuditUnavailableError,
+    EngineUnavailableError,
+    InternalDecisionError,
+    OverloadedError,
+)
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
 from .normalize import normalize
 from .opa import OPAClient, OPAResult
-from .recorder import Recorder, build_record
+from .recorder import DEFAULT_VALUE_LIMIT, Recorder, build_record
 
 _POLICY_RULE = "pdp"
+
+log = logging.getLogger("pdp.decision")
 
 
 class DecisionService:
@@ -37,6 +46,8 @@ class DecisionService:
         clock_ns: Callable[[], int] = time.time_ns,
         credentials: CredentialService | None = None,
         audit_prompt: str = "hash",
+        max_in_flight: int = 64,
+        audit_value_limit: int = DEFAULT_VALUE_LIMIT,
     ) -> None:
         self.verifier = verifier
         self.opa = opa
@@ -48,15 +59,37 @@ class DecisionService:
         self.credentials = credentials
         #: How records keep prompts: hash, redacted or full (PDP_AUDIT_PROMPT).
         self.audit_prompt = audit_prompt
+        #: Decisions evaluated at once; past it decide() raises OverloadedError at once.
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        #: Free-form values larger than this are recorded as digest + size.
+        self.audit_value_limit = audit_value_limit
 
-    async def decide(self, request: dict[str, Any]) -> dict[str, Any]:
-        """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
+    async def decide(
+        self, request: dict[str, Any], *, caller: Caller = ANONYMOUS
+    ) -> dict[str, Any]:
+        """Decide a schema-valid request asked by ``caller`` (the authenticated PEP).
 
-        Even then the decision is recorded (as a deny) under its ``decision_id``, which the
-        error carries for the error body.
+        Raises :class:`OverloadedError` (503, nothing recorded: no decision was made) when
+        ``max_in_flight`` decisions are already being evaluated,
+        :class:`EngineUnavailableError` (503) when OPA cannot answer and
+        :class:`InternalDecisionError` (500) on a bug: both after recording the decision
+        as a deny under its ``decision_id``, which the error carries for the error body.
+        Every answer that carries a ``decision_id`` is in the audit trail.
         """
+        if self.in_flight >= self.max_in_flight:
+            self.metrics.decisions.labels("shed").inc()
+            raise OverloadedError(
+                f"{self.max_in_flight} decisions are being evaluated; retry shortly"
+            )
+        self.in_flight += 1
+        try:
+            return await self._decide(request, caller)
+        finally:
+            self.in_flight -= 1
+
+    async def _decide(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
         started = time.perf_counter()
-        decision_id = str(uuid.uuid4())
         identity = self.verifier.verify(request.get("agent", {}).get("token"))
         creds = self.credentials
         status = creds.agent_status(identity) if creds is not None else None
@@ -66,45 +99,95 @@ class DecisionService:
             self.clock_ns(),
             prompt_to_policy=self.prompt_to_policy,
             agent_status=status,
+            pep=caller.to_input(),
         )
-        # Counted only once the request is decided: normalize may still refuse it (400).
-        if not identity.authenticated:
-            self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
+        # From here on the decision has an id: whatever happens, it is recorded.
+        decision_id = str(uuid.uuid4())
+        recorded = False
         try:
-            result = await self.opa.evaluate(input_doc)
-        except EngineUnavailableError as exc:
-            self.metrics.opa_errors.labels(exc.kind).inc()
-            self.metrics.decisions.labels("error").inc()
-            response = {"decision_id": decision_id, "allow": False, "reasons": []}
+            # Counted only once the request is decided: normalize may still refuse it (400).
+            if not identity.authenticated:
+                self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
+            try:
+                result = await self.opa.evaluate(input_doc)
+            except EngineUnavailableError as exc:
+                self.metrics.opa_errors.labels(exc.kind).inc()
+                self.metrics.decisions.labels("error").inc()
+                response = {"decision_id": decision_id, "allow": False, "reasons": []}
+                if creds is not None:
+                    creds.after_decision(decision_id, request, identity, response)
+                await self._record(
+                    decision_id, input_doc, request, response, started, identity, caller,
+                    error=exc.message,
+                )  # fmt: skip
+                recorded = True
+                raise EngineUnavailableError(
+                    exc.message, kind=exc.kind, decision_id=decision_id
+                ) from exc
+            self.metrics.opa_latency.observe(result.duration_s)
+            response = self._respond(decision_id, request, identity, result, status)
+            credential = None
             if creds is not None:
-                creds.after_decision(decision_id, request, identity, response)
+                # Minted only on allow; the token goes in the answer, its jti in the record.
+                credential = creds.after_decision(decision_id, request, identity, response)
+                if credential is not None:
+                    response["credential"] = credential.response()
             await self._record(
-                decision_id, input_doc, request, response, started, identity, error=exc.message
+                decision_id,
+                input_doc,
+                request,
+                response,
+                started,
+                identity,
+                caller,
+                credential=None if credential is None else credential.record(),
+                opa_decision_id=result.decision_id,
             )
-            raise EngineUnavailableError(
-                exc.message, kind=exc.kind, decision_id=decision_id
-            ) from exc
-        self.metrics.opa_latency.observe(result.duration_s)
-        response = self._respond(decision_id, request, identity, result, status)
-        credential = None
-        if creds is not None:
-            # Minted only on allow; the token goes in the answer, its jti in the record.
-            credential = creds.after_decision(decision_id, request, identity, response)
-            if credential is not None:
-                response["credential"] = credential.response()
-        await self._record(
-            decision_id,
-            input_doc,
-            request,
-            response,
-            started,
-            identity,
-            credential=None if credential is None else credential.record(),
-            opa_decision_id=result.decision_id,
-        )
+            recorded = True
+        except (EngineUnavailableError, AuditUnavailableError):
+            raise
+        except Exception as exc:
+            if recorded:
+                raise  # a bug after the record was made durable
+            log.exception("decision %s failed", decision_id)
+            await self._record_internal_error(
+                decision_id, input_doc, request, started, identity, caller, exc
+            )
+            raise InternalDecisionError(decision_id=decision_id) from exc
         # Counted once recorded: a decision whose record failed was answered 503, not this.
         self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
         return response
+
+    async def _record_internal_error(
+        self,
+        decision_id: str,
+        input_doc: dict[str, Any],
+        request: dict[str, Any],
+        started: float,
+        identity: Identity,
+        caller: Caller,
+        exc: Exception,
+    ) -> None:
+        """Record a decision that failed on a bug as an error deny (status 500)."""
+        self.metrics.decisions.labels("error").inc()
+        reason = _reason("internal_error", "the PDP failed to decide; denied")
+        response = {"decision_id": decision_id, "allow": False, "reasons": [reason]}
+        error = f"internal error ({type(exc).__name__})"
+        try:
+            await self._record(
+                decision_id, input_doc, request, response, started, identity, caller,
+                error=error, status=500,
+            )  # fmt: skip
+        except AuditUnavailableError:
+            raise
+        except Exception:
+            # The full record could not be built or written: the minimal one still names
+            # the decision, so no answered decision_id is missing from the trail.
+            log.exception("decision %s: recording the full error record failed", decision_id)
+            await self._record(
+                decision_id, None, {}, response, started, identity, caller,
+                error=error, status=500,
+            )  # fmt: skip
 
     def _respond(
         self,
@@ -155,15 +238,17 @@ class DecisionService:
     async def _record(
         self,
         decision_id: str,
-        input_doc: dict[str, Any],
+        input_doc: dict[str, Any] | None,
         request: dict[str, Any],
         response: dict[str, Any],
         started: float,
         identity: Identity,
+        caller: Caller,
         *,
         error: str | None = None,
         credential: dict[str, Any] | None = None,
         opa_decision_id: str | None = None,
+        status: int | None = None,
     ) -> None:
         latency = time.perf_counter() - started
         self.metrics.latency.observe(latency)
@@ -179,6 +264,9 @@ class DecisionService:
                 credential=credential,
                 prompt_mode=self.audit_prompt,
                 opa_decision_id=opa_decision_id,
+                caller=caller.to_input() if caller.authenticated else None,
+                value_limit=self.audit_value_limit,
+                status=status,
             )
         )
 

@@ -6,9 +6,13 @@ Every error body carries ``"allow": false`` so that a naive client fails closed.
     ├── RequestError              400 invalid request (with field errors)
     │   ├── MalformedJSONError    400 body is not JSON / not an object
     │   ├── UnsupportedMediaError 415 Content-Type is not application/json
-    │   └── BodyTooLargeError     413 body over the configured limit
+    │   ├── BodyTooLargeError     413 body over the configured limit
+    │   └── RequestTimeoutError   408 the body did not arrive in time
     ├── AuthError                 401 admin endpoint without a credential
-    │   └── ForbiddenError        403 admin endpoint with the wrong credential
+    │   ├── ForbiddenError        403 admin endpoint with the wrong credential
+    │   └── CallerAuthError       401 the caller (PEP) did not authenticate (pdp.callers)
+    ├── OverloadedError           503 too many decisions in flight (Retry-After)
+    ├── InternalDecisionError     500 a bug while deciding; recorded as an error deny
     ├── EngineUnavailableError    503 OPA cannot be reached or did not answer in time
     └── AuditUnavailableError     503 the decision could not be recorded durably
 
@@ -117,3 +121,46 @@ class AuditUnavailableError(PDPError):
 
     status = 503
     code = "audit_unavailable"
+
+
+class RequestTimeoutError(RequestError):
+    """The client did not send its body within the body read timeout."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class CallerAuthError(AuthError):
+    """The caller (the gateway, the PEP) presented no acceptable client certificate or
+    caller key; answered before any agent token is looked at."""
+
+    code = "caller_unauthenticated"
+
+
+class OverloadedError(PDPError):
+    """Every evaluation slot is taken: answered at once, never queued (Retry-After)."""
+
+    status = 503
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        #: Seconds the client should wait; sent as the Retry-After header.
+        self.retry_after_s = retry_after_s
+
+
+class InternalDecisionError(PDPError):
+    """A decision failed on a bug. It was recorded as an error deny under ``decision_id``,
+    which the body carries so the answer can be found in the audit trail."""
+
+    status = 500
+    code = "internal"
+
+    def __init__(self, *, decision_id: str) -> None:
+        super().__init__("internal error; the decision is recorded as a deny")
+        self.decision_id = decision_id
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        body["decision_id"] = self.decision_id
+        return body

@@ -21,6 +21,11 @@ Error codes (``Identity.error_code``)::
     authn.audience_mismatch  aud does not contain the configured audience
     authn.expired            exp + leeway <= now
     authn.not_yet_valid      nbf - leeway > now
+    authn.issued_in_future   iat - leeway > now (a token minted by a clock far ahead, or forged
+                             to outlive a key rotation)
+    authn.lifetime_too_long  exp - iat (exp - now without iat) beyond the maximum SVID lifetime
+                             (PDP_SVID_MAX_LIFETIME_S, 24 h by default): a stolen long-lived
+                             token is not accepted, nor cached for its whole life
     authn.error              an unexpected internal failure (a bug); still a deny
     authn.unauthenticated    only from to_input() of an Identity(authenticated=False) built
                              without a code (the same fallback pdp.rules.authn uses)
@@ -75,6 +80,10 @@ MAX_BUNDLE_FILE_BYTES: Final = 1024 * 1024
 MIN_RSA_KEY_BITS: Final = 2048
 
 _JWT_SVID_USE: Final = "jwt-svid"
+#: NumericDates beyond this are refused: not exact as a double, and no real token's.
+_MAX_NUMERIC_DATE: Final = 2**53 - 1
+#: Default longest lifetime (exp - iat) of an accepted JWT-SVID, seconds.
+DEFAULT_MAX_LIFETIME_S: Final = 86400
 _SPIFFE_SCHEME: Final = "spiffe://"
 _TRUST_DOMAIN_RE: Final = re.compile(r"[a-z0-9._-]+")
 _PATH_SEGMENT_RE: Final = re.compile(r"[A-Za-z0-9._-]+")
@@ -443,8 +452,8 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
         number = float(value)
     except OverflowError:
         number = math.inf
-    if not math.isfinite(number):
-        raise _Reject("authn.malformed", f"claim {name!r} must be a finite number")
+    if not math.isfinite(number) or abs(number) > _MAX_NUMERIC_DATE:
+        raise _Reject("authn.malformed", f"claim {name!r} must be a finite number below 2^53")
     return number
 
 
@@ -493,6 +502,7 @@ class SVIDVerifier:
         leeway_seconds: int = 30,
         cache_size: int = 10_000,
         clock: Callable[[], float] = time.time,
+        max_lifetime_s: float = DEFAULT_MAX_LIFETIME_S,
     ) -> None:
         if not isinstance(audience, str) or not audience:
             raise ValueError("audience must be a non-empty string")
@@ -506,6 +516,7 @@ class SVIDVerifier:
         self._leeway = leeway_seconds
         self._cache_size = cache_size
         self._clock = clock
+        self._max_lifetime = max_lifetime_s
         # digest -> (identity, exp as float)
         self._cache: OrderedDict[bytes, tuple[Identity, float]] = OrderedDict()
         # Time claims are checked here against self._clock (PyJWT would use the wall clock);
@@ -528,6 +539,22 @@ class SVIDVerifier:
     def audience(self) -> str:
         """The audience every accepted token's ``aud`` contains."""
         return self._audience
+
+    @property
+    def bundles(self) -> TrustBundles:
+        """The trust bundles tokens are verified against now."""
+        return self._bundles
+
+    def replace_bundles(self, bundles: TrustBundles, changed: set[str]) -> int:
+        """Verify against ``bundles`` from now on, and forget every cached token of the
+        trust domains in ``changed`` (a removed key must stop verifying at once). Returns
+        how many cached tokens were dropped."""
+        self._bundles = bundles
+        self._domains = bundles.domains()
+        doomed = [d for d, (ident, _) in self._cache.items() if ident.trust_domain in changed]
+        for digest in doomed:
+            del self._cache[digest]
+        return len(doomed)
 
     def verify(self, token: str | None) -> Identity:
         """Authenticate ``token``; never raises (failures are ``Identity.failure``)."""
@@ -647,12 +674,20 @@ class SVIDVerifier:
         if exp is None:  # required above; kept so the type is narrowed without assert
             raise _Reject("authn.missing_claim", "required claim 'exp' is missing")
         nbf = _numeric_date(verified, "nbf")
-        _numeric_date(verified, "iat")  # type-checked only; a future iat is not rejected
+        iat = _numeric_date(verified, "iat")
         now = self._clock()
         if now >= exp + self._leeway:
             raise _Reject("authn.expired", "token has expired")
         if nbf is not None and nbf - self._leeway > now:
             raise _Reject("authn.not_yet_valid", "token is not valid yet (nbf)")
+        if iat is not None and iat - self._leeway > now:
+            raise _Reject("authn.issued_in_future", "token is issued in the future (iat)")
+        lifetime = exp - (iat if iat is not None else now)
+        if lifetime > self._max_lifetime:
+            raise _Reject(
+                "authn.lifetime_too_long",
+                f"token lifetime {lifetime:.0f} s exceeds the maximum {self._max_lifetime:.0f} s",
+            )
         jti = verified.get("jti")
         identity = Identity(
             authenticated=True,

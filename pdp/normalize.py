@@ -9,19 +9,19 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlsplit
 
 from .errors import FieldError, RequestError
 from .identity import Identity
+from .urls import URLError, canonical_url
 
 INPUT_VERSION = 1
+#: input.pep when caller authentication is off (pdp.callers.ANONYMOUS).
+_NO_PEP = {"authenticated": False, "id": None, "method": "none"}
 
 #: Sensitivity labels in rising order; the index is the rank policies compare.
 SENSITIVITY_RANKS = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
 #: What a request that does not label its data is treated as.
 DEFAULT_SENSITIVITY = "internal"
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def rfc3339(unix_ns: int) -> str:
@@ -37,14 +37,18 @@ def normalize(
     *,
     prompt_to_policy: bool = False,
     agent_status: str | None = None,
+    pep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the OPA input from a schema-valid decision request.
 
     ``identity`` comes only from token verification; nothing in ``request`` can set it.
+    ``pep`` is the authenticated caller (pdp.callers: ``{authenticated, id, method}``),
+    which becomes ``input.pep``; ``None`` means no caller authentication.
     ``agent_status`` is the PDP's lifecycle status of the authenticated agent ("active" or
     "disabled", from the credential service); it becomes ``input.agent.status`` and is
     null for an unauthenticated request or when the caller tracks no lifecycle.
-    Raises :class:`RequestError` only for a URL the schema could not rule out (a bad port).
+    Raises :class:`RequestError` only for a URL that is not one unambiguous reading
+    (:mod:`pdp.urls`): policy sees the canonical URL, scheme, host and port.
     """
     now = rfc3339(now_ns)
     agent = request.get("agent", {})
@@ -77,6 +81,8 @@ def normalize(
         "prompt": _prompt(request.get("prompt", {}), prompt_to_policy),
         "context": request.get("context", {}),
         "request": {"id": request.get("request_id"), "received_at": now},
+        # The authenticated caller (gateway) that asked: {authenticated, id, method}.
+        "pep": dict(pep) if pep is not None else dict(_NO_PEP),
     }
     return doc
 
@@ -85,21 +91,14 @@ def _destination(dest: dict[str, Any]) -> dict[str, Any]:
     url = dest.get("url")
     host = scheme = port = None
     if url is not None:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        host = parts.hostname  # lower-cased by urlsplit, userinfo stripped
         try:
-            port = parts.port if parts.port is not None else _DEFAULT_PORTS.get(scheme)
-        except ValueError:
+            canonical = canonical_url(url)
+        except URLError as exc:
             raise RequestError(
                 "request does not match the schema",
-                fields=[FieldError("/destination/url", "port is not a valid number (0-65535)")],
+                fields=[FieldError("/destination/url", str(exc))],
             ) from None
-        if not host:
-            raise RequestError(
-                "request does not match the schema",
-                fields=[FieldError("/destination/url", "URL has no host")],
-            )
+        url, host, scheme, port = canonical.url, canonical.host, canonical.scheme, canonical.port
     return {
         "type": dest["type"],
         "name": dest["name"],

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 import orjson
 
 from .audit.prompt import prompt_record
+from .recordbounds import UNAUTHENTICATED_VALUE_BYTES, bound_key, bound_value
 
 log = logging.getLogger("pdp.decisions")
 
@@ -44,6 +45,9 @@ class LogRecorder:
             log.info(orjson.dumps(line).decode())
 
 
+#: Free-form values (arguments, context) larger than this are recorded as digest + size.
+DEFAULT_VALUE_LIMIT = 16 * 1024
+
 #: The members of a credential summary a record keeps (never the token).
 CREDENTIAL_FIELDS = ("jti", "aud", "scope", "exp")
 
@@ -60,6 +64,9 @@ def build_record(
     credential: dict[str, Any] | None = None,
     prompt_mode: str = "hash",
     opa_decision_id: str | None = None,
+    caller: dict[str, Any] | None = None,
+    value_limit: int = DEFAULT_VALUE_LIMIT,
+    status: int | None = None,
 ) -> dict[str, Any]:
     """Assemble the record of one decision from what the decision path already has.
 
@@ -67,14 +74,24 @@ def build_record(
     trail adds ``seq``, ``prev`` and ``hash``. ``credential`` is the minted credential's
     summary: only its ``jti``, ``aud``, ``scope`` and ``exp`` are kept. ``input`` is the
     OPA input minus any prompt text, so the decision can be replayed.
+
+    Sizes are bounded (pdp.recordbounds): free-form values over ``value_limit`` bytes (256
+    when the agent did not authenticate) are kept as digest and size, and the prompt of an
+    unauthenticated request by hash only. ``caller`` is the authenticated caller (the PEP,
+    pdp.callers), None when caller authentication is off. ``status`` is the HTTP status
+    answered (default: 503 when there is an ``error``, else 200).
     """
     doc = input_doc or {}
     identity = doc.get("identity")
-    action = request.get("action", {})
-    task = request.get("task", {})
+    if not (isinstance(identity, dict) and identity.get("authenticated") is True):
+        value_limit = min(value_limit, UNAUTHENTICATED_VALUE_BYTES)
+        prompt_mode = "hash"
+    action = request.get("action") or {}
+    arguments = action.get("arguments") or {}
+    task = request.get("task") or {}
     dest = doc.get("destination") or {}
     data = doc.get("data") or {}
-    return {
+    record: dict[str, Any] = {
         "type": "decision",
         "time": doc["now"]["rfc3339"] if doc else None,
         "decision_id": decision_id,
@@ -100,7 +117,7 @@ def build_record(
             "type": action.get("type"),
             "name": action.get("name"),
             "operation": action.get("operation"),
-            "argument_keys": sorted(action.get("arguments", {})),
+            "argument_keys": sorted(bound_key(k) for k in arguments),
         },
         "destination": {
             "type": dest.get("type"),
@@ -113,9 +130,9 @@ def build_record(
             "categories": list(data.get("categories", [])),
         },
         "prompt": prompt_record(request.get("prompt"), doc.get("prompt"), prompt_mode),
-        "input": replayable_input(input_doc),
+        "input": _bounded_input(replayable_input(input_doc), value_limit),
         "decision": {
-            "status": 503 if error is not None else 200,
+            "status": status if status is not None else 503 if error is not None else 200,
             "allow": response.get("allow", False) is True,
             "reasons": list(response.get("reasons", [])),
             "obligations": response.get("obligations", {}),
@@ -131,6 +148,22 @@ def build_record(
         },
         "latency_us": round(latency_s * 1_000_000),
     }
+    if caller is not None:
+        record["caller"] = caller
+    return record
+
+
+def _bounded_input(input_doc: dict[str, Any] | None, limit: int) -> dict[str, Any] | None:
+    """The recorded input with its free-form values bounded (pdp.recordbounds)."""
+    if input_doc is None:
+        return None
+    out = dict(input_doc)
+    action = out.get("action")
+    if isinstance(action, dict) and "arguments" in action:
+        out["action"] = {**action, "arguments": bound_value(action["arguments"], limit)}
+    if "context" in out:
+        out["context"] = bound_value(out["context"], limit)
+    return out
 
 
 def replayable_input(input_doc: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -76,10 +76,18 @@ class RedisStore:
         await self._r.aclose()
 
     async def _do(self, coro: Any) -> Any:
+        """Await one command or one MULTI/EXEC pipeline. Whatever fails (the server, the
+        connection, a value that cannot be encoded), the write is all or nothing: a
+        transaction not yet EXECed is discarded by Redis when its connection drops, and
+        redis-py drops a connection that failed mid-command. Every failure is a StoreError."""
         try:
             return await coro
+        except asyncio.CancelledError:
+            raise
         except (RedisError, OSError) as exc:
             raise StoreError(f"Redis store: {exc}") from None
+        except Exception as exc:
+            raise StoreError(f"Redis store: {type(exc).__name__}: {exc}") from None
 
     # -- revocation -------------------------------------------------------------------
     async def revoke(self, jti: str, sub: str | None, until: float, now: float) -> None:
@@ -104,31 +112,39 @@ class RedisStore:
     ) -> AgentState:
         key = f"{PREFIX}agent:{spiffe_id}"
         creds = f"{PREFIX}creds:{spiffe_id}"
-        read = self._r.pipeline(transaction=False)
-        read.hmget(key, ["status", "changed_at", "not_before"])
-        read.zrange(creds, 0, -1, withscores=True)
-        (old_status, old_changed, old_not_before), outstanding = await self._do(read.execute())
-        not_before = int(old_not_before) if old_not_before else None
-        mapping: dict[Any, Any] = {"status": status, "reason": reason or "", "changed_at": now}
-        pipe = self._r.pipeline(transaction=True)
-        if status == "active" and old_status == "disabled":
-            not_before = enable_watermark(float(old_changed) if old_changed else None, now)
-            mapping["not_before"] = not_before
-            # Credentials minted by a replica that had not heard of the disable yet.
-            for jti, exp in outstanding:
-                until = math.ceil(exp) + REVOCATION_SLACK_S
-                if until > now:
-                    pipe.set(f"{PREFIX}revoked:{jti}", "1", exat=until)
-            pipe.delete(creds)
-        pipe.sadd(f"{PREFIX}agents", spiffe_id)
-        pipe.hset(key, mapping=mapping)
-        if status == "disabled":
-            cached = {"reason": reason, "changed_at": now}
-            pipe.hset(f"{PREFIX}disabled", spiffe_id, orjson.dumps(cached).decode())
-        else:
-            pipe.hdel(f"{PREFIX}disabled", spiffe_id)
-        await self._do(pipe.execute())
-        return AgentState(spiffe_id, status, reason, now, not_before)
+
+        async def change(pipe: Any) -> AgentState:
+            # WATCHed read, then MULTI/EXEC: if another replica changes the agent (or its
+            # outstanding credentials) in between, EXEC fails and redis-py runs this again.
+            old_status, old_changed, old_not_before = await pipe.hmget(
+                key, ["status", "changed_at", "not_before"]
+            )
+            outstanding = await pipe.zrange(creds, 0, -1, withscores=True)
+            not_before = int(old_not_before) if old_not_before else None
+            mapping: dict[Any, Any] = {"status": status, "reason": reason or "", "changed_at": now}
+            pipe.multi()
+            if status == "active" and old_status == "disabled":
+                not_before = enable_watermark(float(old_changed) if old_changed else None, now)
+                mapping["not_before"] = not_before
+                # Credentials minted by a replica that had not heard of the disable yet.
+                for jti, exp in outstanding:
+                    until = math.ceil(exp) + REVOCATION_SLACK_S
+                    if until > now:
+                        pipe.set(f"{PREFIX}revoked:{jti}", "1", exat=until)
+                pipe.delete(creds)
+            pipe.sadd(f"{PREFIX}agents", spiffe_id)
+            pipe.hset(key, mapping=mapping)
+            if status == "disabled":
+                cached = {"reason": reason, "changed_at": now}
+                pipe.hset(f"{PREFIX}disabled", spiffe_id, orjson.dumps(cached).decode())
+            else:
+                pipe.hdel(f"{PREFIX}disabled", spiffe_id)
+            return AgentState(spiffe_id, status, reason, now, not_before)
+
+        state: AgentState = await self._do(
+            self._r.transaction(change, key, creds, value_from_callable=True)
+        )
+        return state
 
     async def disabled_agents(self) -> dict[str, AgentState]:
         raw: dict[str, str] = await self._do(self._r.hgetall(f"{PREFIX}disabled"))
@@ -146,7 +162,7 @@ class RedisStore:
     async def record_activity(self, batch: Sequence[AgentActivity], now: float) -> None:
         if not batch:
             return
-        pipe = self._r.pipeline(transaction=False)
+        pipe = self._r.pipeline(transaction=True)  # all of the batch or none of it
         for a in batch:
             key = f"{PREFIX}agent:{a.spiffe_id}"
             pipe.sadd(f"{PREFIX}agents", a.spiffe_id)

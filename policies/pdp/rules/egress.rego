@@ -8,7 +8,9 @@
 #   lists that sensitivity in allowed_sensitivities; restricted data goes only to the
 #   destinations in data.inventory.restricted_destinations. When the request carries a URL,
 #   its host must be one the destination registers, so a tool name cannot be pointed at an
-#   attacker's server.
+#   attacker's server, and its scheme and port too (https and 443 unless the destination
+#   registers others). The PDP hands policy one canonical reading of the URL (pdp/urls.py):
+#   lower-case host without a trailing dot, IDNA A-labels, an explicit port.
 # custom:
 #   controls:
 #     - OWASP-ASI01
@@ -58,6 +60,36 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 	hosts := destination.hosts
 	not host in hosts
 	message := sprintf("host %q is not a registered host of destination %q", [host, input.destination.name])
+}
+
+# METADATA
+# title: URL scheme not registered for the destination
+# description: |
+#   The URL's scheme is not among the destination's registered schemes (the inventory's
+#   "schemes"; "https" only when it lists none): plain http, or any other scheme, goes only
+#   where the destination registers it.
+# custom:
+#   code: destination_scheme_not_allowed
+deny contains lib.reason(rego.metadata.chain(), message) if {
+	scheme := input.destination.scheme
+	is_string(scheme)
+	not scheme in object.get(destination, "schemes", ["https"])
+	message := sprintf("scheme %q is not registered for destination %q", [scheme, input.destination.name])
+}
+
+# METADATA
+# title: URL port not registered for the destination
+# description: |
+#   The URL's port (explicit, or the scheme's default) is not among the destination's
+#   registered ports (the inventory's "ports"; 443 only when it lists none). A URL with no
+#   port and a scheme without a default port names no port, and is denied too.
+# custom:
+#   code: destination_port_not_registered
+deny contains lib.reason(rego.metadata.chain(), message) if {
+	is_string(input.destination.host)
+	port := input.destination.port
+	not port in object.get(destination, "ports", [443])
+	message := sprintf("port %v is not registered for destination %q", [port, input.destination.name])
 }
 
 # Destinations cleared for restricted data; none when the inventory lists none.
