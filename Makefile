@@ -23,9 +23,11 @@ tools:
 run: setup
 	$(BIN)/pdpctl serve
 
+# Lint: ruff, and the import layers contract (pyproject [tool.importlinter], docs/architecture.md).
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: setup
 	$(BIN)/mypy

@@ -15,25 +15,21 @@ Every admin action is logged on ``pdp.admin`` (never a token).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
 from .bodies import header, read_form, read_json_object
 from .credentials import CredentialService
-from .errors import FieldError, RequestError, UnsupportedMediaError
+from .errors import FieldError, RequestError, StoreError, UnsupportedMediaError
 from .identity import parse_spiffe_id
-from .store import StoreError
+from .state import CREDENTIALS
 
 log = logging.getLogger("pdp.admin")
 
 #: Largest body an admin endpoint reads (a credential is at most 16 KiB).
 MAX_ADMIN_BODY = 32 * 1024
 MAX_REASON = 512
-
-Provider = Callable[[web.Application], CredentialService | None]
-_PROVIDER: web.AppKey[Provider] = web.AppKey("credential_service_provider")
 
 
 #: The admin surface: served apart from the decision API (pdp.server), with its own
@@ -52,10 +48,9 @@ ADMIN_PATHS = frozenset(
 )
 
 
-def add_routes(app: web.Application, provider: Provider) -> None:
-    """Register the credential and admin routes on ``app``; ``provider(app)`` gives the
-    running :class:`CredentialService` (None until the app has started)."""
-    app[_PROVIDER] = provider
+def add_routes(app: web.Application) -> None:
+    """Register the credential and admin routes on ``app``; they use the running
+    :class:`CredentialService` under :data:`pdp.state.CREDENTIALS`."""
     app.router.add_get("/.well-known/jwks.json", get_jwks)
     app.router.add_post("/v1/credentials/introspect", post_introspect)
     app.router.add_post("/v1/credentials/revoke", post_revoke)
@@ -67,10 +62,7 @@ def add_routes(app: web.Application, provider: Provider) -> None:
 
 
 def _service(request: web.Request) -> CredentialService:
-    service: CredentialService | None = request.app[_PROVIDER](request.app)
-    if service is None:
-        raise RuntimeError("the credential service has not started")
-    return service
+    return request.app[CREDENTIALS]
 
 
 def _json(body: Any, headers: dict[str, str] | None = None) -> web.Response:
@@ -79,7 +71,8 @@ def _json(body: Any, headers: dict[str, str] | None = None) -> web.Response:
 
 async def _body(request: web.Request, *, form: bool) -> dict[str, Any]:
     """A strict JSON object, or (when ``form``) an application/x-www-form-urlencoded body
-    in which every parameter appears once (pdp.bodies)."""
+    in which every parameter appears once (pdp.bodies); at most MAX_ADMIN_BODY bytes
+    (413 beyond, whether or not a Content-Length says so)."""
     header(request, "Content-Type")
     if form and request.content_type == "application/x-www-form-urlencoded":
         return dict(await read_form(request, MAX_ADMIN_BODY))

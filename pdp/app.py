@@ -1,11 +1,15 @@
-"""The aiohttp application: routes, the error middleware and the resources' lifecycle."""
+"""The aiohttp application: routes, the error middleware and the resources' lifecycle.
+
+The composition root: the only module that knows every resource. Each resource has one
+typed key (:mod:`pdp.state`) and one ``cleanup_ctx`` that opens it, sets its key once and
+closes it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import admin
+from .audit.record import LogRecorder, Recorder
 from .audit.trail import AuditRecorder, AuditTrail
 from .bodies import read_json_object
 from .bundle import build_bundle
@@ -33,42 +38,26 @@ from .identity import Identity, SVIDVerifier, TrustBundles
 from .metrics import Metrics
 from .normalize import normalize
 from .opa import OPAClient
-from .recorder import LogRecorder, Recorder
 from .schema import validate_request
 from .server import LISTENERS, Listeners, surface_middleware
 from .sidecar import OPASidecar, socket_path
+from .state import (
+    AUDIT,
+    CREDENTIALS,
+    DECISIONS,
+    METRICS,
+    OPA,
+    RECORDER,
+    SETTINGS,
+    SIDECAR,
+    VERIFIER,
+)
 from .tools import find_opa
 from .trustwatch import BundleWatcher
 
 log = logging.getLogger("pdp")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@dataclass
-class Runtime:
-    """What the running app holds; built in :func:`_lifecycle`, reached through RUNTIME."""
-
-    settings: Settings
-    metrics: Metrics
-    recorder: Recorder
-    opa: OPAClient | None = None
-    sidecar: OPASidecar | None = None
-    decisions: DecisionService | None = None
-    trust_domains: list[str] = field(default_factory=list)
-    #: The durable audit trail (None when PDP_AUDIT_ENABLED=false); see _audit_lifecycle.
-    audit: AuditTrail | None = None
-    #: Credentials, revocation, agent lifecycle, keys (built in _credentials_lifecycle).
-    credentials: CredentialService | None = None
-
-    @property
-    def service(self) -> DecisionService:
-        if self.decisions is None:
-            raise RuntimeError("the app has not started")
-        return self.decisions
-
-
-RUNTIME = web.AppKey("runtime", Runtime)
 
 
 def json_response(body: Any, status: int = 200) -> web.Response:
@@ -82,7 +71,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return await handler(request)
     except PDPError as exc:
         if exc.status < 500:
-            request.app[RUNTIME].metrics.invalid_requests.labels(exc.code).inc()
+            request.app[METRICS].invalid_requests.labels(exc.code).inc()
         response = json_response(exc.body(), exc.status)
         if isinstance(exc, OverloadedError):
             response.headers["Retry-After"] = str(exc.retry_after_s)
@@ -103,12 +92,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 async def post_decision(request: web.Request) -> web.Response:
     """POST /v1/decisions: may this agent do this now?"""
-    rt = request.app[RUNTIME]
+    app = request.app
+    settings = app[SETTINGS]
     body = await read_json_object(
-        request, rt.settings.max_body_bytes, timeout_s=rt.settings.body_timeout_s
+        request, settings.max_body_bytes, timeout_s=settings.body_timeout_s
     )
-    request_doc = validate_request(body)
-    return json_response(await rt.service.decide(request_doc, caller=request_caller(request)))
+    decision_request = validate_request(body)
+    return json_response(
+        await app[DECISIONS].decide(decision_request, caller=request_caller(request))
+    )
 
 
 async def get_healthz(request: web.Request) -> web.Response:
@@ -118,42 +110,41 @@ async def get_healthz(request: web.Request) -> web.Response:
 
 async def get_readyz(request: web.Request) -> web.Response:
     """GET /readyz: 200 only when OPA answers, its bundle is active and the entrypoint decides."""
-    rt = request.app[RUNTIME]
-    ready, detail, revision = False, "not started", None
-    if rt.opa is not None:
-        if not await rt.opa.health(bundles=True):
-            detail = "policy engine unreachable or bundle not active"
+    opa, audit = request.app[OPA], request.app[AUDIT]
+    ready, revision = False, None
+    if not await opa.health(bundles=True):
+        detail = "policy engine unreachable or bundle not active"
+    else:
+        probe = normalize(
+            {
+                "tenant": "readiness",
+                "action": {"type": "tool.call"},
+                "destination": {"type": "tool", "name": "readiness"},
+            },
+            Identity.failure("authn.token_missing", "readiness probe"),
+            0,
+        )
+        try:
+            result = await opa.evaluate(probe)
+        except PDPError as exc:
+            detail = exc.message
         else:
-            probe = normalize(
-                {
-                    "tenant": "readiness",
-                    "action": {"type": "tool.call"},
-                    "destination": {"type": "tool", "name": "readiness"},
-                },
-                Identity.failure("authn.token_missing", "readiness probe"),
-                0,
-            )
-            try:
-                result = await rt.opa.evaluate(probe)
-            except PDPError as exc:
-                detail = exc.message
-            else:
-                ready = result.decision is not None
-                detail = "ok" if ready else f"{result.error_code}: {result.error_message}"
-                revision = result.revision
-    if ready and rt.audit is not None and not rt.audit.available:
-        ready, detail = False, f"audit trail unavailable: {rt.audit.error}"
+            ready = result.decision is not None
+            detail = "ok" if ready else f"{result.error_code}: {result.error_message}"
+            revision = result.revision
+    if ready and audit is not None and not audit.available:
+        ready, detail = False, f"audit trail unavailable: {audit.error}"
     body = {"ready": ready, "detail": detail, "policy": {"revision": revision}}
     return json_response(body, 200 if ready else 503)
 
 
 async def get_metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text format."""
-    rt = request.app[RUNTIME]
-    if rt.sidecar is not None:
-        rt.metrics.opa_restarts.set(rt.sidecar.restarts)
+    metrics, sidecar = request.app[METRICS], request.app[SIDECAR]
+    if sidecar is not None:
+        metrics.opa_restarts.set(sidecar.restarts)
     return web.Response(
-        body=generate_latest(rt.metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        body=generate_latest(metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )
 
 
@@ -182,71 +173,103 @@ def build_verifier(settings: Settings) -> tuple[SVIDVerifier, dict[str, Path]]:
     return verifier, files
 
 
-async def _lifecycle(app: web.Application) -> AsyncIterator[None]:
-    rt = app[RUNTIME]
-    s = rt.settings
-    verifier, bundle_files = build_verifier(s)
-    rt.trust_domains = sorted(bundle_files)
-    watcher = BundleWatcher(verifier, bundle_files, s.trust_bundle_refresh_s)
+def _audit_ctx(base: Recorder) -> Callable[[web.Application], AsyncIterator[None]]:
+    """The audit trail opens first and closes last: every decision is made durable by it."""
+
+    async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
+        settings = app[SETTINGS]
+        if not settings.audit_enabled:
+            log.warning("audit trail disabled (PDP_AUDIT_ENABLED=false): decisions are only logged")
+            app[AUDIT], app[RECORDER] = None, base
+            yield
+            return
+        trail = AuditTrail(settings, app[METRICS].registry)
+        await trail.start()
+        app[AUDIT], app[RECORDER] = trail, AuditRecorder(trail, base)
+        try:
+            yield
+        finally:
+            await trail.close()
+
+    return audit_ctx
+
+
+async def _credentials_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Store, signing keys, agent registry: open on startup, flushed and closed on cleanup."""
+    service = await CredentialService.start(app[SETTINGS])
+    app[CREDENTIALS] = service
+    try:
+        yield
+    finally:
+        await service.close()
+
+
+async def _verifier_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Trust bundles are read (and dev ones generated) before OPA is started, and
+    reloaded when their files change (pdp.trustwatch)."""
+    settings = app[SETTINGS]
+    verifier, files = build_verifier(settings)
+    app[VERIFIER] = verifier
+    watcher = BundleWatcher(verifier, files, settings.trust_bundle_refresh_s)
     await watcher.start()
-    url = s.opa_url
-    if url is None:
-        opa_bin = find_opa(s.opa_binary)
-        built = await asyncio.to_thread(
-            build_bundle, opa_bin, s.policies_dir, s.state_dir / "bundles" / "policies.tar.gz"
-        )
-        log.info("built bundle %s revision %s", built.path, built.revision)
-        rt.sidecar = OPASidecar(
-            opa_bin, built.path, socket_path(s.state_dir), start_timeout_s=s.opa_start_timeout_s
-        )
-        await rt.sidecar.start()
-        url = rt.sidecar.url
-    rt.opa = OPAClient(url, timeout_s=s.opa_timeout_ms / 1000)
-    await rt.opa.start()
-    rt.decisions = DecisionService(
-        verifier=verifier,
-        opa=rt.opa,
-        recorder=rt.recorder,
-        metrics=rt.metrics,
-        prompt_to_policy=s.prompt_to_policy,
-        credentials=rt.credentials,
-        audit_prompt=s.audit_prompt,
-        max_in_flight=s.max_in_flight,
-        audit_value_limit=s.audit_max_value_bytes,
-    )
     try:
         yield
     finally:
         await watcher.close()
-        await rt.opa.close()
-        if rt.sidecar is not None:
-            await rt.sidecar.stop()
 
 
-async def _audit_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    """The audit trail opens first and closes last: every decision is made durable by it."""
-    rt = app[RUNTIME]
-    if not rt.settings.audit_enabled:
-        log.warning("audit trail disabled (PDP_AUDIT_ENABLED=false): decisions are only logged")
+async def _sidecar_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Embedded mode: build the bundle from policies_dir and run OPA as a child process."""
+    s = app[SETTINGS]
+    if s.opa_url is not None:
+        app[SIDECAR] = None
         yield
         return
-    rt.audit = AuditTrail(rt.settings, rt.metrics.registry)
-    await rt.audit.start()
-    rt.recorder = AuditRecorder(rt.audit, rt.recorder)
+    opa_bin = find_opa(s.opa_binary)
+    built = await asyncio.to_thread(
+        build_bundle, opa_bin, s.policies_dir, s.state_dir / "bundles" / "policies.tar.gz"
+    )
+    log.info("built bundle %s revision %s", built.path, built.revision)
+    sidecar = OPASidecar(
+        opa_bin, built.path, socket_path(s.state_dir), start_timeout_s=s.opa_start_timeout_s
+    )
+    await sidecar.start()
+    app[SIDECAR] = sidecar
     try:
         yield
     finally:
-        await rt.audit.close()
+        await sidecar.stop()
 
 
-async def _credentials_lifecycle(app: web.Application) -> AsyncIterator[None]:
-    """Store, signing keys, agent registry: open on startup, flushed and closed on cleanup."""
-    rt = app[RUNTIME]
-    rt.credentials = await CredentialService.start(rt.settings)
+async def _opa_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The one OPA client: the sidecar's socket, or PDP_OPA_URL."""
+    s, sidecar = app[SETTINGS], app[SIDECAR]
+    url = sidecar.url if sidecar is not None else s.opa_url
+    assert url is not None  # Settings: no opa_url means embedded, so a sidecar
+    client = OPAClient(url, timeout_s=s.opa_timeout_ms / 1000)
+    await client.start()
+    app[OPA] = client
     try:
         yield
     finally:
-        await rt.credentials.close()
+        await client.close()
+
+
+async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The decision path, over the resources opened before it (nothing to close)."""
+    s = app[SETTINGS]
+    app[DECISIONS] = DecisionService(
+        verifier=app[VERIFIER],
+        opa=app[OPA],
+        recorder=app[RECORDER],
+        metrics=app[METRICS],
+        prompt_to_policy=s.prompt_to_policy,
+        credentials=app[CREDENTIALS],
+        audit_prompt=s.audit_prompt,
+        max_in_flight=s.max_in_flight,
+        audit_value_limit=s.audit_max_value_bytes,
+    )
+    yield
 
 
 def build_caller_authenticator(settings: Settings) -> CallerAuthenticator:
@@ -261,8 +284,13 @@ def build_caller_authenticator(settings: Settings) -> CallerAuthenticator:
 
 
 def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.Application:
-    """Build the application; resources open on startup and close on cleanup."""
+    """Build the application; resources open on startup and close on cleanup.
+
+    ``recorder`` receives every decision record after the audit trail (default: the
+    ``pdp.decisions`` log line).
+    """
     app = web.Application(
+        # errors first (they map everything below), then which surface, then who asks
         middlewares=[error_middleware, surface_middleware, caller_middleware],
         client_max_size=settings.max_body_bytes,
     )
@@ -270,11 +298,20 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
         admin_on_decision=settings.admin_port is None and is_loopback(settings.host)
     )
     app[CALLER] = build_caller_authenticator(settings)
-    app[RUNTIME] = Runtime(settings=settings, metrics=Metrics(), recorder=recorder or LogRecorder())
-    app.cleanup_ctx.append(_audit_lifecycle)  # first to open, last to close
-    app.cleanup_ctx.append(_credentials_lifecycle)  # before _lifecycle: it is passed in
-    app.cleanup_ctx.append(_lifecycle)
-    admin.add_routes(app, lambda a: a[RUNTIME].credentials)
+    app[SETTINGS] = settings
+    app[METRICS] = Metrics()
+    # Opened in this order, closed in reverse: each context uses only keys set before it.
+    app.cleanup_ctx.extend(
+        [
+            _audit_ctx(recorder or LogRecorder()),
+            _credentials_ctx,
+            _verifier_ctx,
+            _sidecar_ctx,
+            _opa_ctx,
+            _decisions_ctx,
+        ]
+    )
+    admin.add_routes(app)
     app.router.add_post("/v1/decisions", post_decision)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)

@@ -11,18 +11,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import BundleError as BundleError
+
 #: Folders of a policy directory that go into the bundle, in order.
 SOURCE_DIRS = ("pdp", "data")
 _SOURCE_SUFFIXES = {".rego", ".json", ".yaml", ".yml"}
-
-
-class BundleError(RuntimeError):
-    """The bundle could not be built; the message carries OPA's own output."""
-
-    def __init__(self, message: str, *, missing_sources: bool = False) -> None:
-        super().__init__(message)
-        #: True when the policy directory has nothing to build (not a compile error).
-        self.missing_sources = missing_sources
 
 
 @dataclass(frozen=True, slots=True)

@@ -298,8 +298,6 @@ async def caller_middleware(request: web.Request, handler: Handler) -> web.Strea
     return await handler(request)
 
 
-
-
 def request_caller(request: web.Request) -> Caller:
     """The authenticated caller of ``request`` (ANONYMOUS when caller auth is off)."""
     caller: Caller = request.get(CALLER_KEY, ANONYMOUS)

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from .errors import ConfigError
 
-class ConfigError(ValueError):
-    """A setting has a bad value; the message names the setting and the value."""
+__all__ = ["ConfigError", "Settings", "parse_trust_bundles"]
 
 
 DEFAULT_DEV_TRUST_DOMAINS = ("acme.example", "globex.example")

@@ -13,8 +13,10 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from .answer import answer, reason
+from .audit.record import DEFAULT_VALUE_LIMIT, Recorder, build_record
 from .callers import ANONYMOUS, Caller
-from .credentials import AGENT_DISABLED, CredentialService
+from .credentials import CredentialService
 from .errors import (
     AuditUnavailableError,
     EngineUnavailableError,
@@ -24,10 +26,9 @@ from .errors import (
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
 from .normalize import normalize
-from .opa import OPAClient, OPAResult
-from .recorder import DEFAULT_VALUE_LIMIT, Recorder, build_record
+from .opa import OPAClient
 
-_POLICY_RULE = "pdp"
+__all__ = ["DecisionService"]
 
 log = logging.getLogger("pdp.decision")
 
@@ -113,7 +114,11 @@ class DecisionService:
             except EngineUnavailableError as exc:
                 self.metrics.opa_errors.labels(exc.kind).inc()
                 self.metrics.decisions.labels("error").inc()
-                response = {"decision_id": decision_id, "allow": False, "reasons": []}
+                response: dict[str, Any] = {
+                    "decision_id": decision_id,
+                    "allow": False,
+                    "reasons": [],
+                }
                 if creds is not None:
                     creds.after_decision(decision_id, request, identity, response)
                 await self._record(
@@ -125,7 +130,11 @@ class DecisionService:
                     exc.message, kind=exc.kind, decision_id=decision_id
                 ) from exc
             self.metrics.opa_latency.observe(result.duration_s)
-            response = self._respond(decision_id, request, identity, result, status)
+            if result.decision is None:
+                self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
+            response = answer(decision_id, request, identity, result, status)
+            for r in response["reasons"]:
+                self.metrics.reasons.labels(str(r.get("code", ""))).inc()
             credential = None
             if creds is not None:
                 # Minted only on allow; the token goes in the answer, its jti in the record.
@@ -146,7 +155,7 @@ class DecisionService:
             recorded = True
         except (EngineUnavailableError, AuditUnavailableError):
             raise
-        except Exception as exc:
+        except Exception as exc:  # the outermost boundary of one decision
             if recorded:
                 raise  # a bug after the record was made durable
             log.exception("decision %s failed", decision_id)
@@ -170,8 +179,8 @@ class DecisionService:
     ) -> None:
         """Record a decision that failed on a bug as an error deny (status 500)."""
         self.metrics.decisions.labels("error").inc()
-        reason = _reason("internal_error", "the PDP failed to decide; denied")
-        response = {"decision_id": decision_id, "allow": False, "reasons": [reason]}
+        denied = reason("internal_error", "the PDP failed to decide; denied")
+        response = {"decision_id": decision_id, "allow": False, "reasons": [denied]}
         error = f"internal error ({type(exc).__name__})"
         try:
             await self._record(
@@ -188,52 +197,6 @@ class DecisionService:
                 decision_id, None, {}, response, started, identity, caller,
                 error=error, status=500,
             )  # fmt: skip
-
-    def _respond(
-        self,
-        decision_id: str,
-        request: dict[str, Any],
-        identity: Identity,
-        result: OPAResult,
-        agent_status: str | None = None,
-    ) -> dict[str, Any]:
-        if result.decision is None:
-            self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
-            allow = False
-            reasons = [_reason(result.error_code or "policy.error", result.error_message or "")]
-            obligations: dict[str, Any] = {}
-        else:
-            allow = result.decision["allow"] is True
-            reasons = list(result.decision["reasons"])
-            obligations = result.decision.get("obligations", {})
-            if allow and not identity.authenticated:
-                # A policy must never allow an unauthenticated caller; guard against bugs.
-                allow = False
-                reasons = [
-                    _reason(
-                        identity.error_code or "authn.unauthenticated",
-                        "policy allowed an unauthenticated agent; denied by the PDP",
-                    )
-                ]
-        if agent_status == "disabled" and AGENT_DISABLED not in {r.get("code") for r in reasons}:
-            # Defense in depth: a disabled agent is denied even if a policy forgets to.
-            if allow:
-                allow, reasons = False, []
-            reasons.append(
-                _reason(AGENT_DISABLED, f"agent {identity.spiffe_id!r} is disabled in the PDP")
-            )
-        response: dict[str, Any] = {"decision_id": decision_id}
-        if "request_id" in request:
-            response["request_id"] = request["request_id"]
-        response.update(
-            allow=allow,
-            reasons=reasons,
-            obligations=obligations if allow else {},
-            policy={"revision": result.revision},
-        )
-        for r in reasons:
-            self.metrics.reasons.labels(str(r.get("code", ""))).inc()
-        return response
 
     async def _record(
         self,
@@ -269,7 +232,3 @@ class DecisionService:
                 status=status,
             )
         )
-
-
-def _reason(code: str, message: str) -> dict[str, Any]:
-    return {"code": code, "message": message, "rule": _POLICY_RULE, "controls": []}

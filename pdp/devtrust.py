@@ -14,8 +14,6 @@ and no dev domains.
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import os
 import secrets
@@ -29,7 +27,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from .errors import DevTrustError
 from .identity import parse_spiffe_id
+from .jws import jwk_thumbprint
 
 __all__ = [
     "DEV_AUDIENCE_DEFAULT",
@@ -47,22 +47,6 @@ _KEY_FILE: Final = "key.pem"
 _BUNDLE_FILE: Final = "bundle.json"
 #: Claims mint_svid sets itself; extra_claims may not override them.
 _RESERVED_CLAIMS: Final = frozenset({"sub", "aud", "iat", "exp", "jti"})
-
-
-class DevTrustError(Exception):
-    """A dev trust domain cannot be created or used (says which and what to do)."""
-
-
-def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
-    """RFC 7638 JWK SHA-256 thumbprint (base64url, unpadded) of an EC or RSA public JWK."""
-    required = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n")}.get(jwk.get("kty", ""))
-    if required is None:
-        raise ValueError(f"cannot compute a thumbprint for kty {jwk.get('kty')!r}")
-    canonical = json.dumps(
-        {name: jwk[name] for name in required}, separators=(",", ":"), sort_keys=True
-    )
-    digest = hashlib.sha256(canonical.encode("utf-8")).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode("ascii")
 
 
 def _public_jwk(key: ec.EllipticCurvePrivateKey) -> dict[str, Any]:

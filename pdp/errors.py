@@ -1,20 +1,44 @@
-"""Errors the service turns into HTTP answers.
+"""The one exception hierarchy: every error the service or the CLI reports.
 
-Every error body carries ``"allow": false`` so that a naive client fails closed.
+Each class carries the HTTP ``status`` the error middleware answers, the ``code`` of the
+JSON error body, and the ``exit_code`` `pdpctl` exits with (constants below). Third-party
+errors (OSError, sqlite3, redis, PyJWT, aiohttp) are translated into one of these once,
+where they happen (``raise StoreError(...) from exc``); nothing above that boundary
+catches a foreign exception type. Every error body carries ``"allow": false`` so that a
+naive client fails closed.
 
-    PDPError                      500 internal
-    ├── RequestError              400 invalid request (with field errors)
-    │   ├── MalformedJSONError    400 body is not JSON / not an object
-    │   ├── UnsupportedMediaError 415 Content-Type is not application/json
-    │   ├── BodyTooLargeError     413 body over the configured limit
-    │   └── RequestTimeoutError   408 the body did not arrive in time
-    ├── AuthError                 401 admin endpoint without a credential
-    │   ├── ForbiddenError        403 admin endpoint with the wrong credential
-    │   └── CallerAuthError       401 the caller (PEP) did not authenticate (pdp.callers)
-    ├── OverloadedError           503 too many decisions in flight (Retry-After)
-    ├── InternalDecisionError     500 a bug while deciding; recorded as an error deny
-    ├── EngineUnavailableError    503 OPA cannot be reached or did not answer in time
-    └── AuditUnavailableError     503 the decision could not be recorded durably
+    PDPError                        500  exit 1   internal            (base)
+    ├── RequestError                400  exit 9   invalid_request     (with field errors)
+    │   ├── MalformedJSONError      400           body is not JSON / not an object
+    │   ├── UnsupportedMediaError   415           Content-Type is not JSON
+    │   ├── BodyTooLargeError       413           body over the limit (decision or admin API)
+    │   └── RequestTimeoutError     408           the body did not arrive in time (pdp.bodies)
+    ├── AuthError                   401  exit 8   admin endpoint without a credential
+    │   ├── ForbiddenError          403           ... with the wrong credential
+    │   └── CallerAuthError         401           the caller (PEP) did not authenticate
+    ├── InternalDecisionError       500  exit 1   a bug while deciding, recorded as an error deny
+    ├── UnavailableError            503  exit 8   a dependency cannot serve
+    │   ├── OverloadedError         503           every evaluation slot is taken (Retry-After)
+    │   ├── EngineUnavailableError  503           OPA unreachable or past its deadline
+    │   ├── AuditUnavailableError   503           the decision could not be made durable
+    │   ├── StoreError              503           the shared store (pdp.store)
+    │   └── SidecarError            503           the embedded OPA did not start (pdp.sidecar)
+    ├── ConfigError                 500  exit 9   a setting or input file is wrong (pdp.config)
+    │   ├── TrustBundleError                      a trust bundle is unusable (pdp.identity)
+    │   ├── DevTrustError                         a dev trust domain cannot be used (pdp.devtrust)
+    │   └── AuditReadError                        an audit file is not records (pdp.audit.segment)
+    ├── ToolNotFoundError           500  exit 3   opa / regal missing (pdp.tools)
+    ├── BundleError                 500  exit 4   policies do not compile (pdp.bundle)
+    └── AuditError                  503  exit 8   the trail cannot be written (pdp.audit.log)
+
+``ConfigError``, ``TrustBundleError``, ``DevTrustError`` and ``AuditReadError`` are also
+``ValueError``\\ s; ``BundleError`` and ``ToolNotFoundError`` also ``RuntimeError``\\ s
+(what they were before the hierarchy, so existing ``except`` clauses keep working).
+
+Not in the hierarchy, on purpose: :class:`pdp.credential_token.CredentialError` belongs to
+the target library (it is raised at a target service, answered by its own middleware);
+``_Reject`` in :mod:`pdp.identity.svid` never leaves that module (a bad agent token is a
+deny decision, not an error).
 
 Policy-level failures (OPA answered nonsense, undefined decision) are *not* errors:
 they are deny decisions with a ``policy.*`` reason, answered with 200.
@@ -23,7 +47,32 @@ they are deny decisions with a ``policy.*`` reason, answered with 200.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
+
+# -- pdpctl exit codes (docs/audit.md#pdpctl-ci lists them) -----------------------------
+OK = 0
+#: A check failed in a generic way (e.g. `decide` answer differs from `expect`).
+FAILED = 1
+#: Usage error (click's own).
+USAGE = 2
+#: A tool (opa, regal) is missing.
+TOOL_MISSING = 3
+#: Policies do not compile (`policy check`, `bundle build`).
+DOES_NOT_COMPILE = 4
+#: Policy tests failed or coverage is under the gate.
+TESTS_FAILED = 5
+#: Regal found lint violations.
+LINT_FAILED = 6
+#: Files are not `opa fmt` formatted (`policy fmt --check`).
+NOT_FORMATTED = 7
+#: The service could not be reached or answered an error.
+SERVICE_ERROR = 8
+#: Bad configuration or input file.
+BAD_INPUT = 9
+#: The audit trail failed verification (a record modified, deleted, reordered, truncated).
+AUDIT_INVALID = 10
+#: Replay found changed decisions that --fail-on refuses (e.g. access gained).
+REPLAY_CHANGED = 11
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,10 +84,11 @@ class FieldError:
 
 
 class PDPError(Exception):
-    """Base of every error the service maps to an HTTP status and JSON body."""
+    """Base of every error the service maps to an HTTP status and the CLI to an exit code."""
 
-    status = 500
-    code = "internal"
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal"
+    exit_code: ClassVar[int] = FAILED
 
     def __init__(self, message: str, *, fields: list[FieldError] | None = None) -> None:
         super().__init__(message)
@@ -58,6 +108,7 @@ class RequestError(PDPError):
 
     status = 400
     code = "invalid_request"
+    exit_code = BAD_INPUT
 
 
 class MalformedJSONError(RequestError):
@@ -85,6 +136,7 @@ class AuthError(PDPError):
 
     status = 401
     code = "unauthenticated"
+    exit_code = SERVICE_ERROR
 
 
 class ForbiddenError(AuthError):
@@ -94,10 +146,17 @@ class ForbiddenError(AuthError):
     code = "forbidden"
 
 
-class EngineUnavailableError(PDPError):
-    """The policy engine could not be reached or did not answer within the deadline."""
+class UnavailableError(PDPError):
+    """A dependency (policy engine, audit trail, store, OPA process) cannot serve now."""
 
     status = 503
+    code = "unavailable"
+    exit_code = SERVICE_ERROR
+
+
+class EngineUnavailableError(UnavailableError):
+    """The policy engine could not be reached or did not answer within the deadline."""
+
     code = "policy_engine_unavailable"
 
     def __init__(
@@ -116,11 +175,71 @@ class EngineUnavailableError(PDPError):
         return body
 
 
-class AuditUnavailableError(PDPError):
+class AuditUnavailableError(UnavailableError):
     """The decision could not be made durable in the audit trail (disk full, permission)."""
+
+    code = "audit_unavailable"
+
+
+class StoreError(UnavailableError):
+    """The store could not be reached or answered nonsense (names which store)."""
+
+    code = "store_unavailable"
+
+
+class SidecarError(UnavailableError, RuntimeError):
+    """OPA could not be started or did not activate its bundle in time."""
+
+    code = "policy_engine_unavailable"
+
+
+class ConfigError(PDPError, ValueError):
+    """A setting has a bad value; the message names the setting and the value."""
+
+    code = "configuration"
+    exit_code = BAD_INPUT
+
+
+class TrustBundleError(ConfigError):
+    """A trust bundle file or document is unusable (names the domain and the problem)."""
+
+
+class DevTrustError(ConfigError):
+    """A dev trust domain cannot be created or used (says which and what to do)."""
+
+
+class AuditReadError(ConfigError):
+    """An audit file cannot be read as records (not JSON, not an object)."""
+
+
+class ToolNotFoundError(PDPError, RuntimeError):
+    """A tool (opa, regal) is not installed where it is looked for."""
+
+    exit_code = TOOL_MISSING
+
+
+class BundleError(PDPError, RuntimeError):
+    """The bundle could not be built; the message carries OPA's own output."""
+
+    exit_code = DOES_NOT_COMPILE
+
+    def __init__(self, message: str, *, missing_sources: bool = False) -> None:
+        super().__init__(message)
+        #: True when the policy directory has nothing to build (not a compile error).
+        self.missing_sources = missing_sources
+
+
+class AuditError(PDPError, RuntimeError):
+    """The trail cannot be written (locked by another writer, closed, broken)."""
 
     status = 503
     code = "audit_unavailable"
+    exit_code = SERVICE_ERROR
+
+    def __init__(self, message: str, short: str | None = None) -> None:
+        super().__init__(message)
+        #: The message without paths, for a client's error body.
+        self.short = short or message
 
 
 class RequestTimeoutError(RequestError):
@@ -132,15 +251,14 @@ class RequestTimeoutError(RequestError):
 
 class CallerAuthError(AuthError):
     """The caller (the gateway, the PEP) presented no acceptable client certificate or
-    caller key; answered before any agent token is looked at."""
+    caller key; answered before any agent token is looked at (pdp.callers)."""
 
     code = "caller_unauthenticated"
 
 
-class OverloadedError(PDPError):
+class OverloadedError(UnavailableError):
     """Every evaluation slot is taken: answered at once, never queued (Retry-After)."""
 
-    status = 503
     code = "overloaded"
 
     def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
@@ -153,14 +271,19 @@ class InternalDecisionError(PDPError):
     """A decision failed on a bug. It was recorded as an error deny under ``decision_id``,
     which the body carries so the answer can be found in the audit trail."""
 
-    status = 500
     code = "internal"
 
-    def __init__(self, *, decision_id: str) -> None:
-        super().__init__("internal error; the decision is recorded as a deny")
+    def __init__(
+        self,
+        message: str = "internal error; the decision is recorded as a deny",
+        *,
+        decision_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
         self.decision_id = decision_id
 
     def body(self) -> dict[str, Any]:
         body = super().body()
-        body["decision_id"] = self.decision_id
+        if self.decision_id is not None:
+            body["decision_id"] = self.decision_id
         return body

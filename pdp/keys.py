@@ -21,57 +21,32 @@ credentials in flight keep verifying), and is then dropped (and its file deleted
 
 from __future__ import annotations
 
-import binascii
 import dataclasses
 import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
 
 import orjson
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import (
     decode_dss_signature,
-    encode_dss_signature,
 )
 from jwt.algorithms import ECAlgorithm
+from jwt.exceptions import PyJWTError
 
-from .devtrust import jwk_thumbprint
+from .jws import ALGORITHMS, b64url, jwk_thumbprint, verify_es
 from .store import KeyRecord, Store
 
-__all__ = ["ALGORITHMS", "KeyRing", "SigningKey", "b64url", "verify_es"]
+__all__ = ["ALGORITHMS", "KeyRing", "SigningKey", "b64url", "public_jwk", "verify_es"]
 
-log = logging.getLogger("pdp.keys")
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Alg:
-    curve: type[ec.EllipticCurve]
-    hash: type[hashes.HashAlgorithm]
-    size: int  # bytes of r and of s
-    crv: str
-
-
-#: The JWS algorithms credentials may be signed with (ECDSA; ES256 is the default).
-ALGORITHMS: Final[Mapping[str, _Alg]] = {
-    "ES256": _Alg(ec.SECP256R1, hashes.SHA256, 32, "P-256"),
-    "ES384": _Alg(ec.SECP384R1, hashes.SHA384, 48, "P-384"),
-    "ES512": _Alg(ec.SECP521R1, hashes.SHA512, 66, "P-521"),
-}
 _NODE_FILE: Final = "node-id"
 
-
-_URLSAFE: Final = bytes.maketrans(b"+/", b"-_")
-
-
-def b64url(data: bytes) -> bytes:
-    """Unpadded base64url (RFC 7515 §2)."""
-    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
+log = logging.getLogger("pdp.keys")
 
 
 class SigningKey:
@@ -95,24 +70,6 @@ class SigningKey:
         r, s = decode_dss_signature(self.private_key.sign(signing_input, self._ecdsa))
         signature = r.to_bytes(self._size, "big") + s.to_bytes(self._size, "big")
         return (signing_input + b"." + b64url(signature)).decode("ascii")
-
-
-def verify_es(
-    public_key: ec.EllipticCurvePublicKey, alg: str, signing_input: bytes, signature: bytes
-) -> bool:
-    """Check a raw (r || s) JWS ECDSA signature; False for any mismatch."""
-    spec = ALGORITHMS.get(alg)
-    if spec is None or len(signature) != 2 * spec.size:
-        return False
-    if not isinstance(public_key.curve, spec.curve):
-        return False
-    r = int.from_bytes(signature[: spec.size], "big")
-    s = int.from_bytes(signature[spec.size :], "big")
-    try:
-        public_key.verify(encode_dss_signature(r, s), signing_input, ec.ECDSA(spec.hash()))
-    except InvalidSignature:
-        return False
-    return True
 
 
 def public_jwk(key: ec.EllipticCurvePrivateKey, alg: str) -> dict[str, Any]:
@@ -326,7 +283,7 @@ class KeyRing:
                 continue
             try:
                 parsed = ECAlgorithm.from_jwk(r.jwk)
-            except Exception as exc:  # a record another replica wrote badly: skip it
+            except (PyJWTError, ValueError, TypeError, KeyError) as exc:  # written badly: skip
                 log.error("key %s in the store has an unusable JWK: %s", r.kid, exc)
                 continue
             if isinstance(parsed, ec.EllipticCurvePublicKey) and r.alg in ALGORITHMS:

@@ -7,12 +7,14 @@ A pure function: no I/O, no clock reads, no randomness. The shape is specified b
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, datetime
 from typing import Any
 
 from .errors import FieldError, RequestError
 from .identity import Identity
+from .timefmt import rfc3339
 from .urls import URLError, canonical_url
+
+__all__ = ["DEFAULT_SENSITIVITY", "SENSITIVITY_RANKS", "normalize", "rfc3339"]
 
 INPUT_VERSION = 1
 #: input.pep when caller authentication is off (pdp.callers.ANONYMOUS).
@@ -22,12 +24,6 @@ _NO_PEP = {"authenticated": False, "id": None, "method": "none"}
 SENSITIVITY_RANKS = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
 #: What a request that does not label its data is treated as.
 DEFAULT_SENSITIVITY = "internal"
-
-
-def rfc3339(unix_ns: int) -> str:
-    """UTC RFC 3339 timestamp with microseconds, e.g. 2026-11-25T18:00:00.000001Z."""
-    dt = datetime.fromtimestamp(unix_ns / 1e9, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def normalize(

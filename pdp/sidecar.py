@@ -19,15 +19,13 @@ from pathlib import Path
 
 import aiohttp
 
+from .errors import SidecarError as SidecarError
+
 log = logging.getLogger("pdp.sidecar")
 
 _PR_SET_PDEATHSIG = 1
 _SOCKET_PATH_MAX = 100  # sun_path is 108 bytes on Linux; keep a margin
 _TEMP_PREFIX = "pdp-opa-"
-
-
-class SidecarError(RuntimeError):
-    """OPA could not be started or did not activate its bundle in time."""
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec

@@ -1,4 +1,5 @@
-"""Layered enforcement at the target: verify an agent-pdp credential where the call lands.
+"""The target library, a PEP (policy enforcement point) where the call lands: verify an
+agent-pdp credential at the tool or API itself.
 
 A tool or API behind the gateway checks every call's credential itself, so a caller that
 bypasses the gateway (or replays a credential for another tool or operation) is refused:
@@ -38,12 +39,9 @@ Error codes (:attr:`CredentialError.code`)::
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
-import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import aiohttp
@@ -52,11 +50,24 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
+from jwt.exceptions import PyJWTError
 
-from .keys import ALGORITHMS, verify_es
+from .credential_token import (
+    CREDENTIAL_TYP,
+    MAX_CREDENTIAL_LENGTH,
+    CredentialError,
+    KeyLookup,
+    action_scope,
+    peek_header,
+    verify_credential,
+)
+from .jws import ALGORITHMS
 
 __all__ = [
     "CLAIMS",
+    "MAX_CREDENTIAL_LENGTH",
+    "KeyLookup",
+    "peek_header",
     "CREDENTIAL_TYP",
     "CredentialError",
     "CredentialVerifier",
@@ -68,133 +79,8 @@ __all__ = [
 
 log = logging.getLogger("pdp.target")
 
-#: The JWS "typ" of agent-pdp credentials (explicit typing, RFC 8725 §3.11).
-CREDENTIAL_TYP: Final = "txn+jwt"
-#: Credentials longer than this are refused before parsing.
-MAX_CREDENTIAL_LENGTH: Final = 16 * 1024
-_COMPACT_JWS: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
-
-KeyLookup = Callable[[str], "tuple[str, ec.EllipticCurvePublicKey] | None"]
 #: Where credential_middleware puts the verified claims.
 CLAIMS: Final = web.RequestKey("pdp_credential_claims", dict)
-
-
-class CredentialError(Exception):
-    """A credential was refused; ``code`` says why (see the module doc)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-def action_scope(action: Mapping[str, Any]) -> str:
-    """The scope of one approved action: ``<type>:<name>:<operation>``, e.g.
-    ``tool.call:jira.search_issues:read``. An absent name or operation is empty
-    (``model.invoke:internal-llm:``); type and operation never contain ':', so the form
-    is unambiguous even for names that do."""
-    return f"{action['type']}:{action.get('name') or ''}:{action.get('operation') or ''}"
-
-
-def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def _json_segment(segment: str, what: str) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(_b64decode(segment))
-    except (binascii.Error, ValueError):
-        raise CredentialError("malformed", f"credential {what} is not base64url JSON") from None
-    if not isinstance(doc, dict):
-        raise CredentialError("malformed", f"credential {what} is not a JSON object")
-    return doc
-
-
-def peek_header(token: str) -> dict[str, Any]:
-    """The unverified JWS header (to pick the key), or CredentialError("malformed")."""
-    if not isinstance(token, str) or not token:
-        raise CredentialError("missing", "no credential was presented")
-    if len(token) > MAX_CREDENTIAL_LENGTH or not _COMPACT_JWS.fullmatch(token):
-        raise CredentialError("malformed", "credential is not a compact JWS")
-    return _json_segment(token.split(".", 1)[0], "header")
-
-
-def _number(claims: Mapping[str, Any], name: str, required: bool) -> float | None:
-    value = claims.get(name)
-    if value is None:
-        if required:
-            raise CredentialError("malformed", f"credential has no {name!r}")
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise CredentialError("malformed", f"claim {name!r} must be a number")
-    return float(value)
-
-
-def verify_credential(
-    token: str,
-    keys: KeyLookup,
-    *,
-    issuer: str,
-    audience: str | None,
-    scope: str | None,
-    now: float | None = None,
-    leeway_s: float = 30,
-    verify_time: bool = True,
-) -> dict[str, Any]:
-    """Verify an agent-pdp credential offline and return its claims.
-
-    ``keys(kid)`` gives ``(alg, public key)`` of a key in the PDP's JWKS. ``audience``
-    (this service) and ``scope`` (the operation being served) are checked unless None.
-    ``verify_time=False`` skips exp/nbf (for revoking a credential whatever its age).
-    Raises :class:`CredentialError`. No I/O, no clock read unless ``now`` is None.
-    """
-    header = peek_header(token)
-    if header.get("typ") != CREDENTIAL_TYP:
-        raise CredentialError("wrong_type", f"typ is not {CREDENTIAL_TYP!r}")
-    alg = header.get("alg")
-    if not isinstance(alg, str) or alg not in ALGORITHMS:
-        raise CredentialError("alg_not_allowed", "alg is not ES256, ES384 or ES512")
-    kid = header.get("kid")
-    if not isinstance(kid, str) or not kid:
-        raise CredentialError("unknown_kid", "credential header has no kid")
-    entry = keys(kid)
-    if entry is None:
-        raise CredentialError("unknown_kid", "credential is signed with an unknown key")
-    key_alg, public_key = entry
-    if key_alg != alg:
-        raise CredentialError("alg_not_allowed", f"alg {alg} is not the key's {key_alg}")
-    encoded_header, encoded_claims, encoded_sig = token.split(".")
-    try:
-        signature = _b64decode(encoded_sig)
-    except (binascii.Error, ValueError):
-        raise CredentialError("malformed", "credential signature is not base64url") from None
-    signing_input = f"{encoded_header}.{encoded_claims}".encode("ascii")
-    if not verify_es(public_key, alg, signing_input, signature):
-        raise CredentialError("invalid_signature", "credential signature does not verify")
-
-    claims = _json_segment(encoded_claims, "payload")
-    if claims.get("iss") != issuer:
-        raise CredentialError("wrong_issuer", "credential was not issued by this PDP")
-    exp = _number(claims, "exp", True)
-    nbf = _number(claims, "nbf", False)
-    _number(claims, "iat", False)
-    if verify_time:
-        clock = time.time() if now is None else now
-        if exp is not None and clock >= exp + leeway_s:
-            raise CredentialError("expired", "credential has expired")
-        if nbf is not None and nbf - leeway_s > clock:
-            raise CredentialError("not_yet_valid", "credential is not valid yet")
-    for name in ("sub", "jti", "scope"):
-        if not isinstance(claims.get(name), str) or not claims[name]:
-            raise CredentialError("malformed", f"credential has no {name!r}")
-    if audience is not None:
-        aud = claims.get("aud")
-        audiences = aud if isinstance(aud, list) else [aud]
-        if audience not in audiences:
-            raise CredentialError("wrong_audience", "credential is not for this service")
-    if scope is not None and scope not in claims["scope"].split(" "):
-        raise CredentialError("insufficient_scope", f"credential does not cover {scope!r}")
-    return claims
 
 
 class JWKSCache:
@@ -263,7 +149,7 @@ class JWKSCache:
             kid = jwk.get("kid")
             try:
                 parsed = ECAlgorithm.from_jwk(jwk)
-            except Exception:  # a key we cannot use is ignored
+            except (PyJWTError, ValueError, TypeError, KeyError):  # an unusable key: ignored
                 continue
             if isinstance(kid, str) and isinstance(parsed, ec.EllipticCurvePublicKey):
                 keys[kid] = (jwk["alg"], parsed)

@@ -6,14 +6,12 @@ import os
 import shutil
 from pathlib import Path
 
+from .errors import ToolNotFoundError as ToolNotFoundError
+
 INSTALL_HINT = (
     "run 'make tools' (or scripts/install-tools.sh) to build it into .tools/bin with Go, "
     "put it on PATH, or point PDP_OPA_BINARY at it"
 )
-
-
-class ToolNotFoundError(RuntimeError):
-    """A required binary is missing; the message says how to install it."""
 
 
 def _project_bin() -> list[Path]:

@@ -21,16 +21,10 @@ need_go() {
 }
 
 have_version() { # name binary version -> 0 if the binary reports that version
-  # The output is captured first and matched by the shell: piping into `grep -q` under
-  # `set -o pipefail` fails with 141 (SIGPIPE) whenever grep exits before the writer.
-  local out line
-  out="$("$2" version 2>/dev/null || true)"
-  while IFS= read -r line; do
-    case "$line" in
-      "Version: $3" | "Version: v$3") return 0 ;;
-    esac
-  done <<<"$out"
-  return 1
+  # Output captured first: `... | grep -q` under pipefail fails with SIGPIPE (141).
+  local out
+  out="$("$2" version 2>/dev/null)" || return 1
+  grep -qE "^Version: v?$3\$" <<<"$out"
 }
 
 link_or_build_opa() {

@@ -21,14 +21,14 @@ import pytest
 from aiohttp.test_utils import TestClient
 from jsonschema import Draft202012Validator
 
-from pdp.app import RUNTIME
 from pdp.audit import log as log_module
+from pdp.audit.record import build_record
 from pdp.audit.segment import iter_records, list_segments
 from pdp.audit.verify import verify
 from pdp.bundle import BuiltBundle
 from pdp.normalize import normalize
-from pdp.recorder import build_record
 from pdp.schema import load_schema
+from pdp.state import AUDIT
 
 from .conftest import EXAMPLES, ClientFactory, load_example
 from .opa_process import OPAProcess
@@ -348,9 +348,9 @@ async def test_a_full_disk_fails_decisions_closed_until_space_is_freed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     client = await start()
-    rt = client.server.app[RUNTIME]
-    assert rt.audit is not None
-    rt.audit.writer.retry_initial_s = rt.audit.writer.retry_max_s = 0.05
+    trail = client.server.app[AUDIT]
+    assert trail is not None
+    trail.writer.retry_initial_s = trail.writer.retry_max_s = 0.05
     _, before = await decide(client, request_for(ALLOW, mint))
     full = True
     real_write = log_module._write_all

@@ -17,11 +17,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from pdp.app import RUNTIME, create_app
+from pdp.app import create_app
 from pdp.bundle import BundleError, content_revision
 from pdp.config import Settings
 from pdp.devtrust import mint_svid
 from pdp.sidecar import OPASidecar, SidecarError, pid_alive, socket_path
+from pdp.state import SIDECAR
 from pdp.tools import ToolNotFoundError
 
 from .conftest import (
@@ -97,7 +98,7 @@ async def test_startup_builds_bundle_and_serves_decisions_from_child_opa(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
     client = await start(aiohttp_client, embedded_settings(tmp_path))
-    sidecar = client.app[RUNTIME].sidecar
+    sidecar = client.app[SIDECAR]
     assert sidecar is not None and sidecar.pid is not None
     assert pid_alive(sidecar.pid)
     assert (tmp_path / "bundles" / "policies.tar.gz").is_file()
@@ -123,7 +124,7 @@ async def test_opa_killed_answers_503_deny_then_sidecar_restarts_it(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
     client = await start(aiohttp_client, embedded_settings(tmp_path))
-    sidecar = client.app[RUNTIME].sidecar
+    sidecar = client.app[SIDECAR]
     assert sidecar is not None and sidecar.pid is not None
     request = example_request(tmp_path)
     async with client.post("/v1/decisions", json=request) as resp:
@@ -164,7 +165,7 @@ async def test_closing_the_app_stops_opa_and_removes_its_socket(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
     client = await start(aiohttp_client, embedded_settings(tmp_path))
-    sidecar = client.app[RUNTIME].sidecar
+    sidecar = client.app[SIDECAR]
     assert sidecar is not None and sidecar.pid is not None
     pid, sock = sidecar.pid, sidecar.socket
     assert sock.exists()
@@ -181,7 +182,7 @@ async def test_a_state_dir_too_long_for_a_socket_path_still_serves(
 ) -> None:
     state = tmp_path / ("long-state-dir-" * 8)
     client = await start(aiohttp_client, embedded_settings(state))
-    sidecar = client.app[RUNTIME].sidecar
+    sidecar = client.app[SIDECAR]
     assert sidecar is not None
     sock = sidecar.socket
     try:

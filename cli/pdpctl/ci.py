@@ -11,8 +11,8 @@ from pathlib import Path
 
 import click
 
-from pdp.audit.replay import ReplayReport
 from pdp.audit.verify import verify as verify_trail
+from pdp.replay import ReplayReport
 
 from .errors import AUDIT_INVALID, BAD_INPUT, OK, CLIError
 from .policy import build, check, fmt, lint, test

@@ -6,29 +6,38 @@ from typing import IO, Any
 
 import click
 
-OK = 0
-#: A check failed in a generic way (e.g. `decide` answer differs from `expect`).
-FAILED = 1
-#: Usage error (click's own).
-USAGE = 2
-#: A tool (opa, regal) is missing.
-TOOL_MISSING = 3
-#: Policies do not compile (`policy check`, `bundle build`).
-DOES_NOT_COMPILE = 4
-#: Policy tests failed or coverage is under the gate.
-TESTS_FAILED = 5
-#: Regal found lint violations.
-LINT_FAILED = 6
-#: Files are not `opa fmt` formatted (`policy fmt --check`).
-NOT_FORMATTED = 7
-#: The service could not be reached or answered an error.
-SERVICE_ERROR = 8
-#: Bad configuration or input file.
-BAD_INPUT = 9
-#: The audit trail failed verification (a record modified, deleted, reordered, truncated).
-AUDIT_INVALID = 10
-#: Replay found changed decisions that --fail-on refuses (e.g. access gained).
-REPLAY_CHANGED = 11
+# The exit codes are defined beside the exception hierarchy they belong to (pdp.errors):
+# every PDPError carries its exit_code, and the pdpctl group translates it (main.py).
+from pdp.errors import (
+    AUDIT_INVALID,
+    BAD_INPUT,
+    DOES_NOT_COMPILE,
+    FAILED,
+    LINT_FAILED,
+    NOT_FORMATTED,
+    OK,
+    REPLAY_CHANGED,
+    SERVICE_ERROR,
+    TESTS_FAILED,
+    TOOL_MISSING,
+    USAGE,
+)
+
+__all__ = [
+    "AUDIT_INVALID",
+    "BAD_INPUT",
+    "DOES_NOT_COMPILE",
+    "FAILED",
+    "LINT_FAILED",
+    "NOT_FORMATTED",
+    "OK",
+    "REPLAY_CHANGED",
+    "SERVICE_ERROR",
+    "TESTS_FAILED",
+    "TOOL_MISSING",
+    "USAGE",
+    "CLIError",
+]
 
 
 class CLIError(click.ClickException):

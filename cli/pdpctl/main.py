@@ -15,7 +15,8 @@ import click
 
 from pdp.bundle import BundleError
 from pdp.config import ConfigError, Settings, parse_trust_bundles
-from pdp.devtrust import DevTrustError, mint_svid
+from pdp.devtrust import mint_svid
+from pdp.errors import PDPError
 from pdp.tools import ToolNotFoundError
 
 from .agents import agents
@@ -24,10 +25,8 @@ from .ci import ci
 from .credentials import credentials
 from .errors import (
     BAD_INPUT,
-    DOES_NOT_COMPILE,
     FAILED,
     SERVICE_ERROR,
-    TOOL_MISSING,
     CLIError,
 )
 from .keys import keys
@@ -38,7 +37,18 @@ from .replay import replay_command
 DEFAULT_URL = "http://127.0.0.1:8700"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(click.Group):
+    """The pdpctl group: every :class:`~pdp.errors.PDPError` a command lets through becomes
+    one line on stderr and the exit code its class carries (translated here, once)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except PDPError as exc:
+            raise CLIError(str(exc), exc.exit_code) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--policies",
     "policies_dir",
@@ -139,7 +149,7 @@ def serve(
             dev_trust_domains=() if no_dev_trust else None,
         )
     except ConfigError as exc:
-        raise CLIError(str(exc), BAD_INPUT) from None
+        raise CLIError(str(exc), exc.exit_code) from None
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -159,11 +169,13 @@ def serve(
             print=lambda _: click.echo(banner, err=True),  # once listening
         )
     except ToolNotFoundError as exc:
-        raise CLIError(str(exc), TOOL_MISSING) from None
+        raise CLIError(str(exc), exc.exit_code) from None
     except BundleError as exc:
         message = f"could not start: policies do not compile: {exc}"
-        raise CLIError(message, DOES_NOT_COMPILE) from None
-    except Exception as exc:  # start-up failures: one line, no traceback
+        raise CLIError(message, exc.exit_code) from None
+    except PDPError as exc:  # start-up failures: one line, no traceback
+        raise CLIError(f"could not start: {exc}", exc.exit_code) from None
+    except OSError as exc:  # the address is in use, the state dir is not writable
         raise CLIError(f"could not start: {exc}", FAILED) from None
 
 
@@ -193,7 +205,7 @@ def token(spiffe_id: str, audience: str, ttl: int, state_dir: Path) -> None:
     """Print a JWT-SVID signed by the dev trust domain of SPIFFE_ID (start `serve` once first)."""
     try:
         click.echo(mint_svid(state_dir, spiffe_id, audience=audience, ttl_seconds=ttl))
-    except (DevTrustError, ValueError) as exc:
+    except ValueError as exc:  # DevTrustError, or a SPIFFE ID that does not parse
         raise CLIError(str(exc), BAD_INPUT) from None
 
 
@@ -228,7 +240,7 @@ def decide(file: Any, url: str, token_: str | None, state_dir: Path, as_json: bo
     if token_ is None and doc.get("spiffe_id") and "request" in doc:
         try:
             token_ = mint_svid(state_dir, doc["spiffe_id"])
-        except (DevTrustError, ValueError) as exc:
+        except ValueError as exc:  # DevTrustError, or a SPIFFE ID that does not parse
             raise CLIError(str(exc), BAD_INPUT) from None
     if token_ is not None:
         request = {**request, "agent": {**request.get("agent", {}), "token": token_}}

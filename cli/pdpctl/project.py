@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from pdp.bundle import source_roots
+from pdp.errors import BundleError
 from pdp.tools import ToolNotFoundError, find_opa, find_regal
 
 from .errors import BAD_INPUT, TOOL_MISSING, CLIError
@@ -37,7 +38,7 @@ class Project:
         """The policy source folders OPA loads (pdp/ and data/)."""
         try:
             return [str(p) for p in source_roots(self.policies_dir)]
-        except RuntimeError as exc:
+        except BundleError as exc:
             raise CLIError(str(exc), BAD_INPUT) from None
 
     def run(self, cmd: list[str]) -> subprocess.CompletedProcess[str]:

@@ -11,8 +11,8 @@ from xml.sax.saxutils import escape, quoteattr
 
 import click
 
-from pdp.audit.replay import CHANGE_KINDS, KIND_TITLES, Change, ReplayReport, replay, select
 from pdp.audit.segment import AuditReadError, iter_records
+from pdp.replay import CHANGE_KINDS, KIND_TITLES, Change, ReplayReport, replay, select
 from pdp.sidecar import SidecarError
 
 from .audit import default_audit_dir, parse_since

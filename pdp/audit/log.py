@@ -1,110 +1,64 @@
 """The trail on disk: :class:`AuditLog` owns the files of an audit directory.
 
-It takes the directory's ``LOCK``, recovers the tail after a crash (a torn last line is cut
-and noted), chains and appends records (write, then ``fdatasync`` unless the fsync mode is
-``off``), rotates segments by size and age, applies retention, and keeps ``HEAD`` current.
-It is synchronous and not thread-safe: :class:`~pdp.audit.writer.AuditWriter` is its one
-caller, one call at a time, except that :meth:`AuditLog.sync` of a written batch may run on
-a helper thread while the next batch is prepared and written.
+It takes the directory's ``LOCK``, has the tail repaired after a crash
+(:mod:`pdp.audit.repair`), chains and appends records (write, then ``fdatasync`` unless the
+fsync mode is ``off``), rotates segments by size and age, applies retention
+(:mod:`pdp.audit.retention`), and keeps ``HEAD`` current. File primitives are in
+:mod:`pdp.audit.files`. It is synchronous and not thread-safe:
+:class:`~pdp.audit.writer.AuditWriter` is its one caller, one call at a time, except that
+:meth:`AuditLog.sync` of a written batch may run on a helper thread while the next batch is
+prepared and written.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
-import hashlib
 import logging
 import os
 import socket
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from ..normalize import rfc3339
-from .chain import GENESIS, record_hash, seal
-from .segment import (
-    HEAD_FILE,
-    LOCK_FILE,
-    AuditReadError,
-    Segment,
-    format_head,
-    iter_lines,
-    list_segments,
-    parse,
-    read_head,
-    segment_name,
+from ..errors import AuditError
+from ..timefmt import rfc3339
+from . import repair, retention
+from .chain import GENESIS, seal
+from .files import (
+    PREALLOCATE_BYTES,
+    fsync_dir,
+    keep_size_allocator,
+    last_record,
+    release_allocation,
+    sync_data,
+    write_all,
 )
+from .segment import HEAD_FILE, LOCK_FILE, format_head, list_segments, segment_name
+
+__all__ = [
+    "FSYNC_MODES",
+    "PREALLOCATE_BYTES",
+    "AuditError",
+    "AuditLog",
+    "Prepared",
+    "Written",
+    "last_record",
+    "pdp_version",
+]
 
 log = logging.getLogger("pdp.audit")
 
 FSYNC_MODES = ("batch", "always", "off")
 
-
-class AuditError(RuntimeError):
-    """The trail cannot be written (locked by another writer, closed, broken)."""
-
-    def __init__(self, message: str, short: str | None = None) -> None:
-        super().__init__(message)
-        #: The message without paths, for a client's error body.
-        self.short = short or message
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _sync(fd: int) -> None:
-    if hasattr(os, "fdatasync"):
-        os.fdatasync(fd)
-    else:  # pragma: no cover - macOS
-        os.fsync(fd)
-
-
-#: How far ahead of the data the active segment's blocks are reserved.
-PREALLOCATE_BYTES = 4 * 1024 * 1024
-_FALLOC_FL_KEEP_SIZE = 1
-
-
-def _keep_size_allocator() -> Callable[[int, int, int], bool] | None:
-    """fallocate(FALLOC_FL_KEEP_SIZE) on Linux: reserve blocks past EOF, size unchanged."""
-    if not sys.platform.startswith("linux"):  # pragma: no cover - Linux only
-        return None
-    try:
-        fallocate = ctypes.CDLL(None, use_errno=True).fallocate
-    except (OSError, AttributeError):  # pragma: no cover - no such libc function
-        return None
-    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    fallocate.restype = ctypes.c_int
-
-    def allocate(fd: int, offset: int, length: int) -> bool:
-        return bool(fallocate(fd, _FALLOC_FL_KEEP_SIZE, offset, length) == 0)
-
-    return allocate
-
-
-_allocate = None if os.environ.get("NO_PREALLOC") else _keep_size_allocator()
-
-
-def _release_allocation(fd: int) -> None:
-    """Give back the blocks reserved past the data (truncating to the current size)."""
-    with contextlib.suppress(OSError):
-        os.ftruncate(fd, os.fstat(fd).st_size)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
+# Module attributes so that tests can fail a sync or a write (monkeypatch).
+_sync = sync_data
+_write_all = write_all
+#: Reserves blocks ahead of the data where the platform can (None: it cannot).
+_allocate = keep_size_allocator()
 
 
 def _now() -> str:
@@ -121,41 +75,6 @@ def pdp_version() -> str:
 
 def _writer_info() -> dict[str, Any]:
     return {"pid": os.getpid(), "host": socket.gethostname(), "version": pdp_version()}
-
-
-def _rfind_newline(f: BinaryIO, end: int) -> int:
-    """Offset of the last newline before ``end`` in ``f``, or -1."""
-    pos = end
-    while pos > 0:
-        start = max(0, pos - 65536)
-        f.seek(start)
-        found = f.read(pos - start).rfind(b"\n")
-        if found >= 0:
-            return start + found
-        pos = start
-    return -1
-
-
-def last_record(path: Path) -> dict[str, Any] | None:
-    """The last complete, parseable record of a segment (reads backwards from the end)."""
-    size = path.stat().st_size
-    window = 64 * 1024
-    with path.open("rb") as f:
-        while True:
-            start = max(0, size - window)
-            f.seek(start)
-            chunk = f.read(size - start)
-            end = chunk.rfind(b"\n")
-            if end >= 0:
-                begin = chunk.rfind(b"\n", 0, end) + 1
-                if begin > 0 or start == 0:
-                    try:
-                        return parse(chunk[begin:end])
-                    except AuditReadError:
-                        return None
-            if start == 0:
-                return None
-            window *= 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,6 +115,7 @@ class AuditLog:
         keep_from: Callable[[], int | None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        preallocate: bool = True,
     ) -> None:
         if fsync not in FSYNC_MODES:
             raise ValueError(f"fsync must be one of {', '.join(FSYNC_MODES)}: {fsync!r}")
@@ -208,6 +128,7 @@ class AuditLog:
         self.keep_from = keep_from
         self._monotonic = monotonic
         self._wall = wall
+        self._allocate = _allocate if preallocate else None
         #: seq and hash of the last record written (the tail the next batch chains to).
         self.seq = 0
         self.head = GENESIS
@@ -241,7 +162,11 @@ class AuditLog:
         """Lock the directory, recover the tail, start a new segment with a start marker."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock()
-        self._resume({"reason": "start", **self._recover_from_disk()})
+        found = repair.recover_from_disk(self.directory)
+        if found.notes["previous"] is not None:
+            self.seq, self.head = found.seq, found.head
+            self.durable_seq, self.durable_head = found.seq, found.head
+        self._resume({"reason": "start", **found.notes})
 
     def recover(self, error: str) -> None:
         """After a failed write or sync: cut back to the last durable record and resume."""
@@ -249,7 +174,8 @@ class AuditLog:
         self.seq, self.head = self.durable_seq, self.durable_head
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock()
-        self._resume({"reason": "recovery", "error": error[:500], **self._recover_to(self.seq)})
+        notes = repair.recover_to(self.directory, self.seq, self.head)
+        self._resume({"reason": "recovery", "error": error[:500], **notes})
 
     def close(self) -> None:
         """Write the stop marker, sync, and release the directory."""
@@ -268,7 +194,7 @@ class AuditLog:
 
     def _close_fds(self) -> None:
         if self._fd is not None:
-            _release_allocation(self._fd)
+            release_allocation(self._fd)
         for name in ("_fd", "_head_fd"):
             fd = getattr(self, name)
             if fd is not None:
@@ -291,122 +217,6 @@ class AuditLog:
             ) from None
         self._lock_fd = fd
 
-    def _recover_from_disk(self) -> dict[str, Any]:
-        """Find the last good record; cut a torn tail and empty trailing segments."""
-        notes: dict[str, Any] = {"previous": None, "cut": []}
-        segments = list_segments(self.directory)
-        while segments:
-            seg = segments[-1]
-            cut = self._cut_invalid_tail(seg)
-            notes["cut"].extend(cut)
-            rec = last_record(seg.path)
-            # A crash leaves the blocks reserved past the data: give them back.
-            with contextlib.suppress(OSError):
-                os.truncate(seg.path, seg.path.stat().st_size)
-            if rec is not None:
-                self.seq, self.head = int(rec["seq"]), str(rec["hash"])
-                self.durable_seq, self.durable_head = self.seq, self.head
-                notes["previous"] = {
-                    "seq": self.seq,
-                    "hash": self.head,
-                    "segment": seg.name,
-                    "shutdown": "clean" if rec.get("type") == "stop" else "unclean",
-                }
-                break
-            seg.path.unlink()
-            _fsync_dir(self.directory)
-            notes["cut"].append({"segment": seg.name, "offset": 0, "bytes": 0, "removed": True})
-            segments.pop()
-        head = read_head(self.directory)
-        if head is not None and head[0] > self.seq:
-            # Records the writer had acknowledged are gone (the trail was truncated).
-            notes["missing"] = {"from_seq": self.seq + 1, "through_seq": head[0]}
-        return notes
-
-    def _cut_invalid_tail(self, seg: Segment) -> list[dict[str, Any]]:
-        """Truncate ``seg`` after its last valid, newline-terminated record.
-
-        Reads backwards from the end: a torn tail (no newline) is cut, and so is a last
-        line that does not parse or whose hash does not match (garbage left by a crash).
-        """
-        size = seg.path.stat().st_size
-        with seg.path.open("rb") as f:
-            good = _rfind_newline(f, size) + 1
-            while good > 0:
-                begin = _rfind_newline(f, good - 1) + 1
-                f.seek(begin)
-                raw = f.read(good - 1 - begin)
-                try:
-                    rec = parse(raw)
-                except AuditReadError:
-                    rec = None
-                if rec is not None and rec.get("hash") == record_hash(rec):
-                    break
-                good = begin
-        if good == size:
-            return []
-        with seg.path.open("r+b") as f:
-            f.seek(good)
-            cut = f.read()
-            f.truncate(good)
-            f.flush()
-            os.fsync(f.fileno())
-        log.warning("audit: cut %d torn byte(s) at %s offset %d", len(cut), seg.name, good)
-        return [
-            {
-                "segment": seg.name,
-                "offset": good,
-                "bytes": len(cut),
-                "sha256": hashlib.sha256(cut).hexdigest(),
-            }
-        ]
-
-    def _recover_to(self, seq: int) -> dict[str, Any]:
-        """Cut everything after record ``seq`` (the last durable one) from the trail."""
-        notes: dict[str, Any] = {"previous": None, "cut": []}
-        for seg in reversed(list_segments(self.directory)):
-            if seg.first_seq > seq:
-                notes["cut"].append(
-                    {
-                        "segment": seg.name,
-                        "offset": 0,
-                        "bytes": seg.path.stat().st_size,
-                        "removed": True,
-                    }  # fmt: skip
-                )
-                seg.path.unlink()
-                continue
-            end = 0
-            for line in iter_lines(seg.path):
-                if not line.complete:
-                    break
-                try:
-                    rec = parse(line.raw)
-                except AuditReadError:
-                    break
-                if rec.get("seq", 0) > seq:
-                    break
-                end = line.offset + len(line.raw) + 1
-            size = seg.path.stat().st_size
-            if end < size:
-                with seg.path.open("r+b") as f:
-                    f.seek(end)
-                    cut = f.read()
-                    f.truncate(end)
-                    os.fsync(f.fileno())
-                notes["cut"].append(
-                    {
-                        "segment": seg.name,
-                        "offset": end,
-                        "bytes": len(cut),
-                        "sha256": hashlib.sha256(cut).hexdigest(),
-                    }  # fmt: skip
-                )
-            notes["previous"] = {"seq": self.seq, "hash": self.head, "segment": seg.name}
-            break
-        _fsync_dir(self.directory)
-        return notes
-
     def _resume(self, notes: dict[str, Any]) -> None:
         self._head_fd = os.open(self.directory / HEAD_FILE, os.O_RDWR | os.O_CREAT, 0o600)
         start: dict[str, Any] = {
@@ -422,7 +232,7 @@ class AuditLog:
 
     def _new_segment(self) -> None:
         if self._fd is not None:
-            _release_allocation(self._fd)
+            release_allocation(self._fd)
             os.close(self._fd)
             self._fd = None
         path = self.directory / segment_name(self.seq + 1)
@@ -430,7 +240,7 @@ class AuditLog:
         self._segment = path
         self._size = self._allocated = 0
         self._opened_at = self._monotonic()
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
     # ------------------------------------------------------------------ append
 
@@ -511,10 +321,11 @@ class AuditLog:
         """Keep blocks reserved ahead of the data, so that a sync after an append need not
         also journal a block allocation (about half the cost of an ``fdatasync`` on ext4).
         Best effort: where it is not supported the writes simply allocate as they go."""
-        if _allocate is None or self._fd is None or self._size + incoming <= self._allocated:
+        allocate = self._allocate
+        if allocate is None or self._fd is None or self._size + incoming <= self._allocated:
             return
         target = self._size + incoming + PREALLOCATE_BYTES
-        if _allocate(self._fd, self._allocated, target - self._allocated):
+        if allocate(self._fd, self._allocated, target - self._allocated):
             self._allocated = target
         else:
             self._allocated = self._size + incoming  # try again at the next batch
@@ -550,27 +361,18 @@ class AuditLog:
         if self._retaining or not (self.retention_max_age_s or self.retention_max_bytes):
             return []
         segments = list_segments(self.directory)
-        sizes = {s.path: s.path.stat().st_size for s in segments}
-        total = sum(sizes.values())
-        keep_from = self.keep_from() if self.keep_from is not None else None
-        now = self._wall()
-        doomed: list[Segment] = []
-        reasons = set()
-        for seg, nxt in zip(segments, segments[1:], strict=False):
-            if seg.path == self._segment:
-                break
-            last_seq = nxt.first_seq - 1
-            if keep_from is not None and last_seq >= keep_from:
-                break
-            old = self.retention_max_age_s and now - seg.path.stat().st_mtime > (
-                self.retention_max_age_s
-            )
-            big = self.retention_max_bytes and total > self.retention_max_bytes
-            if not (old or big):
-                break
-            reasons.add("age" if old else "size")
-            doomed.append(seg)
-            total -= sizes[seg.path]
+        stats = {s.path: s.path.stat() for s in segments}
+        planned = retention.plan(
+            segments,
+            active=self._segment,
+            sizes={p: st.st_size for p, st in stats.items()},
+            mtimes={p: st.st_mtime for p, st in stats.items()},
+            now=self._wall(),
+            max_age_s=self.retention_max_age_s,
+            max_bytes=self.retention_max_bytes,
+            keep_from=self.keep_from() if self.keep_from is not None else None,
+        )
+        doomed = planned.doomed
         if not doomed:
             return []
         last = last_record(doomed[-1].path)
@@ -589,18 +391,13 @@ class AuditLog:
                             "segments": names,
                             "through_seq": int(last["seq"]),
                             "last_hash": str(last["hash"]),
-                            "reasons": sorted(reasons),
+                            "reasons": planned.reasons,
                         },
                     }
                 ]
             )
         finally:
             self._retaining = False
-        for seg in doomed:
-            try:
-                seg.path.unlink()
-            except OSError as exc:
-                log.error("audit retention could not remove %s: %s", seg.name, exc)
-        _fsync_dir(self.directory)
+        retention.remove(self.directory, doomed)
         log.info("audit retention removed %s", ", ".join(names))
         return names

@@ -25,6 +25,8 @@ from typing import Any
 
 import orjson
 
+from ..errors import AuditReadError as AuditReadError
+
 SEGMENT_PREFIX = "audit-"
 SEGMENT_SUFFIX = ".jsonl"
 HEAD_FILE = "HEAD"
@@ -33,10 +35,6 @@ CURSOR_FILE = "forward.cursor"
 _SEGMENT_RE = re.compile(r"^audit-(\d{20})\.jsonl$")
 #: Size of the HEAD file: 20 digits, a space, 64 hex digits, a newline.
 HEAD_SIZE = 86
-
-
-class AuditReadError(ValueError):
-    """An audit file cannot be read as records (not JSON, not an object)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,9 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..config import Settings
-from ..recorder import Recorder
 from .forward import AuditForwarder
 from .log import AuditLog, pdp_version
+from .record import Recorder
 from .writer import AuditWriter
 
 _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)

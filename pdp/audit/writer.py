@@ -148,7 +148,7 @@ class AuditWriter:
                 del self._pending[: self.batch_max]
                 try:
                     await self._write(batch)
-                except Exception as exc:  # never leave callers waiting on a dead task
+                except Exception as exc:  # the task's boundary: never leave callers waiting
                     log.exception("audit writer: unexpected error")
                     self._fail(exc, batch)
             if self._closing and not self._pending and not self._in_flight:

@@ -30,6 +30,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol
 
+from ..errors import StoreError
+
 __all__ = [
     "AgentActivity",
     "AgentRecord",
@@ -57,10 +59,6 @@ def enable_watermark(disabled_at: float | None, now: float) -> int:
     inactive (and one minted in that same second after an immediate enable, too: fail
     closed for at most a second)."""
     return int(disabled_at if disabled_at is not None else now) + 1
-
-
-class StoreError(Exception):
-    """The store could not be reached or answered nonsense (names which store)."""
 
 
 @dataclass(frozen=True, slots=True)

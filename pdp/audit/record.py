@@ -1,4 +1,4 @@
-"""The one place a decision is recorded.
+"""The record of a decision, and the recorders that keep it.
 
 :func:`build_record` assembles the record of a decision (``type: "decision"`` of
 ``pdp/schemas/audit-record.schema.json``); the decision path awaits
@@ -18,8 +18,17 @@ from typing import Any, Protocol
 
 import orjson
 
-from .audit.prompt import prompt_record
-from .recordbounds import UNAUTHENTICATED_VALUE_BYTES, bound_key, bound_value
+from ..recordbounds import UNAUTHENTICATED_VALUE_BYTES, bound_key, bound_value
+from .prompt import prompt_record
+
+__all__ = [
+    "CREDENTIAL_FIELDS",
+    "DEFAULT_VALUE_LIMIT",
+    "LogRecorder",
+    "Recorder",
+    "build_record",
+    "replayable_input",
+]
 
 log = logging.getLogger("pdp.decisions")
 

@@ -4,7 +4,7 @@ Each decision record carries the OPA input it was decided on (prompt text aside)
 its time in ``input.now``. Replay starts a throwaway OPA (:class:`~pdp.sidecar.OPASidecar`
 on a temporary Unix socket) serving the candidate bundle, evaluates every input through
 the one OPA client (:class:`~pdp.opa.OPAClient`), turns each result into the PDP's answer
-with the decision path's own rules (:meth:`DecisionService._respond`: policy errors deny,
+with the decision path's own rules (:func:`pdp.answer.answer`: policy errors deny,
 an unauthenticated agent is never allowed, a disabled agent is denied) and compares it
 with the recorded answer: allow -> deny, deny -> allow, reason codes, obligations.
 """
@@ -20,13 +20,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from ..decision import DecisionService
-from ..errors import EngineUnavailableError
-from ..identity import Identity, SVIDVerifier, TrustBundles
-from ..metrics import Metrics
-from ..opa import OPAClient
-from ..recorder import LogRecorder
-from ..sidecar import OPASidecar
+from .answer import answer
+from .errors import EngineUnavailableError
+from .identity import Identity
+from .opa import OPAClient
+from .sidecar import OPASidecar
 
 #: Kinds of change, in the order reports list them.
 CHANGE_KINDS = ("deny_to_allow", "allow_to_deny", "reasons", "obligations")
@@ -252,13 +250,6 @@ async def replay(
         await sidecar.start()
         client = OPAClient(sidecar.url, timeout_s=timeout_s, pool_size=concurrency)
         await client.start()
-        # The decision path's own answer rules; nothing here is recorded or minted.
-        service = DecisionService(
-            verifier=SVIDVerifier(TrustBundles({}), "replay"),
-            opa=client,
-            recorder=LogRecorder(),
-            metrics=Metrics(),
-        )
         gate = asyncio.Semaphore(concurrency)
 
         async def one(rec: dict[str, Any]) -> None:
@@ -274,14 +265,15 @@ async def replay(
                     return
             if result.revision and report.candidate_revision is None:
                 report.candidate_revision = result.revision
-            answer = service._respond(
+            # The decision path's own answer rules; nothing here is recorded or minted.
+            replayed = answer(
                 str(rec.get("decision_id")),
                 {},
                 _identity(input_doc.get("identity") or {}),
                 result,
                 agent_status=(input_doc.get("agent") or {}).get("status"),
             )
-            change = _change(rec, outcome_of(rec["decision"]), outcome_of(answer))
+            change = _change(rec, outcome_of(rec["decision"]), outcome_of(replayed))
             if change is not None:
                 report.changes.append(change)
 

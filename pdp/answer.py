@@ -1,0 +1,70 @@
+"""OPA result -> the PDP's answer: the rules every decision (and every replay) is held to.
+
+:func:`answer` is pure: a policy error denies with its ``policy.*`` reason, a policy that
+allows an unauthenticated agent is overruled, and a disabled agent is denied even when the
+policy forgets to. The decision service calls it for live decisions; replay
+(:mod:`pdp.replay`) calls it on recorded inputs, so both apply the same rules.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from .identity import Identity
+from .opa import OPAResult
+
+__all__ = ["AGENT_DISABLED", "POLICY_RULE", "answer", "reason"]
+
+#: Reason code of a decision denied because an operator disabled the agent.
+AGENT_DISABLED: Final = "agent_disabled"
+#: ``rule`` of the reasons the PDP itself adds (not from a policy module).
+POLICY_RULE: Final = "pdp"
+
+
+def reason(code: str, message: str) -> dict[str, Any]:
+    """A reason the PDP adds itself, in the shape policies build theirs (DESIGN §3.3)."""
+    return {"code": code, "message": message, "rule": POLICY_RULE, "controls": []}
+
+
+def answer(
+    decision_id: str,
+    request: dict[str, Any],
+    identity: Identity,
+    result: OPAResult,
+    agent_status: str | None = None,
+) -> dict[str, Any]:
+    """The decision response for ``result`` (without a credential, which minting adds)."""
+    if result.decision is None:
+        allow = False
+        reasons = [reason(result.error_code or "policy.error", result.error_message or "")]
+        obligations: dict[str, Any] = {}
+    else:
+        allow = result.decision["allow"] is True
+        reasons = list(result.decision["reasons"])
+        obligations = result.decision.get("obligations", {})
+        if allow and not identity.authenticated:
+            # A policy must never allow an unauthenticated caller; guard against bugs.
+            allow = False
+            reasons = [
+                reason(
+                    identity.error_code or "authn.unauthenticated",
+                    "policy allowed an unauthenticated agent; denied by the PDP",
+                )
+            ]
+    if agent_status == "disabled" and AGENT_DISABLED not in {r.get("code") for r in reasons}:
+        # Defense in depth: a disabled agent is denied even if a policy forgets to.
+        if allow:
+            allow, reasons = False, []
+        reasons.append(
+            reason(AGENT_DISABLED, f"agent {identity.spiffe_id!r} is disabled in the PDP")
+        )
+    response: dict[str, Any] = {"decision_id": decision_id}
+    if "request_id" in request:
+        response["request_id"] = request["request_id"]
+    response.update(
+        allow=allow,
+        reasons=reasons,
+        obligations=obligations if allow else {},
+        policy={"revision": result.revision},
+    )
+    return response

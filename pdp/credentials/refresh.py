@@ -1,0 +1,78 @@
+"""The refresh loop: keys (rotation, drops), the disabled set and pending agent activity,
+kept in step with the store every ``PDP_STORE_REFRESH_S`` and at once on a store event."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from ..agents import AgentRegistry
+from ..errors import StoreError
+from ..keys import KeyRing
+from ..store import Store
+
+__all__ = ["RefreshLoop"]
+
+log = logging.getLogger("pdp.credentials")
+
+
+class RefreshLoop:
+    """Two background tasks: the periodic refresh and the store's change listener."""
+
+    def __init__(
+        self,
+        keyring: KeyRing,
+        agents: AgentRegistry,
+        *,
+        interval_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keyring = keyring
+        self.agents = agents
+        self.interval_s = interval_s
+        self.clock = clock
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        #: When the last refresh round finished (seconds since the epoch).
+        self.last_refresh: float | None = None
+
+    def start(self, store: Store) -> None:
+        """Start the loop and the listener (the state was loaded just before)."""
+        self.last_refresh = self.clock()
+        self._tasks = [
+            asyncio.create_task(self._loop(), name="pdp-store-refresh"),
+            asyncio.create_task(store.listen(self._on_event), name="pdp-store-listen"),
+        ]
+
+    async def stop(self) -> None:
+        """Cancel both tasks and wait for them."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def _on_event(self, event: str) -> None:
+        self._wake.set()
+
+    async def refresh(self) -> None:
+        """One round: keys (rotation, drops), the disabled set, pending activity."""
+        await self.keyring.refresh()
+        await self.agents.reload()
+        await self.agents.flush()
+        self.last_refresh = self.clock()
+
+    async def _loop(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval_s)
+            self._wake.clear()
+            try:
+                await self.refresh()
+            except StoreError as exc:
+                log.warning("store refresh failed (keeping the cached state): %s", exc)
+            except Exception:  # the task's outermost boundary: log, keep refreshing
+                log.exception("store refresh failed")

@@ -1,0 +1,52 @@
+"""The running app's state: one typed ``web.AppKey`` per resource.
+
+:func:`pdp.app.create_app` sets ``SETTINGS`` and ``METRICS``; every other key is set once by
+the ``cleanup_ctx`` that opens its resource (pdp/app.py) and is valid from startup on.
+Front doors (pdp.admin, and adapters to come) read what they need from here, never from
+pdp.app, so imports keep pointing down.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .audit.record import Recorder
+from .audit.trail import AuditTrail
+from .config import Settings
+from .credentials import CredentialService
+from .decision import DecisionService
+from .identity import SVIDVerifier
+from .metrics import Metrics
+from .opa import OPAClient
+from .sidecar import OPASidecar
+
+__all__ = [
+    "AUDIT",
+    "CREDENTIALS",
+    "DECISIONS",
+    "METRICS",
+    "OPA",
+    "RECORDER",
+    "SETTINGS",
+    "SIDECAR",
+    "VERIFIER",
+]
+
+# One typed key per resource; each is opened and closed in its own cleanup_ctx (below), in
+# dependency order, and set once. Handlers read what they need from its key.
+SETTINGS = web.AppKey("settings", Settings)
+METRICS = web.AppKey("metrics", Metrics)
+#: The durable audit trail; None when PDP_AUDIT_ENABLED=false.
+AUDIT: web.AppKey[AuditTrail | None] = web.AppKey("audit")
+#: Where decisions are recorded: the trail (durable first, then the log line) or the log.
+RECORDER: web.AppKey[Recorder] = web.AppKey("recorder")
+#: Credentials, revocation, agent lifecycle, keys, admin auth (pdp.admin reads it).
+CREDENTIALS = web.AppKey("credentials", CredentialService)
+#: Verifies agent tokens against the trust bundles (loaded from files at start).
+VERIFIER = web.AppKey("verifier", SVIDVerifier)
+#: The embedded OPA child process; None with a remote OPA (PDP_OPA_URL).
+SIDECAR: web.AppKey[OPASidecar | None] = web.AppKey("sidecar")
+#: The one OPA client.
+OPA = web.AppKey("opa", OPAClient)
+#: The decision path every front door calls.
+DECISIONS = web.AppKey("decisions", DecisionService)
