@@ -120,7 +120,7 @@ async def read_form(
             value = unquote_to_bytes(value_raw.replace(b"+", b" ")).decode("utf-8")
         except UnicodeDecodeError:
             raise RequestError(
-                "the form body is not UTF-8",
+                "request does not match the schema",
                 fields=[FieldError("/", "is not UTF-8 after percent-decoding")],
             ) from None
         path = jsonparse.dumps_pointer([name])

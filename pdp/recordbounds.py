@@ -33,7 +33,7 @@ __all__ = [
 #: Free-form values of an unauthenticated request are recorded in full up to this size.
 UNAUTHENTICATED_VALUE_BYTES: Final = 256
 #: What a record of an unauthenticated request can grow to at most (tested).
-UNAUTHENTICATED_RECORD_BYTES: Final = 24 * 1024
+UNAUTHENTICATED_RECORD_BYTES: Final = 32 * 1024
 #: Longer argument names are recorded by digest.
 MAX_KEY_CHARS: Final = 128
 

@@ -29,7 +29,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+import orjson
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 
 from .callers import server_ssl_context
 from .config import Settings, is_loopback
@@ -100,6 +103,37 @@ async def surface_middleware(request: web.Request, handler: Handler) -> web.Stre
     return await handler(request)
 
 
+class _JSONErrors(RequestHandler):
+    """aiohttp's connection handler, answering what its HTTP parser refuses (a bad header
+    byte, a bad Content-Length, a request line that is not HTTP) with the service's JSON
+    error body instead of a text page that quotes the offending line (which may hold a
+    credential), and logging one line without it rather than a traceback."""
+
+    def handle_error(
+        self,
+        request: BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        log.warning(
+            "refused a request from %s that is not valid HTTP: %d %s",
+            request.remote,
+            status,
+            type(exc).__name__ if exc is not None else "error",
+        )
+        if request.writer.output_size > 0:
+            raise ConnectionError("the answer has started: cannot send an error instead")
+        code = "bad_request" if status < 500 else "internal"
+        text = "the request is not valid HTTP" if status < 500 else "internal error"
+        body = {"allow": False, "error": {"code": code, "message": text}}
+        response = web.Response(
+            status=status, body=orjson.dumps(body), content_type="application/json"
+        )
+        response.force_close()
+        return response
+
+
 class _Refuse(asyncio.Protocol):
     """Answers one fixed 503 and closes: what a connection past the cap gets."""
 
@@ -128,7 +162,8 @@ class _GuardedSite(web.TCPSite):
         if len(server.connections) >= self._cap:
             self._listeners.refused += 1
             return _Refuse()
-        return server()
+        # what web.Server.__call__ builds, with JSON answers to unparseable requests
+        return _JSONErrors(server, loop=server._loop, **server._kwargs)
 
     async def start(self) -> None:
         await web.BaseSite.start(self)

@@ -79,6 +79,76 @@ cli.add_command(replay_command)
 cli.add_command(ci)
 
 
+def trust_boundary_options(f: Any) -> Any:
+    """The listener, caller-authentication and overload flags of `serve` (each also a
+    PDP_* variable, read through Settings so a bad value names the variable)."""
+    path = click.Path(dir_okay=False, path_type=Path)
+    options = [
+        click.option(
+            "--tls-cert", type=path, help="TLS certificate chain (PEM). Env: PDP_TLS_CERT."
+        ),
+        click.option("--tls-key", type=path, help="TLS private key (PEM). Env: PDP_TLS_KEY."),
+        click.option(
+            "--client-ca",
+            type=path,
+            help="Callers' client certificates must chain to these CAs (PEM) or this SPIFFE "
+            "X.509 bundle (JSON). Env: PDP_CLIENT_CA.",
+        ),
+        click.option(
+            "--client-trust-domain",
+            help="Caller certificates must be X.509-SVIDs of this trust domain. "
+            "Env: PDP_CLIENT_TRUST_DOMAIN.",
+        ),
+        click.option(
+            "--caller-keys",
+            type=path,
+            help="Hashed caller keys, '<caller-id> sha256:<hex>' lines (`pdpctl callers add`). "
+            "Env: PDP_CALLER_KEYS.",
+        ),
+        click.option(
+            "--insecure-no-caller-auth",
+            is_flag=True,
+            default=None,
+            help="Listen beyond loopback without caller authentication (never in production).",
+        ),
+        click.option(
+            "--admin-host", help="Admin listener address [127.0.0.1]. Env: PDP_ADMIN_HOST."
+        ),
+        click.option(
+            "--admin-port",
+            type=int,
+            help="Serve the admin API and /metrics on their own port. Env: PDP_ADMIN_PORT.",
+        ),
+        click.option(
+            "--trust-bundle-refresh",
+            "trust_bundle_refresh_s",
+            type=float,
+            help="Seconds between trust bundle file checks [2; 0: never]. "
+            "Env: PDP_TRUST_BUNDLE_REFRESH_S.",
+        ),
+        click.option(
+            "--svid-max-lifetime",
+            "svid_max_lifetime_s",
+            type=int,
+            help="Longest accepted JWT-SVID lifetime, seconds [86400]. "
+            "Env: PDP_SVID_MAX_LIFETIME_S.",
+        ),
+        click.option(
+            "--max-in-flight",
+            type=int,
+            help="Decisions evaluated at once; more are answered 503 [64]. Env: PDP_MAX_IN_FLIGHT.",
+        ),
+        click.option(
+            "--max-connections",
+            type=int,
+            help="Open connections per listener [1024]. Env: PDP_MAX_CONNECTIONS.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @cli.command()
 @click.option("--host", envvar="PDP_HOST", show_envvar=True, help="Listen address [127.0.0.1].")
 # Integer settings read their PDP_* variable through Settings.from_env, not click: a bad
@@ -116,9 +186,11 @@ cli.add_command(ci)
     is_flag=True,
     help="Do not create dev trust domains (production). Env: PDP_DEV_TRUST_DOMAINS=''.",
 )
+@trust_boundary_options
 @click.pass_obj
 def serve(
     project: Project,
+    /,
     host: str | None,
     port: int | None,
     state_dir: Path | None,
@@ -127,10 +199,16 @@ def serve(
     opa_url: str | None,
     opa_timeout_ms: int | None,
     no_dev_trust: bool,
+    **boundary: Any,
 ) -> None:
-    """Serve the decision API (embedded OPA unless --opa-url is given)."""
-    from aiohttp import web
+    """Serve the decision API (embedded OPA unless --opa-url is given).
 
+    On loopback (the default) no caller authentication is needed. On any other address
+    callers must authenticate (--client-ca and/or --caller-keys, over --tls-cert/--tls-key),
+    unless --insecure-no-caller-auth is given; the admin API and /metrics are then served
+    only on --admin-host/--admin-port (docs/security.md).
+    """
+    from pdp import server
     from pdp.app import create_app
 
     try:
@@ -147,6 +225,7 @@ def serve(
             opa_binary=project.opa_binary,
             policies_dir=project.policies_dir,
             dev_trust_domains=() if no_dev_trust else None,
+            **{k: v for k, v in boundary.items() if v is not None and v is not False},
         )
     except ConfigError as exc:
         raise CLIError(str(exc), exc.exit_code) from None
@@ -155,19 +234,23 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    banner = (
-        f"agent-pdp serving on http://{settings.host}:{settings.port} "
-        f"({'embedded OPA' if settings.embedded else settings.opa_url}; "
-        f"state in {settings.state_dir})"
-    )
-    try:
-        web.run_app(
-            create_app(settings),
-            host=settings.host,
-            port=settings.port,
-            access_log=None,
-            print=lambda _: click.echo(banner, err=True),  # once listening
+    scheme = "https" if settings.tls_cert is not None else "http"
+
+    def ready(started: server.Started) -> None:  # once listening
+        admin = (
+            f"; admin on {scheme}://{settings.admin_host}:{started.admin_port}"
+            if started.admin_port is not None
+            else ""
         )
+        click.echo(
+            f"agent-pdp serving on {scheme}://{settings.host}:{started.port} "
+            f"({'embedded OPA' if settings.embedded else settings.opa_url}; "
+            f"state in {settings.state_dir}{admin})",
+            err=True,
+        )
+
+    try:
+        server.run(create_app(settings), settings, on_ready=ready)
     except ToolNotFoundError as exc:
         raise CLIError(str(exc), exc.exit_code) from None
     except BundleError as exc:

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, WatchError
 
 from . import (
     REVOCATION_SLACK_S,
@@ -45,6 +45,8 @@ log = logging.getLogger("pdp.store")
 
 PREFIX = "pdp:"
 CHANNEL = PREFIX + "events"
+#: Optimistic transactions (WATCH) are tried this often before the write fails.
+_WATCH_ATTEMPTS = 5
 #: Reconnect backoff of the pub/sub listener, seconds.
 _LISTEN_BACKOFF = (0.1, 5.0)
 
@@ -82,8 +84,8 @@ class RedisStore:
         redis-py drops a connection that failed mid-command. Every failure is a StoreError."""
         try:
             return await coro
-        except asyncio.CancelledError:
-            raise
+        except (asyncio.CancelledError, WatchError):
+            raise  # a WatchError is retried by _watched
         except (RedisError, OSError) as exc:
             raise StoreError(f"Redis store: {exc}") from None
         except Exception as exc:
@@ -141,10 +143,30 @@ class RedisStore:
                 pipe.hdel(f"{PREFIX}disabled", spiffe_id)
             return AgentState(spiffe_id, status, reason, now, not_before)
 
-        state: AgentState = await self._do(
-            self._r.transaction(change, key, creds, value_from_callable=True)
-        )
+        state: AgentState = await self._watched(change, key, creds)
         return state
+
+    async def _watched(self, change: Any, *keys: str) -> Any:
+        """Run ``change(pipe)`` as WATCH ``keys`` / read / MULTI / EXEC, again if another
+        client changed a watched key in between, at most _WATCH_ATTEMPTS times. (redis-py's
+        own ``transaction()`` retries forever, also when the connection keeps failing: a
+        lost connection while watching surfaces as a WatchError.)"""
+        for _ in range(_WATCH_ATTEMPTS):
+            async with self._r.pipeline(transaction=True) as pipe:
+                try:
+                    await self._do(pipe.watch(*keys))
+                    result = await change(pipe)
+                    await self._do(pipe.execute())
+                    return result
+                except WatchError:
+                    continue
+                except StoreError:
+                    raise
+                except (RedisError, OSError) as exc:
+                    raise StoreError(f"Redis store: {exc}") from None
+                except Exception as exc:
+                    raise StoreError(f"Redis store: {type(exc).__name__}: {exc}") from None
+        raise StoreError(f"Redis store: {keys[0]} kept changing; gave up after {_WATCH_ATTEMPTS}")
 
     async def disabled_agents(self) -> dict[str, AgentState]:
         raw: dict[str, str] = await self._do(self._r.hgetall(f"{PREFIX}disabled"))
