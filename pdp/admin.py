@@ -19,9 +19,9 @@ from typing import Any
 
 from aiohttp import web
 
-from .bodies import header, read_form, read_json_object
 from .credentials import CredentialService
 from .errors import FieldError, RequestError, StoreError, UnsupportedMediaError
+from .httpio import header, read_form, read_json_object
 from .identity import parse_spiffe_id
 from .state import CREDENTIALS
 
@@ -71,7 +71,7 @@ def _json(body: Any, headers: dict[str, str] | None = None) -> web.Response:
 
 async def _body(request: web.Request, *, form: bool) -> dict[str, Any]:
     """A strict JSON object, or (when ``form``) an application/x-www-form-urlencoded body
-    in which every parameter appears once (pdp.bodies); at most MAX_ADMIN_BODY bytes
+    in which every parameter appears once (pdp.httpio); at most MAX_ADMIN_BODY bytes
     (413 beyond, whether or not a Content-Length says so)."""
     header(request, "Content-Type")
     if form and request.content_type == "application/x-www-form-urlencoded":

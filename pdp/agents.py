@@ -35,6 +35,8 @@ class AgentRegistry:
         self.clock = clock
         self._disabled: dict[str, AgentState] = {}
         self._pending: dict[str, AgentActivity] = {}
+        #: Told "cache:agent:<spiffe id>" when this replica disables or enables an agent.
+        self.listeners: list[Callable[[str], None]] = []
 
     # -- hot path ---------------------------------------------------------------------
     def status(self, spiffe_id: str | None) -> Status | None:
@@ -108,6 +110,8 @@ class AgentRegistry:
             self._disabled[spiffe_id] = state
         else:
             self._disabled.pop(spiffe_id, None)
+        for listener in self.listeners:
+            listener(f"cache:agent:{spiffe_id}")
         try:
             await self.store.publish("agents")
         except StoreError as exc:  # the others still pick it up on their refresh

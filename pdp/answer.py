@@ -32,8 +32,14 @@ def answer(
     identity: Identity,
     result: OPAResult,
     agent_status: str | None = None,
+    *,
+    asserted: bool = False,
 ) -> dict[str, Any]:
-    """The decision response for ``result`` (without a credential, which minting adds)."""
+    """The decision response for ``result`` (without a credential, which minting adds).
+
+    ``asserted``: the subject is asserted by the PEP (AuthZEN, no agent token; see
+    :func:`pdp.normalize.is_asserted`), so the policy alone decides it.
+    """
     if result.decision is None:
         allow = False
         reasons = [reason(result.error_code or "policy.error", result.error_message or "")]
@@ -42,8 +48,9 @@ def answer(
         allow = result.decision["allow"] is True
         reasons = list(result.decision["reasons"])
         obligations = result.decision.get("obligations", {})
-        if allow and not identity.authenticated:
-            # A policy must never allow an unauthenticated caller; guard against bugs.
+        if allow and not identity.authenticated and not asserted:
+            # A policy must never allow an unauthenticated agent; guard against bugs.
+            # (A PEP-asserted subject carries no agent token: the PEP vouches for it.)
             allow = False
             reasons = [
                 reason(

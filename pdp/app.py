@@ -8,19 +8,18 @@ closes it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import orjson
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from . import admin
+from .adapters import authzen
 from .audit.record import LogRecorder, Recorder
 from .audit.trail import AuditRecorder, AuditTrail
-from .bodies import read_json_object
 from .bundle import build_bundle
 from .callers import (
     CALLER,
@@ -32,18 +31,23 @@ from .callers import (
 from .config import Settings, is_loopback
 from .credentials import CredentialService
 from .decision import DecisionService
+from .decision_cache import DecisionCache, check_bundles, watch_bundles
+from .delegation import DelegationVerifier
 from .devtrust import ensure_dev_trust
-from .errors import OverloadedError, PDPError
+from .errors import EngineUnavailableError, OverloadedError, PDPError
+from .httpio import json_response, read_json_object
 from .identity import Identity, SVIDVerifier, TrustBundles
 from .metrics import Metrics
 from .normalize import normalize
 from .opa import OPAClient
 from .schema import validate_request
 from .server import LISTENERS, Listeners, surface_middleware
+from .sessions import SessionHistory
 from .sidecar import OPASidecar, socket_path
 from .state import (
     AUDIT,
     CREDENTIALS,
+    DECISION_CACHE,
     DECISIONS,
     METRICS,
     OPA,
@@ -58,10 +62,6 @@ from .trustwatch import BundleWatcher
 log = logging.getLogger("pdp")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def json_response(body: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 @web.middleware
@@ -255,6 +255,39 @@ async def _opa_ctx(app: web.Application) -> AsyncIterator[None]:
         await client.close()
 
 
+async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The decision cache (PDP_DECISION_CACHE_SIZE > 0; None when off), its bundle watch,
+    and its invalidations from the store's channel."""
+    s = app[SETTINGS]
+    if s.decision_cache_size <= 0:
+        app[DECISION_CACHE] = None
+        yield
+        return
+    cache = DecisionCache(
+        max_entries=s.decision_cache_size,
+        max_ttl_s=s.decision_cache_max_ttl_s,
+        registry=app[METRICS].registry,
+    )
+    with contextlib.suppress(EngineUnavailableError):
+        await check_bundles(cache, app[OPA])  # serve hits from the first request on
+    watch = asyncio.create_task(
+        watch_bundles(cache, app[OPA], s.decision_cache_bundle_check_ms / 1000),
+        name="pdp-decision-cache-bundles",
+    )
+    app[CREDENTIALS].listeners.append(cache.on_event)
+    sidecar = app[SIDECAR]
+    if sidecar is not None:
+        sidecar.on_exit.append(lambda: cache.bundle_unknown("the embedded OPA exited"))
+    app[DECISION_CACHE] = cache
+    try:
+        yield
+    finally:
+        app[CREDENTIALS].listeners.remove(cache.on_event)
+        watch.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watch
+
+
 async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
     """The decision path, over the resources opened before it (nothing to close)."""
     s = app[SETTINGS]
@@ -268,6 +301,11 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         audit_prompt=s.audit_prompt,
         max_in_flight=s.max_in_flight,
         audit_value_limit=s.audit_max_value_bytes,
+        sessions=SessionHistory(app[CREDENTIALS].store, ttl_s=s.session_ttl_s),
+        delegation=DelegationVerifier(
+            app[VERIFIER].bundles, s.audience, leeway_seconds=s.clock_skew_seconds
+        ),
+        cache=app[DECISION_CACHE],
     )
     yield
 
@@ -308,11 +346,14 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
             _verifier_ctx,
             _sidecar_ctx,
             _opa_ctx,
+            _cache_ctx,
             _decisions_ctx,
         ]
     )
     admin.add_routes(app)
     app.router.add_post("/v1/decisions", post_decision)
+    # Front doors over the same decision service (pdp/adapters/).
+    authzen.add_routes(app)
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)

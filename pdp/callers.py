@@ -42,8 +42,8 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .bodies import header
 from .errors import CallerAuthError, RequestError
+from .httpio import header
 
 __all__ = [
     "ANONYMOUS",

@@ -118,6 +118,17 @@ class Settings:
     #: Seconds between store refreshes (keys, disabled agents, activity write-behind): the
     #: staleness bound when a pub/sub message is lost.
     store_refresh_s: float = 1.0
+    #: How long a task's or session's call history (input.session) is kept after its last
+    #: allowed call, seconds.
+    session_ttl_s: float = 86_400.0
+    #: Decisions the policy declares cacheable (cache.ttl_seconds > 0) kept in memory, at
+    #: most; 0 turns the decision cache off (docs/operations.md, "Decision cache").
+    decision_cache_size: int = 10_000
+    #: Longest time a decision is reused, whatever TTL the policy declares, seconds.
+    decision_cache_max_ttl_s: int = 60
+    #: How often the PDP asks OPA which bundle is active, milliseconds: the longest a
+    #: cached decision can outlive the activation of a new bundle.
+    decision_cache_bundle_check_ms: int = 500
 
     # -- the trust boundary (docs/security.md) ---------------------------------------
     #: TLS certificate chain (PEM) of the decision listener (and of the admin listener).
@@ -299,7 +310,31 @@ class Settings:
                 "must be sqlite:///path, redis://host:port/db, rediss://... or unix:///sock",
             )
         _check(0 < self.store_refresh_s <= 60, "PDP_STORE_REFRESH_S", self.store_refresh_s, "0..60")
+        _check(
+            1 <= self.session_ttl_s <= 30 * 86_400,
+            "PDP_SESSION_TTL_S",
+            self.session_ttl_s,
+            "must be 1..2592000 (30 days)",
+        )
         self._check_audit()
+        _check(
+            0 <= self.decision_cache_size <= 10_000_000,
+            "PDP_DECISION_CACHE_SIZE",
+            self.decision_cache_size,
+            "must be 0..10000000 (0: off)",
+        )
+        _check(
+            1 <= self.decision_cache_max_ttl_s <= 3600,
+            "PDP_DECISION_CACHE_MAX_TTL_S",
+            self.decision_cache_max_ttl_s,
+            "must be 1..3600",
+        )
+        _check(
+            10 <= self.decision_cache_bundle_check_ms <= 60_000,
+            "PDP_DECISION_CACHE_BUNDLE_CHECK_MS",
+            self.decision_cache_bundle_check_ms,
+            "must be 10..60000",
+        )
         self._check_boundary()
         if self.opa_url is not None:
             parts = urlsplit(self.opa_url)
@@ -414,6 +449,9 @@ _INT_FIELDS = {
     "token_cache_size",
     "credential_max_ttl_s",
     "credential_default_ttl_s",
+    "decision_cache_size",
+    "decision_cache_max_ttl_s",
+    "decision_cache_bundle_check_ms",
 }
 
 
@@ -478,7 +516,7 @@ def _parse(name: str, var: str, raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f"{var}={raw!r}: must be an integer") from None
-    if name in {"opa_start_timeout_s", "store_refresh_s"}:
+    if name in {"opa_start_timeout_s", "store_refresh_s", "session_ttl_s"}:
         try:
             return float(raw)
         except ValueError:

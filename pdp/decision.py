@@ -7,26 +7,32 @@ OPA and one path to the recorder.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .answer import answer, reason
 from .audit.record import DEFAULT_VALUE_LIMIT, Recorder, build_record
 from .callers import ANONYMOUS, Caller
 from .credentials import CredentialService
+from .decision_cache import CacheEntry, DecisionCache
+from .delegation import DelegationVerifier
 from .errors import (
     AuditUnavailableError,
     EngineUnavailableError,
+    HistoryUnavailableError,
     InternalDecisionError,
     OverloadedError,
+    StoreError,
 )
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
-from .normalize import normalize
-from .opa import OPAClient
+from .normalize import is_asserted, normalize
+from .opa import OPAClient, OPAResult
+from .sessions import SessionHistory, session_keys, unavailable_snapshot
 
 __all__ = ["DecisionService"]
 
@@ -47,6 +53,9 @@ class DecisionService:
         clock_ns: Callable[[], int] = time.time_ns,
         credentials: CredentialService | None = None,
         audit_prompt: str = "hash",
+        sessions: SessionHistory | None = None,
+        delegation: DelegationVerifier | None = None,
+        cache: DecisionCache | None = None,
         max_in_flight: int = 64,
         audit_value_limit: int = DEFAULT_VALUE_LIMIT,
     ) -> None:
@@ -60,6 +69,13 @@ class DecisionService:
         self.credentials = credentials
         #: How records keep prompts: hash, redacted or full (PDP_AUDIT_PROMPT).
         self.audit_prompt = audit_prompt
+        #: Task/session histories (input.session); None: no store, so a request naming a
+        #: task or session sees an unavailable history (fail closed).
+        self.sessions = sessions
+        #: Verifies agent.delegation into input.chain; None: every assertion is refused.
+        self.delegation = delegation
+        #: Policy-declared decision cache (None: every decision goes to OPA).
+        self.cache = cache
         #: Decisions evaluated at once; past it decide() raises OverloadedError at once.
         self.max_in_flight = max_in_flight
         self.in_flight = 0
@@ -67,17 +83,44 @@ class DecisionService:
         self.audit_value_limit = audit_value_limit
 
     async def decide(
-        self, request: dict[str, Any], *, caller: Caller = ANONYMOUS
+        self,
+        request: dict[str, Any],
+        *,
+        mint: bool = True,
+        caller: Caller = ANONYMOUS,
+        admitted: bool = False,
     ) -> dict[str, Any]:
-        """Decide a schema-valid request asked by ``caller`` (the authenticated PEP).
+        """Decide a schema-valid request asked by ``caller`` (the authenticated PEP, which
+        policy sees as ``input.pep`` and the record keeps as ``caller``).
 
-        Raises :class:`OverloadedError` (503, nothing recorded: no decision was made) when
-        ``max_in_flight`` decisions are already being evaluated,
+        Raises :class:`OverloadedError` (503 + Retry-After, nothing recorded: no decision
+        was made) at once when ``max_in_flight`` decisions are already being evaluated;
         :class:`EngineUnavailableError` (503) when OPA cannot answer and
-        :class:`InternalDecisionError` (500) on a bug: both after recording the decision
-        as a deny under its ``decision_id``, which the error carries for the error body.
-        Every answer that carries a ``decision_id`` is in the audit trail.
+        :class:`InternalDecisionError` (500) on a bug, both after recording the decision as
+        a deny under its ``decision_id``, which the error carries for the error body:
+        every answer that carries a ``decision_id`` is in the audit trail.
+
+        ``request`` is a decision request (``decision-request.schema.json``) or, from the
+        AuthZEN front door, a PEP-asserted subject request (``{"subject", "action",
+        "resource", "context"}``, see :func:`pdp.normalize.is_asserted`). ``mint=False``:
+        the caller does not want a credential, so none is minted on allow.
+
+        Decisions of one task or session are serialized in this process, so each sees the
+        history its predecessor left (:mod:`pdp.sessions`); an allowed one is added to that
+        history once recorded (:class:`HistoryUnavailableError`, 503, when it cannot be).
+        ``mode: "check"`` decides and records without minting a credential or touching any
+        history.
         """
+        if admitted:
+            return await self._serialized(request, mint, caller)
+        async with self.admit():
+            return await self._serialized(request, mint, caller)
+
+    @contextlib.asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """Hold one of the ``max_in_flight`` evaluation slots, or raise OverloadedError
+        at once. A front door deciding a batch for one request (AuthZEN evaluations,
+        search) holds one slot for all of it and passes ``admitted=True``."""
         if self.in_flight >= self.max_in_flight:
             self.metrics.decisions.labels("shed").inc()
             raise OverloadedError(
@@ -85,87 +128,184 @@ class DecisionService:
             )
         self.in_flight += 1
         try:
-            return await self._decide(request, caller)
+            yield
         finally:
             self.in_flight -= 1
 
-    async def _decide(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
+    async def _serialized(
+        self, request: dict[str, Any], mint: bool, caller: Caller
+    ) -> dict[str, Any]:
+        if self.sessions is None or request.get("mode") == "check":
+            return await self._decide(request, mint, caller)  # a check changes no history
+        async with self.sessions.serialized(request):
+            return await self._decide(request, mint, caller)
+
+    async def _session(self, request: dict[str, Any], now_ns: int) -> dict[str, Any] | None:
+        if self.sessions is not None:
+            return await self.sessions.snapshot(request, now_ns)
+        if session_keys(request):
+            return unavailable_snapshot(now_ns, "this PDP keeps no session history")
+        return None
+
+    def _chain(self, request: dict[str, Any]) -> dict[str, Any] | None:
+        assertion = request.get("agent", {}).get("delegation")
+        if assertion is None:
+            return None
+        if self.delegation is None:
+            return DelegationVerifier.refused("this PDP verifies no delegation assertions")
+        return self.delegation.chain(assertion)
+
+    async def _decide(self, request: dict[str, Any], mint: bool, caller: Caller) -> dict[str, Any]:
         started = time.perf_counter()
+        decision_id = str(uuid.uuid4())
+        asserted = is_asserted(request)
         identity = self.verifier.verify(request.get("agent", {}).get("token"))
         creds = self.credentials
         status = creds.agent_status(identity) if creds is not None else None
+        now_ns = self.clock_ns()
         input_doc = normalize(
             request,
             identity,
-            self.clock_ns(),
+            now_ns,
             prompt_to_policy=self.prompt_to_policy,
             agent_status=status,
+            session=await self._session(request, now_ns),
+            chain=self._chain(request),
             pep=caller.to_input(),
         )
-        # From here on the decision has an id: whatever happens, it is recorded.
-        decision_id = str(uuid.uuid4())
-        recorded = False
+        # From here on, whatever happens, the decision_id is recorded.
+        progress = _Progress()
         try:
-            # Counted only once the request is decided: normalize may still refuse it (400).
-            if not identity.authenticated:
-                self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
-            try:
-                result = await self.opa.evaluate(input_doc)
-            except EngineUnavailableError as exc:
-                self.metrics.opa_errors.labels(exc.kind).inc()
-                self.metrics.decisions.labels("error").inc()
-                response: dict[str, Any] = {
-                    "decision_id": decision_id,
-                    "allow": False,
-                    "reasons": [],
-                }
-                if creds is not None:
-                    creds.after_decision(decision_id, request, identity, response)
-                await self._record(
-                    decision_id, input_doc, request, response, started, identity, caller,
-                    error=exc.message,
-                )  # fmt: skip
-                recorded = True
-                raise EngineUnavailableError(
-                    exc.message, kind=exc.kind, decision_id=decision_id
-                ) from exc
-            self.metrics.opa_latency.observe(result.duration_s)
-            if result.decision is None:
-                self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
-            response = answer(decision_id, request, identity, result, status)
-            for r in response["reasons"]:
-                self.metrics.reasons.labels(str(r.get("code", ""))).inc()
-            credential = None
-            if creds is not None:
-                # Minted only on allow; the token goes in the answer, its jti in the record.
-                credential = creds.after_decision(decision_id, request, identity, response)
-                if credential is not None:
-                    response["credential"] = credential.response()
-            await self._record(
-                decision_id,
-                input_doc,
-                request,
-                response,
-                started,
-                identity,
-                caller,
-                credential=None if credential is None else credential.record(),
-                opa_decision_id=result.decision_id,
-            )
-            recorded = True
-        except (EngineUnavailableError, AuditUnavailableError):
-            raise
+            return await self._evaluate(
+                decision_id, request, mint, caller, identity, status, input_doc, started, now_ns,
+                asserted, progress,
+            )  # fmt: skip
+        except (EngineUnavailableError, AuditUnavailableError, HistoryUnavailableError):
+            raise  # each recorded under its decision_id (or the trail itself failed)
         except Exception as exc:  # the outermost boundary of one decision
-            if recorded:
+            if progress.recorded:
                 raise  # a bug after the record was made durable
             log.exception("decision %s failed", decision_id)
             await self._record_internal_error(
                 decision_id, input_doc, request, started, identity, caller, exc
             )
             raise InternalDecisionError(decision_id=decision_id) from exc
+
+    async def _evaluate(
+        self,
+        decision_id: str,
+        request: dict[str, Any],
+        mint: bool,
+        caller: Caller,
+        identity: Identity,
+        status: Any,
+        input_doc: dict[str, Any],
+        started: float,
+        now_ns: int,
+        asserted: bool,
+        progress: _Progress,
+    ) -> dict[str, Any]:
+        creds = self.credentials
+        # Counted only once the request is decided: normalize may still refuse it (400).
+        if not identity.authenticated and not asserted:
+            self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
+        # Step 4: the decision cache (policy-declared TTLs; pdp/decision_cache.py).
+        key, generation, hit = self._cache_lookup(identity, input_doc)
+        try:
+            result = hit.result if hit is not None else await self.opa.evaluate(input_doc)
+        except EngineUnavailableError as exc:
+            self.metrics.opa_errors.labels(exc.kind).inc()
+            self.metrics.decisions.labels("error").inc()
+            response: dict[str, Any] = {"decision_id": decision_id, "allow": False, "reasons": []}
+            if creds is not None:
+                creds.after_decision(decision_id, request, identity, response)
+            await self._record(
+                decision_id, input_doc, request, response, started, identity, caller,
+                error=exc.message,
+            )  # fmt: skip
+            progress.recorded = True
+            raise EngineUnavailableError(
+                exc.message, kind=exc.kind, decision_id=decision_id
+            ) from exc
+        if hit is None:
+            self.metrics.opa_latency.observe(result.duration_s)
+        if result.decision is None:
+            self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
+        response = answer(decision_id, request, identity, result, status, asserted=asserted)
+        for r in response["reasons"]:
+            self.metrics.reasons.labels(str(r.get("code", ""))).inc()
+        cache_note = self._cache_store(
+            key, generation, hit, input_doc, request, result, decision_id
+        )
+        credential = None
+        check = request.get("mode") == "check"  # no credential, no history: a preview
+        if creds is not None and not check:
+            # Minted only on allow; the token goes in the answer, its jti in the record.
+            credential = creds.after_decision(decision_id, request, identity, response, mint=mint)
+            if credential is not None:
+                response["credential"] = credential.response()
+        await self._record(
+            decision_id,
+            input_doc,
+            request,
+            response,
+            started,
+            identity,
+            caller,
+            credential=None if credential is None else credential.record(),
+            opa_decision_id=None if hit is not None else result.decision_id,
+            cache=cache_note,
+        )
+        progress.recorded = True
+        if response["allow"] and self.sessions is not None and not check:
+            try:
+                await self.sessions.record(request, input_doc, now_ns)
+            except StoreError as exc:
+                # Recorded as allowed, but the credential never leaves: a call the history
+                # does not know of could open a toxic flow for the next one.
+                self.metrics.decisions.labels("error").inc()
+                raise HistoryUnavailableError(
+                    f"the session history could not be updated: {exc}", decision_id=decision_id
+                ) from exc
         # Counted once recorded: a decision whose record failed was answered 503, not this.
         self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
         return response
+
+    def set_verifier(self, verifier: SVIDVerifier) -> None:
+        """Use new trust bundles (a new verifier): every cached decision is dropped, since
+        each was made for an identity the old bundles verified."""
+        self.verifier = verifier
+        if self.cache is not None:
+            self.cache.invalidate("trust_bundle")
+
+    def _cache_lookup(
+        self, identity: Identity, input_doc: dict[str, Any]
+    ) -> tuple[bytes | None, str | None, CacheEntry | None]:
+        """(key, bundle generation, hit) of a decision; all None when the cache is off, does
+        not know the active bundle yet, or the agent is unauthenticated (never cached)."""
+        cache = self.cache
+        if cache is None or not cache.serving or not identity.authenticated:
+            return None, None, None
+        key = cache.key(input_doc)
+        return key, cache.generation, cache.get(key)
+
+    def _cache_store(
+        self,
+        key: bytes | None,
+        generation: str | None,
+        hit: CacheEntry | None,
+        input_doc: dict[str, Any],
+        request: dict[str, Any],
+        result: OPAResult,
+        decision_id: str,
+    ) -> dict[str, Any] | None:
+        """Store a miss the policy made cacheable; the record's ``cache`` member, if any."""
+        if hit is not None:
+            return {"hit": True, "decision_id": hit.decision_id, "ttl_seconds": hit.ttl_seconds}
+        if self.cache is None or key is None:
+            return None
+        ttl = self.cache.put(key, generation, input_doc, request, result, decision_id)
+        return {"hit": False, "decision_id": None, "ttl_seconds": ttl} if ttl else None
 
     async def _record_internal_error(
         self,
@@ -211,6 +351,7 @@ class DecisionService:
         error: str | None = None,
         credential: dict[str, Any] | None = None,
         opa_decision_id: str | None = None,
+        cache: dict[str, Any] | None = None,
         status: int | None = None,
     ) -> None:
         latency = time.perf_counter() - started
@@ -227,8 +368,18 @@ class DecisionService:
                 credential=credential,
                 prompt_mode=self.audit_prompt,
                 opa_decision_id=opa_decision_id,
+                cache=cache,
                 caller=caller.to_input() if caller.authenticated else None,
                 value_limit=self.audit_value_limit,
                 status=status,
             )
         )
+
+
+class _Progress:
+    """How far one decision got: whether its record is durable yet."""
+
+    __slots__ = ("recorded",)
+
+    def __init__(self) -> None:
+        self.recorded = False

@@ -36,6 +36,7 @@ __all__ = [
     "DevTrustError",
     "ensure_dev_trust",
     "jwk_thumbprint",
+    "mint_delegation",
     "mint_svid",
 ]
 
@@ -234,4 +235,45 @@ def mint_svid(
         key,
         algorithm="ES256",
         headers={"kid": _public_jwk(key)["kid"], "typ": "JWT"},
+    )
+
+
+def mint_delegation(
+    state_dir: Path,
+    issuer_domain: str,
+    subject: str,
+    actors: Sequence[str],
+    *,
+    audience: str = DEV_AUDIENCE_DEFAULT,
+    ttl_seconds: int = 300,
+    tenant: str | None = None,
+    clock: Callable[[], float] = time.time,
+) -> str:
+    """Sign a delegation assertion (pdp.delegation) with the dev key of ``issuer_domain``:
+    ``sub`` is ``subject``, ``act`` nests ``actors`` with the first (outermost) being the
+    current agent, as RFC 8693 §4.1 orders them."""
+    _check_domain(issuer_domain)
+    if not actors:
+        raise ValueError("a delegation names at least one actor")
+    key_path = _domain_dir(state_dir, issuer_domain) / _KEY_FILE
+    if not key_path.is_file():
+        raise DevTrustError(f"trust domain {issuer_domain!r} has no dev signing key")
+    key = _load_key(key_path)
+    act: dict[str, Any] | None = None
+    for actor in reversed(list(actors)):
+        act = {"sub": actor} if act is None else {"sub": actor, "act": act}
+    now = int(clock())
+    claims: dict[str, Any] = {
+        "iss": f"spiffe://{issuer_domain}",
+        "sub": subject,
+        "aud": [audience],
+        "iat": now,
+        "exp": now + ttl_seconds,
+        "jti": secrets.token_urlsafe(16),
+        "act": act,
+    }
+    if tenant is not None:
+        claims["tenant"] = tenant
+    return jwt.encode(
+        claims, key, algorithm="ES256", headers={"kid": _public_jwk(key)["kid"], "typ": "JWT"}
     )

@@ -12,7 +12,7 @@ naive client fails closed.
     │   ├── MalformedJSONError      400           body is not JSON / not an object
     │   ├── UnsupportedMediaError   415           Content-Type is not JSON
     │   ├── BodyTooLargeError       413           body over the limit (decision or admin API)
-    │   └── RequestTimeoutError     408           the body did not arrive in time (pdp.bodies)
+    │   └── RequestTimeoutError     408           the body did not arrive in time (pdp.httpio)
     ├── AuthError                   401  exit 8   admin endpoint without a credential
     │   ├── ForbiddenError          403           ... with the wrong credential
     │   └── CallerAuthError         401           the caller (PEP) did not authenticate
@@ -21,6 +21,7 @@ naive client fails closed.
     │   ├── OverloadedError         503           every evaluation slot is taken (Retry-After)
     │   ├── EngineUnavailableError  503           OPA unreachable or past its deadline
     │   ├── AuditUnavailableError   503           the decision could not be made durable
+    │   ├── HistoryUnavailableError 503           an allow could not enter its session history
     │   ├── StoreError              503           the shared store (pdp.store)
     │   └── SidecarError            503           the embedded OPA did not start (pdp.sidecar)
     ├── ConfigError                 500  exit 9   a setting or input file is wrong (pdp.config)
@@ -179,6 +180,23 @@ class AuditUnavailableError(UnavailableError):
     """The decision could not be made durable in the audit trail (disk full, permission)."""
 
     code = "audit_unavailable"
+
+
+class HistoryUnavailableError(UnavailableError):
+    """An allowed decision could not be added to its task/session history (pdp.sessions):
+    its credential is withheld, since the next call would be decided without it."""
+
+    code = "session_history_unavailable"
+
+    def __init__(self, message: str, *, decision_id: str | None = None) -> None:
+        super().__init__(message)
+        self.decision_id = decision_id
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        if self.decision_id is not None:
+            body["decision_id"] = self.decision_id
+        return body
 
 
 class StoreError(UnavailableError):

@@ -22,8 +22,9 @@ _NO_PEP = {"authenticated": False, "id": None, "method": "none"}
 
 #: Sensitivity labels in rising order; the index is the rank policies compare.
 SENSITIVITY_RANKS = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
-#: What a request that does not label its data is treated as.
-DEFAULT_SENSITIVITY = "internal"
+#: What a request that does not label its data is treated as: the most restrictive label
+#: (docs/policy-authoring.md, "Secure defaults"); omission never widens access.
+DEFAULT_SENSITIVITY = "restricted"
 
 
 def normalize(
@@ -33,20 +34,30 @@ def normalize(
     *,
     prompt_to_policy: bool = False,
     agent_status: str | None = None,
+    session: dict[str, Any] | None = None,
+    chain: dict[str, Any] | None = None,
     pep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the OPA input from a schema-valid decision request.
 
     ``identity`` comes only from token verification; nothing in ``request`` can set it.
-    ``pep`` is the authenticated caller (pdp.callers: ``{authenticated, id, method}``),
-    which becomes ``input.pep``; ``None`` means no caller authentication.
     ``agent_status`` is the PDP's lifecycle status of the authenticated agent ("active" or
     "disabled", from the credential service); it becomes ``input.agent.status`` and is
     null for an unauthenticated request or when the caller tracks no lifecycle.
+    ``session`` is the task/session history snapshot (:mod:`pdp.sessions`; default: no
+    history, origin null) and ``chain`` the verified delegation chain (:mod:`pdp.delegation`;
+    default: none); both are passed through as ``input.session`` and ``input.chain``.
+    ``pep`` is the authenticated caller (pdp.callers: ``{authenticated, id, method}``),
+    passed through as ``input.pep`` (default: caller authentication off).
     Raises :class:`RequestError` only for a URL that is not one unambiguous reading
     (:mod:`pdp.urls`): policy sees the canonical URL, scheme, host and port.
+
+    A PEP-asserted subject request (:func:`is_asserted`) becomes the AuthZEN input
+    instead (:func:`_asserted_input`).
     """
     now = rfc3339(now_ns)
+    if is_asserted(request):
+        return _asserted_input(request, identity, now_ns, now, pep)
     agent = request.get("agent", {})
     action = request["action"]
     data = request.get("data", {})
@@ -77,10 +88,74 @@ def normalize(
         "prompt": _prompt(request.get("prompt", {}), prompt_to_policy),
         "context": request.get("context", {}),
         "request": {"id": request.get("request_id"), "received_at": now},
+        "session": session if session is not None else no_history(now_ns),
+        "chain": chain if chain is not None else dict(NO_CHAIN),
         # The authenticated caller (gateway) that asked: {authenticated, id, method}.
         "pep": dict(pep) if pep is not None else dict(_NO_PEP),
     }
     return doc
+
+
+#: ``input.chain`` without a delegation assertion.
+NO_CHAIN: dict[str, Any] = {
+    "present": False,
+    "verified": False,
+    "error": None,
+    "subject": None,
+    "subject_tenant": None,
+    "issuer": None,
+    "actors": [],
+    "depth": 0,
+}
+
+
+def no_history(now_ns: int) -> dict[str, Any]:
+    """``input.session`` of a caller that keeps no history (no task, or no store)."""
+    return {
+        "available": True,
+        "origin": None,
+        "error": None,
+        "read_at_ns": now_ns,
+        "task": None,
+        "session": None,
+    }
+
+
+def is_asserted(request: dict[str, Any]) -> bool:
+    """True for a request whose subject the PEP asserts (AuthZEN, not an agent token).
+
+    Only the AuthZEN front door builds one: it has a ``subject`` member, which the
+    decision request schema forbids, so no JSON API request can be read as one.
+    """
+    return "subject" in request
+
+
+def _asserted_input(
+    request: dict[str, Any],
+    identity: Identity,
+    now_ns: int,
+    now: str,
+    pep: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The OPA input of a PEP-asserted AuthZEN request (docs/authzen.md).
+
+    The subject, action, resource and context are passed as the PEP sent them (unknown
+    members included, the AuthZEN rule); ``subject.asserted`` is always true and
+    ``identity`` is the (unauthenticated) agent identity: no agent token was verified.
+    ``pep`` says which authenticated caller asserted the subject: the only thing that
+    makes an asserted subject worth anything.
+    """
+    return {
+        "version": INPUT_VERSION,
+        "now": {"rfc3339": now, "unix_ns": now_ns},
+        "identity": identity.to_input(),
+        "subject": {**request["subject"], "asserted": True},
+        "action": request["action"],
+        "resource": request["resource"],
+        "context": request.get("context", {}),
+        "request": {"id": request.get("request_id"), "received_at": now},
+        "pep": dict(pep) if pep is not None else dict(_NO_PEP),
+    }
 
 
 def _destination(dest: dict[str, Any]) -> dict[str, Any]:

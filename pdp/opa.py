@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 import orjson
@@ -140,6 +140,44 @@ class OPAClient:
             result, revision, duration, decision_id=opa_id if isinstance(opa_id, str) else None
         )
 
+    async def data(self, path: str) -> Any:
+        """The data document at ``data.<path>`` (slash-separated), or None when undefined.
+
+        Read-only and bounded by the same deadline as a decision; used for policy-supplied
+        facts such as the AuthZEN search candidates. Raises :class:`EngineUnavailableError`
+        when OPA cannot be reached in time or does not answer 200 with JSON.
+        """
+        url = f"{self._base}/v1/data/{quote(path, safe='/')}"
+        with _unavailable(self.timeout_s):
+            async with self.session.get(url, timeout=self._timeout) as resp:
+                status = resp.status
+                raw = await resp.read()
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        if status != 200 or not isinstance(doc, dict):
+            raise EngineUnavailableError(f"policy engine answered {status} reading data.{path}")
+        return doc.get("result")
+
+    async def policies(self) -> list[dict[str, Any]]:
+        """The loaded policy modules (``GET /v1/policies``: id, raw text and AST each), for
+        the decision cache's safety check of a newly activated bundle. Raises
+        :class:`EngineUnavailableError` when OPA cannot be reached or answers an error."""
+        timeout = max(self.timeout_s, 1.0)
+        with _unavailable(timeout):
+            async with self.session.get(
+                f"{self._base}/v1/policies", timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
+                status, raw = resp.status, await resp.read()
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        if status != 200 or not isinstance(doc, dict) or not isinstance(doc.get("result"), list):
+            raise EngineUnavailableError(f"policy engine answered {status} listing its policies")
+        return [m for m in doc["result"] if isinstance(m, dict)]
+
     async def health(self, *, bundles: bool = True) -> bool:
         """OPA's own health check; with ``bundles`` it is true only once bundles are active."""
         url = f"{self._base}/health" + ("?bundles" if bundles else "")
@@ -165,6 +203,10 @@ def _revision(provenance: Any) -> str | None:
     if len(revs) == 1:
         return str(next(iter(revs.values()))) or None
     return ",".join(f"{n}={r}" for n, r in sorted(revs.items()))
+
+
+#: The bundle revision of a provenance block (also used on data.system.bundles manifests).
+provenance_revision = _revision
 
 
 @contextlib.contextmanager

@@ -272,6 +272,7 @@ async def replay(
                 _identity(input_doc.get("identity") or {}),
                 result,
                 agent_status=(input_doc.get("agent") or {}).get("status"),
+                asserted=(input_doc.get("subject") or {}).get("asserted") is True,
             )
             change = _change(rec, outcome_of(rec["decision"]), outcome_of(replayed))
             if change is not None:

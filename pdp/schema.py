@@ -46,6 +46,28 @@ def fast_validator(name: str) -> Any:
     return jsonschema_rs.validator_for(load_schema(name))
 
 
+@functools.cache
+def _def_validator(name: str, definition: str) -> Draft202012Validator:
+    schema = load_schema(name)
+    sub = {"$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"}
+    Draft202012Validator.check_schema(sub)
+    return Draft202012Validator(sub)
+
+
+def validate_def(name: str, definition: str, body: Any) -> dict[str, Any]:
+    """Return ``body`` if it matches ``$defs/<definition>`` of schema ``name``, else raise
+    :class:`RequestError` naming the fields (never their values)."""
+    validator = _def_validator(name, definition)
+    if validator.is_valid(body):
+        return body  # type: ignore[no-any-return]
+    fields: list[FieldError] = []
+    for err in sorted(validator.iter_errors(body), key=lambda e: list(map(str, e.absolute_path))):
+        fields.extend(f for f in _field_errors(err) if f not in fields)
+        if len(fields) >= MAX_FIELD_ERRORS:
+            break
+    raise RequestError("request does not match the schema", fields=fields[:MAX_FIELD_ERRORS])
+
+
 def decision_validator() -> Any:
     """Validator of the policy decision document (data.pdp.decision)."""
     return fast_validator("decision")

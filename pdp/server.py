@@ -14,7 +14,7 @@ Guards, so that slow or excessive clients cannot starve real decisions:
     header timeout      a connection that has not sent a complete request head within
                         PDP_HEADER_TIMEOUT_S (also the keep-alive idle limit) is closed
     body timeout        a body not received within PDP_BODY_TIMEOUT_S is answered 408
-                        (pdp.bodies)
+                        (pdp.httpio)
     in-flight bound     past PDP_MAX_IN_FLIGHT decisions being evaluated, a decision is
                         answered 503 + Retry-After at once (pdp.decision), never queued
 """

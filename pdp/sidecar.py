@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -64,6 +65,9 @@ class OPASidecar:
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
         self._drain: asyncio.Task[None] | None = None
+        #: Called when OPA exits unexpectedly (before the restart): the decision cache stops
+        #: serving at once instead of at its next bundle check.
+        self.on_exit: list[Callable[[], None]] = []
 
     @property
     def url(self) -> str:
@@ -185,6 +189,8 @@ class OPASidecar:
                 if self._stopping:
                     return
                 log.error("opa (pid %s) exited with status %s; restarting", proc.pid, code)
+                for callback in self.on_exit:
+                    callback()
             await asyncio.sleep(backoff)
             try:
                 await self._spawn_and_wait()

@@ -15,6 +15,7 @@ from .audit.trail import AuditTrail
 from .config import Settings
 from .credentials import CredentialService
 from .decision import DecisionService
+from .decision_cache import DecisionCache
 from .identity import SVIDVerifier
 from .metrics import Metrics
 from .opa import OPAClient
@@ -23,6 +24,7 @@ from .sidecar import OPASidecar
 __all__ = [
     "AUDIT",
     "CREDENTIALS",
+    "DECISION_CACHE",
     "DECISIONS",
     "METRICS",
     "OPA",
@@ -48,5 +50,7 @@ VERIFIER = web.AppKey("verifier", SVIDVerifier)
 SIDECAR: web.AppKey[OPASidecar | None] = web.AppKey("sidecar")
 #: The one OPA client.
 OPA = web.AppKey("opa", OPAClient)
+#: The policy-declared decision cache; None when PDP_DECISION_CACHE_SIZE=0.
+DECISION_CACHE: web.AppKey[DecisionCache | None] = web.AppKey("decision_cache")
 #: The decision path every front door calls.
 DECISIONS = web.AppKey("decisions", DecisionService)

@@ -99,10 +99,18 @@ def remote_settings(state: Path, opa_url: str, **overrides: Any) -> Settings:
 
 
 @pytest.fixture
-async def make_client(aiohttp_client: Any, dev_state: Path) -> AsyncIterator[ClientFactory]:
-    """Start the app against a given OPA URL (plus settings overrides); return its client."""
+async def make_client(
+    aiohttp_client: Any, dev_state: Path, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[ClientFactory]:
+    """Start the app against a given OPA URL (plus settings overrides); return its client.
+
+    Each app gets a store of its own (unless ``store_url`` is given), so the task and
+    session histories one test leaves (pdp.sessions) never decide another's calls."""
 
     async def _make(opa_url: str, **overrides: Any) -> TestClient[Any, Any]:
+        if "store_url" not in overrides:
+            store = tmp_path_factory.mktemp("store") / "pdp.sqlite3"
+            overrides["store_url"] = f"sqlite://{store}"
         client: TestClient[Any, Any] = await aiohttp_client(
             create_app(remote_settings(dev_state, opa_url, **overrides))
         )

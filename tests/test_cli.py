@@ -127,7 +127,8 @@ def test_check_passes_on_repo_policies() -> None:
     result = run("policy", "check")
     assert (result.exit_code, result.output) == (
         errors.OK,
-        "policies compile (opa check --strict)\n",
+        "policies compile (opa check --strict)\n"
+        "decision-cache TTLs: safe (no TTL depends on time or other per-request input)\n",
     )
 
 

@@ -114,6 +114,13 @@ ENV_CASES += [
     ("PDP_STORE_URL", "redis://127.0.0.1:6379/0", "store_url", "redis://127.0.0.1:6379/0"),
     ("PDP_STORE_URL", "sqlite:///var/lib/pdp.db", "store_url", "sqlite:///var/lib/pdp.db"),
     ("PDP_STORE_REFRESH_S", "0.25", "store_refresh_s", 0.25),
+    ("PDP_SESSION_TTL_S", "3600", "session_ttl_s", 3600.0),
+]
+ENV_CASES += [
+    ("PDP_DECISION_CACHE_SIZE", "0", "decision_cache_size", 0),
+    ("PDP_DECISION_CACHE_SIZE", "500", "decision_cache_size", 500),
+    ("PDP_DECISION_CACHE_MAX_TTL_S", "5", "decision_cache_max_ttl_s", 5),
+    ("PDP_DECISION_CACHE_BUNDLE_CHECK_MS", "100", "decision_cache_bundle_check_ms", 100),
 ]
 
 
@@ -305,6 +312,14 @@ INVALID_ENV += [
         "rediss://... or unix:///sock",
     ),
     ("PDP_STORE_REFRESH_S", "0", "PDP_STORE_REFRESH_S=0.0: 0..60"),
+    ("PDP_DECISION_CACHE_SIZE", "-1", "PDP_DECISION_CACHE_SIZE=-1: must be 0..10000000 (0: off)"),
+    ("PDP_DECISION_CACHE_SIZE", "ten", "PDP_DECISION_CACHE_SIZE='ten': must be an integer"),
+    ("PDP_DECISION_CACHE_MAX_TTL_S", "0", "PDP_DECISION_CACHE_MAX_TTL_S=0: must be 1..3600"),
+    (
+        "PDP_DECISION_CACHE_BUNDLE_CHECK_MS",
+        "1",
+        "PDP_DECISION_CACHE_BUNDLE_CHECK_MS=1: must be 10..60000",
+    ),
 ]
 _URL_MESSAGE = "must be http(s)://host:port or unix:///path"
 

@@ -163,7 +163,8 @@ async def test_optional_claims_follow_the_request_and_obligations(start: Starter
         "d-7",
         "model.invoke:internal-llm:",
     )
-    assert (claims["recheck_at_target"], claims["tctx"]["sensitivity"]) == (True, "internal")
+    # Unlabelled data is recorded as the PDP treated it: restricted (secure defaults).
+    assert (claims["recheck_at_target"], claims["tctx"]["sensitivity"]) == (True, "restricted")
     assert "act" not in claims
 
 

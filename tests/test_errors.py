@@ -23,6 +23,7 @@ HIERARCHY = [
     (errors.UnavailableError, 503, "unavailable", errors.SERVICE_ERROR),
     (errors.EngineUnavailableError, 503, "policy_engine_unavailable", errors.SERVICE_ERROR),
     (errors.AuditUnavailableError, 503, "audit_unavailable", errors.SERVICE_ERROR),
+    (errors.HistoryUnavailableError, 503, "session_history_unavailable", errors.SERVICE_ERROR),
     (errors.StoreError, 503, "store_unavailable", errors.SERVICE_ERROR),
     (errors.SidecarError, 503, "policy_engine_unavailable", errors.SERVICE_ERROR),
     (errors.ConfigError, 500, "configuration", errors.BAD_INPUT),

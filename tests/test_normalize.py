@@ -109,6 +109,25 @@ def test_full_request_matches_the_input_schema_and_the_documented_shape() -> Non
         },
         "context": {"ip": "10.0.0.1"},
         "request": {"id": "r-1", "received_at": "2025-11-25T17:00:00.123457Z"},
+        # No history or chain given: none (the decision path passes both; test_sessions).
+        "session": {
+            "available": True,
+            "origin": None,
+            "error": None,
+            "read_at_ns": NOW_NS,
+            "task": None,
+            "session": None,
+        },
+        "chain": {
+            "present": False,
+            "verified": False,
+            "error": None,
+            "subject": None,
+            "subject_tenant": None,
+            "issuer": None,
+            "actors": [],
+            "depth": 0,
+        },
         "pep": {"authenticated": False, "id": None, "method": "none"},
     }
 
@@ -116,7 +135,8 @@ def test_full_request_matches_the_input_schema_and_the_documented_shape() -> Non
 def test_minimal_request_gets_defaults_and_matches_the_schema() -> None:
     doc = normalize(minimal(), ALICE, NOW_NS)
     assert list(INPUT_SCHEMA.iter_errors(doc)) == []
-    assert doc["data"] == {"sensitivity": "internal", "sensitivity_rank": 1, "categories": []}
+    # Unlabelled data is treated as the most sensitive (secure defaults).
+    assert doc["data"] == {"sensitivity": "restricted", "sensitivity_rank": 3, "categories": []}
     assert doc["prompt"] == {"present": False, "sha256": None, "length": 0, "risk_signals": []}
     assert doc["action"] == {"type": "tool.call", "name": None, "operation": None, "arguments": {}}
     assert doc["destination"]["host"] is None and doc["destination"]["port"] is None

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 
 from pdp.devtrust import mint_svid
 from tests.conftest import POLICIES, ROOT, free_port, http_get, load_example, wait_until
+from tests.http_helpers import metric
 from tests.redis_process import redis_server, redis_url  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.redis
@@ -143,3 +145,85 @@ def test_a_rotation_asked_on_one_replica_rotates_both(replicas: tuple[Replica, R
     jwks = {k["kid"] for k in http_get(a.url + "/.well-known/jwks.json")[1]["keys"]}
     assert len(jwks) == 4  # two replicas x (current + retired, still needed)
     assert a.active(in_flight)
+
+
+def test_the_replicas_share_task_and_session_histories(
+    replicas: tuple[Replica, Replica],
+) -> None:
+    """A confidential read allowed by one replica taints the task on the other: egress
+    decided there is a toxic flow (pdp.sessions on the shared redis-server)."""
+    a, b = replicas
+    task = {"id": "T-replicas", "purpose": "triage support tickets", "session": "s-replicas"}
+    read = {
+        "tenant": "acme",
+        "task": task,
+        "action": {"type": "data.read", "name": "crm.customers.get", "operation": "read"},
+        "destination": {
+            "type": "database",
+            "name": "crm-db",
+            "url": "postgres://crm-db.prod.acme.internal/crm",
+        },
+        "data": {"sensitivity": "confidential"},
+    }
+    egress = {
+        "tenant": "acme",
+        "task": task,
+        "action": {"type": "tool.call", "name": "github.search_code", "operation": "read"},
+        "destination": {"type": "tool", "name": "github", "url": "https://api.github.com/x"},
+        "data": {"sensitivity": "public"},
+    }
+
+    def decide(replica: Replica, body: dict[str, Any]) -> Any:
+        token = mint_svid(replica.state, BOT)
+        return replica.call("/v1/decisions", {**body, "agent": {"token": token}})
+
+    first = decide(b, egress)
+    assert first["allow"] is True, first  # before the read: nothing taints it
+    assert decide(a, read)["allow"] is True
+    denied = decide(b, egress)
+    assert [r["code"] for r in denied["reasons"]] == ["session_toxic_flow"]
+    # The other task of the session is tainted too; another session's task is not.
+    other = {**egress, "task": {**task, "id": "T-other"}}
+    assert decide(b, other)["allow"] is False
+    clean = {**egress, "task": {**task, "id": "T-clean", "session": "s-clean"}}
+    assert decide(a, clean)["allow"] is True
+
+
+def _cache_metric(replica: Replica, sample: str, **labels: str) -> float:
+    with urllib.request.urlopen(replica.url + "/metrics", timeout=5) as resp:
+        return metric(resp.read().decode(), sample, **labels)
+
+
+def test_cache_invalidations_reach_the_other_replica_over_the_store(
+    replicas: tuple[Replica, Replica],
+    redis_url: str,  # noqa: F811
+) -> None:
+    a, b = replicas
+    request = dict(EXAMPLE["request"])
+    request["agent"] = {**request.get("agent", {}), "token": mint_svid(b.state, BOT)}
+    # No task id or session: a call decided on a task's history is never cached.
+    request["task"] = {"purpose": request["task"]["purpose"]}
+    b.call("/v1/decisions", request)
+    assert b.call("/v1/decisions", request)["allow"] is True
+    assert _cache_metric(b, "pdp_decision_cache_hits_total") == 1
+
+    # Another replica announces a change of session histories on the channel.
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.publish("pdp:events", "cache:session")
+    finally:
+        client.close()
+    assert wait_until(
+        lambda: _cache_metric(b, "pdp_decision_cache_evictions_total", reason="session") == 1,
+        timeout=2.0,
+    )
+    b.call("/v1/decisions", request)  # a miss: stored again
+    assert _cache_metric(b, "pdp_decision_cache_hits_total") == 1
+
+    # A disable on replica a drops replica b's entries too.
+    a.call("/v1/agents/disable", {"spiffe_id": BOT, "reason": "replica cache test"})
+    assert wait_until(
+        lambda: _cache_metric(b, "pdp_decision_cache_evictions_total", reason="agent") >= 1,
+        timeout=2.0,
+    )
+    assert b.call("/v1/decisions", request)["allow"] is False

@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from pdp.credentials.refresh import RefreshLoop
 from pdp.state import CREDENTIALS
@@ -23,6 +25,11 @@ from tests.credential_helpers import (  # noqa: F401  (the *_fixture names are f
 from tests.redis_process import redis_server, redis_url  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.redis
+
+
+def app_of(client: Client) -> web.Application:
+    assert isinstance(client.server, TestServer)
+    return client.server.app
 
 
 async def introspect(client: Client, token: str) -> Any:
@@ -44,8 +51,8 @@ async def test_a_replica_that_lacks_the_signing_key_still_revokes_for_every_repl
     b = await make_pdp(tmp_path / "b", store_url=redis_url, store_refresh_s=60)
     a = await make_pdp(tmp_path / "a", store_url=redis_url, store_refresh_s=60)
     token = (await decide(a, mint, ALLOW_EXAMPLE))["credential"]["token"]
-    kid_a = a.server.app[CREDENTIALS].keyring.current.kid
-    assert b.server.app[CREDENTIALS].keyring.public_key(kid_a) is None
+    kid_a = app_of(a)[CREDENTIALS].keyring.current.kid
+    assert app_of(b)[CREDENTIALS].keyring.public_key(kid_a) is None
 
     resp = await b.post("/v1/credentials/revoke", data={"token": token}, headers=admin())
 
@@ -65,7 +72,7 @@ async def test_a_replica_that_cannot_read_the_key_set_answers_503_not_revoked(
     b = await make_pdp(tmp_path / "b", store_url=redis_url, store_refresh_s=60)
     a = await make_pdp(tmp_path / "a", store_url=redis_url, store_refresh_s=60)
     token = (await decide(a, mint, ALLOW_EXAMPLE))["credential"]["token"]
-    keyring = b.server.app[CREDENTIALS].keyring
+    keyring = app_of(b)[CREDENTIALS].keyring
     from pdp.errors import StoreError
 
     async def unreachable() -> None:

@@ -22,7 +22,7 @@ from pdp.bundle import BundleError, content_revision
 from pdp.config import Settings
 from pdp.devtrust import mint_svid
 from pdp.sidecar import OPASidecar, SidecarError, pid_alive, socket_path
-from pdp.state import SIDECAR
+from pdp.state import DECISION_CACHE, SIDECAR
 from pdp.tools import ToolNotFoundError
 
 from .conftest import (
@@ -132,6 +132,14 @@ async def test_opa_killed_answers_503_deny_then_sidecar_restarts_it(
     old_pid = sidecar.pid
 
     os.kill(old_pid, signal.SIGKILL)
+    # The decision cache stops serving as soon as the sidecar sees OPA exit (before that
+    # instant, a repeat of a cacheable request would still be a hit).
+    cache = client.app[DECISION_CACHE]
+    assert cache is not None
+    deadline = asyncio.get_running_loop().time() + 2.0
+    while cache.serving and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.005)
+    assert not cache.serving
 
     # The sidecar waits >= 0.1 s before restarting: these land in the outage.
     async with client.post("/v1/decisions", json=request) as resp:

@@ -186,6 +186,13 @@ def trust_boundary_options(f: Any) -> Any:
     is_flag=True,
     help="Do not create dev trust domains (production). Env: PDP_DEV_TRUST_DOMAINS=''.",
 )
+@click.option(
+    "--policies",
+    "serve_policies",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    help="Serve this policy directory (the bundle is built from it); same as "
+    "`pdpctl --policies DIR serve`. Example: examples/authzen/todo.",
+)
 @trust_boundary_options
 @click.pass_obj
 def serve(
@@ -199,6 +206,7 @@ def serve(
     opa_url: str | None,
     opa_timeout_ms: int | None,
     no_dev_trust: bool,
+    serve_policies: Path | None,
     **boundary: Any,
 ) -> None:
     """Serve the decision API (embedded OPA unless --opa-url is given).
@@ -223,7 +231,7 @@ def serve(
             opa_url=opa_url,
             opa_timeout_ms=opa_timeout_ms,
             opa_binary=project.opa_binary,
-            policies_dir=project.policies_dir,
+            policies_dir=serve_policies or project.policies_dir,
             dev_trust_domains=() if no_dev_trust else None,
             **{k: v for k, v in boundary.items() if v is not None and v is not False},
         )

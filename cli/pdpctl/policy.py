@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 
+from pdp import cache_safety
 from pdp.bundle import BundleError, build_bundle
 
 from .errors import BAD_INPUT, DOES_NOT_COMPILE, LINT_FAILED, NOT_FORMATTED, TESTS_FAILED, CLIError
@@ -58,12 +60,34 @@ def fmt(project: Project, check: bool) -> None:
 @policy.command()
 @pass_project
 def check(project: Project) -> None:
-    """Compile the policies with `opa check --strict` (exit 4 when they do not compile)."""
+    """Compile the policies with `opa check --strict`, then check that a policy reading
+    time declares no decision-cache TTL (exit 4 for either)."""
     proc = project.run([project.opa(), "check", "--strict", *project.roots()])
     if proc.returncode != 0:
         _echo_output(proc.stdout, proc.stderr)
         raise CLIError("policies do not compile", DOES_NOT_COMPILE)
     click.echo("policies compile (opa check --strict)")
+    found = cache_safety.problems(_module_asts(project))
+    if found:
+        click.echo("\n".join(found), err=True)
+        raise CLIError("a policy that reads time declares a decision-cache TTL", DOES_NOT_COMPILE)
+    click.echo("decision-cache TTLs: safe (no TTL depends on time or other per-request input)")
+
+
+def _module_asts(project: Project) -> list[tuple[str, dict[str, Any]]]:
+    """(path, OPA's JSON AST) of every policy module but tests, from `opa parse`."""
+    opa = project.opa()
+    out = []
+    for root in project.roots():
+        for path in sorted(Path(root).rglob("*.rego")):
+            if path.name.endswith("_test.rego"):
+                continue
+            proc = project.run([opa, "parse", "--format", "json", str(path)])
+            if proc.returncode != 0:
+                _echo_output(proc.stdout, proc.stderr)
+                raise CLIError(f"opa parse failed on {path}", DOES_NOT_COMPILE)
+            out.append((str(path), json.loads(proc.stdout)))
+    return out
 
 
 @policy.command()

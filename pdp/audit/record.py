@@ -76,13 +76,17 @@ def build_record(
     caller: dict[str, Any] | None = None,
     value_limit: int = DEFAULT_VALUE_LIMIT,
     status: int | None = None,
+    cache: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the record of one decision from what the decision path already has.
 
     The shape is ``pdp/schemas/audit-record.schema.json`` (type "decision"); the audit
     trail adds ``seq``, ``prev`` and ``hash``. ``credential`` is the minted credential's
     summary: only its ``jti``, ``aud``, ``scope`` and ``exp`` are kept. ``input`` is the
-    OPA input minus any prompt text, so the decision can be replayed.
+    OPA input minus any prompt text, so the decision can be replayed. ``cache`` (only when
+    the decision cache was involved): ``{"hit": true, "decision_id": <the decision whose
+    answer was reused>, "ttl_seconds"}`` on a hit, ``{"hit": false, "decision_id": null,
+    "ttl_seconds"}`` when this decision was stored for later hits.
 
     Sizes are bounded (pdp.recordbounds): free-form values over ``value_limit`` bytes (256
     when the agent did not authenticate) are kept as digest and size, and the prompt of an
@@ -157,6 +161,8 @@ def build_record(
         },
         "latency_us": round(latency_s * 1_000_000),
     }
+    if cache is not None:
+        record["cache"] = cache
     if caller is not None:
         record["caller"] = caller
     return record

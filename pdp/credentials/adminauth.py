@@ -7,8 +7,8 @@ import logging
 
 from aiohttp import web
 
-from ..bodies import header
 from ..errors import AuthError, ForbiddenError, RequestError
+from ..httpio import header
 
 __all__ = ["AdminAuth"]
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from ..agents import AgentRegistry
 from ..errors import StoreError
 from ..keys import KeyRing
-from ..store import Store
+from ..store import EVENTS, Store
 
 __all__ = ["RefreshLoop"]
 
@@ -38,6 +38,9 @@ class RefreshLoop:
         self._tasks: list[asyncio.Task[None]] = []
         #: When the last refresh round finished (seconds since the epoch).
         self.last_refresh: float | None = None
+        #: Called with every store event, this replica's own announcements included: the
+        #: decision cache hears its invalidations here.
+        self.listeners: list[Callable[[str], None]] = []
 
     def start(self, store: Store) -> None:
         """Start the loop and the listener (the state was loaded just before)."""
@@ -56,7 +59,17 @@ class RefreshLoop:
                 await task
 
     def _on_event(self, event: str) -> None:
-        self._wake.set()
+        self.tell(event)
+        if event in EVENTS:
+            self._wake.set()
+
+    def tell(self, event: str) -> None:
+        """Pass ``event`` to every listener (one listener's bug does not stop the others)."""
+        for listener in self.listeners:
+            try:
+                listener(event)
+            except Exception:  # a listener's outermost boundary: log, tell the next
+                log.exception("store event listener failed on %r", event)
 
     async def refresh(self) -> None:
         """One round: keys (rotation, drops), the disabled set, pending activity."""

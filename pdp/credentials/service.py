@@ -73,6 +73,9 @@ class CredentialService:
         self.refresher = RefreshLoop(
             keyring, agents, interval_s=settings.store_refresh_s, clock=clock
         )
+        #: Called with every store event, this replica's own included (see announce).
+        self.listeners = self.refresher.listeners
+        agents.listeners.append(self.refresher.tell)
 
     @classmethod
     async def start(
@@ -113,6 +116,15 @@ class CredentialService:
             log.warning("could not write agent activity at shutdown: %s", exc)
         await self.store.close()
 
+    async def announce(self, event: str) -> None:
+        """Tell this replica's listeners about ``event`` at once, and the other replicas
+        through the store's channel (best effort: they also refresh periodically)."""
+        self.refresher.tell(event)
+        try:
+            await self.store.publish(event)
+        except StoreError as exc:
+            log.warning("could not announce %r to the other replicas: %s", event, exc)
+
     @property
     def last_refresh(self) -> float | None:
         """When the store state was last refreshed."""
@@ -129,13 +141,16 @@ class CredentialService:
         request: dict[str, Any],
         identity: Identity,
         response: dict[str, Any],
+        *,
+        mint: bool = True,
     ) -> IssuedCredential | None:
-        """Mint the credential of an allow (never of a deny) and count the decision."""
+        """Mint the credential of an allow (never of a deny, nor when ``mint`` is false)
+        and count the decision."""
         if not identity.authenticated or identity.spiffe_id is None:
             return None
         allowed = response.get("allow") is True
         credential = None
-        if allowed and self.agents.status(identity.spiffe_id) == "active":
+        if allowed and mint and self.agents.status(identity.spiffe_id) == "active":
             credential = self.mint(decision_id, request, identity, response.get("obligations"))
         action = request["action"]
         self.agents.observe(

@@ -152,8 +152,14 @@ class SVIDVerifier:
 
     @property
     def bundles(self) -> TrustBundles:
-        """The trust bundles tokens are verified against now."""
+        """The trust bundles tokens are verified against now (replaced on a bundle file
+        change, :meth:`replace_bundles`)."""
         return self._bundles
+
+    @property
+    def leeway_seconds(self) -> int:
+        """Clock skew tolerated on exp/nbf, seconds."""
+        return self._leeway
 
     def replace_bundles(self, bundles: TrustBundles, changed: set[str]) -> int:
         """Verify against ``bundles`` from now on, and forget every cached token of the

@@ -16,6 +16,8 @@ What lives here, and why each is safe to keep in it:
     keys               metadata and *public* JWKs of the signing keys; private keys stay in
                        each replica's state directory (0600) and never enter the store
     rotation           a generation counter: bumping it asks every replica to rotate
+    session histories  per task / session (tenant-scoped key) -> bounded JSON history of the
+                       allowed calls (pdp.sessions), expiring PDP_SESSION_TTL_S after the last
 
 The decision path never waits on the store: it reads in-memory caches that the store
 refreshes (pub/sub, plus a periodic refresh as the staleness bound); activity is written
@@ -201,6 +203,21 @@ class Store(Protocol):
     async def rotation_generation(self) -> int: ...
 
     async def bump_rotation_generation(self) -> int: ...
+
+    # -- session histories (pdp.sessions) ---------------------------------------------
+    async def session_histories(self, keys: Sequence[str], now: float) -> dict[str, Any]:
+        """The unexpired histories stored under ``keys`` (missing keys are left out)."""
+
+    async def update_session_histories(
+        self,
+        keys: Sequence[str],
+        merge: Callable[[str, dict[str, Any] | None], dict[str, Any]],
+        *,
+        ttl_s: float,
+        now: float,
+    ) -> None:
+        """Replace each key's history by ``merge(key, current)`` atomically per key (no
+        update is lost to a concurrent one); each expires ``ttl_s`` after ``now``."""
 
     # -- change notification ----------------------------------------------------------
     async def publish(self, event: str) -> None: ...

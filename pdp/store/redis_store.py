@@ -13,6 +13,8 @@ Layout (prefix ``pdp:``)::
     pdp:keys               hash: kid -> JSON KeyRecord (public material only)
     pdp:generation         rotation generation counter
     pdp:events             pub/sub channel: "agents" or "keys" changed
+    pdp:hist:<key>         JSON session/task history (pdp.sessions), expiring with its TTL;
+                           updated with WATCH/MULTI (optimistic, retried on conflict)
 
 Multi-key updates run in MULTI/EXEC transactions, so a reader never sees an agent disabled
 in one place and active in another.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -47,6 +50,8 @@ PREFIX = "pdp:"
 CHANNEL = PREFIX + "events"
 #: Optimistic transactions (WATCH) are tried this often before the write fails.
 _WATCH_ATTEMPTS = 5
+#: Attempts of one optimistic history update before giving up (StoreError).
+_HISTORY_RETRIES = 100
 #: Reconnect backoff of the pub/sub listener, seconds.
 _LISTEN_BACKOFF = (0.1, 5.0)
 
@@ -257,6 +262,51 @@ class RedisStore:
 
     async def bump_rotation_generation(self) -> int:
         return int(await self._do(self._r.incr(f"{PREFIX}generation")))
+
+    # -- session histories ------------------------------------------------------------
+    async def session_histories(self, keys: Sequence[str], now: float) -> dict[str, Any]:
+        if not keys:
+            return {}
+        values = await self._do(self._r.mget([f"{PREFIX}hist:{k}" for k in keys]))
+        return {k: orjson.loads(v) for k, v in zip(keys, values, strict=True) if v is not None}
+
+    async def update_session_histories(
+        self,
+        keys: Sequence[str],
+        merge: Callable[[str, dict[str, Any] | None], dict[str, Any]],
+        *,
+        ttl_s: float,
+        now: float,
+    ) -> None:
+        for key in keys:
+            await self._do(self._update_history(key, merge, ttl_s))
+
+    async def _update_history(
+        self,
+        key: str,
+        merge: Callable[[str, dict[str, Any] | None], dict[str, Any]],
+        ttl_s: float,
+    ) -> None:
+        """Read, merge and write one history in a WATCH/MULTI transaction: a concurrent
+        update by another replica aborts ours, which is then retried on the new value."""
+        name = f"{PREFIX}hist:{key}"
+        for attempt in range(_HISTORY_RETRIES):
+            if attempt:
+                # Jittered backoff: contenders (replicas deciding calls of one task at the
+                # same moment) spread out instead of colliding again.
+                await asyncio.sleep(random.uniform(0, min(0.05, 0.001 * attempt)))
+            async with self._r.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(name)
+                    raw = await pipe.get(name)
+                    doc = merge(key, orjson.loads(raw) if raw is not None else None)
+                    pipe.multi()  # type: ignore[no-untyped-call]
+                    pipe.set(name, orjson.dumps(doc).decode(), px=max(1, int(ttl_s * 1000)))
+                    await pipe.execute()
+                    return
+                except WatchError:
+                    continue
+        raise StoreError(f"Redis store: history {key!r} kept changing under us")
 
     # -- events -----------------------------------------------------------------------
     async def publish(self, event: str) -> None:

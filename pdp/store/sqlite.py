@@ -9,6 +9,7 @@ activity flush, so the file stays bounded by what is live.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +51,10 @@ CREATE TABLE IF NOT EXISTS credentials (
 CREATE INDEX IF NOT EXISTS credentials_agent ON credentials (spiffe_id, exp);
 CREATE TABLE IF NOT EXISTS signing_keys (kid TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS session_history (
+    key TEXT PRIMARY KEY, doc TEXT NOT NULL, expires REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS session_history_expires ON session_history (expires);
 """
 
 
@@ -289,6 +294,46 @@ class SQLiteStore:
             return int(row[0])
 
         return await self._write(tx)
+
+    # -- session histories ------------------------------------------------------------
+    async def session_histories(self, keys: Sequence[str], now: float) -> dict[str, Any]:
+        def read(conn: sqlite3.Connection) -> dict[str, Any]:
+            marks = ",".join("?" * len(keys))
+            rows = conn.execute(
+                f"SELECT key, doc FROM session_history WHERE key IN ({marks}) AND expires > ?",
+                (*keys, now),
+            ).fetchall()
+            return {key: json.loads(doc) for key, doc in rows}
+
+        if not keys:
+            return {}
+        return await self._run(read)
+
+    async def update_session_histories(
+        self,
+        keys: Sequence[str],
+        merge: Callable[[str, dict[str, Any] | None], dict[str, Any]],
+        *,
+        ttl_s: float,
+        now: float,
+    ) -> None:
+        def tx(conn: sqlite3.Connection) -> None:
+            # Expired histories go first (bounded file); then read-merge-write, all in one
+            # IMMEDIATE transaction: no other writer can interleave.
+            conn.execute("DELETE FROM session_history WHERE expires <= ?", (now,))
+            for key in keys:
+                row = conn.execute(
+                    "SELECT doc FROM session_history WHERE key = ?", (key,)
+                ).fetchone()
+                doc = merge(key, json.loads(row[0]) if row else None)
+                conn.execute(
+                    "INSERT INTO session_history (key, doc, expires) VALUES (?, ?, ?) "
+                    "ON CONFLICT (key) DO UPDATE SET doc = excluded.doc, "
+                    "expires = excluded.expires",
+                    (key, json.dumps(doc, separators=(",", ":")), now + ttl_s),
+                )
+
+        await self._write(tx)
 
     # -- events -----------------------------------------------------------------------
     async def publish(self, event: str) -> None:

@@ -4,7 +4,8 @@
 #   The one entrypoint, data.pdp.decision. It composes the rule modules under pdp.rules by
 #   deny-overrides: any deny reason from any module denies; otherwise the request is allowed
 #   only when some module granted it. Obligations come from pdp.rules.risk (recheck, approval)
-#   and pdp.rules.credential (credential lifetime). Decisions are never cached.
+#   and pdp.rules.credential (credential lifetime); cache.ttl_seconds from pdp.rules.cache (only
+#   low-risk reads are cacheable).
 # custom:
 #   controls:
 #     - OWASP-ASI03
@@ -13,6 +14,7 @@
 package pdp
 
 import data.pdp.lib
+import data.pdp.rules.cache
 import data.pdp.rules.credential
 import data.pdp.rules.risk
 
@@ -40,9 +42,10 @@ decision := {
 	"allow": allow,
 	"reasons": reasons,
 	"obligations": obligations,
-	"cache": {"ttl_seconds": 0},
+	"cache": {"ttl_seconds": cache_ttl_seconds},
 } if {
 	well_formed(obligations)
+	whole(cache_ttl_seconds, 0)
 	every reason in denials | grants {
 		is_string(reason.code)
 		is_string(reason.message)
@@ -90,6 +93,14 @@ else := [no_grant]
 #   code: no_grant
 no_grant := lib.reason(rego.metadata.chain(), "no rule granted this action")
 
+# METADATA
+# scope: document
+# title: Cache TTL
+# description: Seconds the PDP may reuse the decision (pdp.rules.cache); 0 when no module says.
+default cache_ttl_seconds := 0
+
+cache_ttl_seconds := cache.ttl_seconds
+
 obligations := {
 	"credential": {"ttl_seconds": credential.ttl_seconds},
 	"recheck_at_target": risk.recheck_at_target,
@@ -103,17 +114,37 @@ sorted(reasons) := [entry[2] | some entry in sort({[r.code, r.message, r] | some
 # METADATA
 # description: Obligations the PDP can act on, i.e. a whole, positive TTL and a boolean recheck.
 well_formed(obligations) if {
-	ttl := obligations.credential.ttl_seconds
-	is_number(ttl)
-	ttl >= 1
-	round(ttl) == ttl
+	whole(obligations.credential.ttl_seconds, 1)
 	is_boolean(obligations.recheck_at_target)
 	well_formed_approval(obligations.approval)
 }
 
 # METADATA
+# description: A whole number no smaller than least.
+whole(n, least) if {
+	is_number(n)
+	n >= least
+	round(n) == n
+}
+
+# METADATA
 # scope: document
-# description: No approval, or one that says whether it is required.
+# description: |
+#   No approval, or one that says whether it is required and, if it says them, a whole,
+#   positive grant lifetime (ttl_seconds) and number of uses.
 well_formed_approval(null)
 
-well_formed_approval(approval) if is_boolean(approval.required)
+well_formed_approval(approval) if {
+	is_boolean(approval.required)
+	every key in ["ttl_seconds", "uses"] {
+		whole_positive(object.get(approval, key, 1))
+	}
+}
+
+# METADATA
+# description: A whole number of at least one.
+whole_positive(n) if {
+	is_number(n)
+	n >= 1
+	round(n) == n
+}

@@ -72,18 +72,34 @@ test_obligations_come_from_credential_and_risk if {
 	decision.cache == {"ttl_seconds": 0}
 }
 
+test_cache_ttl_comes_from_the_cache_module if {
+	modules := {"a": {"grant": {grant_a}}, "cache": {"ttl_seconds": 15}}
+	decision := pdp.decision with pdp.rules as rules(modules)
+	decision.cache == {"ttl_seconds": 15}
+}
+
 malformed_cases := {
 	"a zero credential lifetime": {"credential": {"ttl_seconds": 0}},
 	"a fractional credential lifetime": {"credential": {"ttl_seconds": 1.5}},
 	"a credential lifetime that is not a number": {"credential": {"ttl_seconds": "60"}},
+	"a negative cache lifetime": {"cache": {"ttl_seconds": -1}},
+	"a fractional cache lifetime": {"cache": {"ttl_seconds": 0.5}},
+	"a cache lifetime that is not a number": {"cache": {"ttl_seconds": "30"}},
 	"a recheck that is not a boolean": {"risk": {"recheck_at_target": "yes", "approval": null}},
 	"an approval that does not say whether it is required": {"risk": {"recheck_at_target": true, "approval": {}}},
+	"an approval whose grant lasts no time": {"risk": approval_risk({"ttl_seconds": 0})},
+	"an approval with fractional uses": {"risk": approval_risk({"uses": 1.5})},
+	"an approval whose uses are not a number": {"risk": approval_risk({"uses": "1"})},
 	"a module whose deny is a boolean": {"b": {"deny": true}},
 	"a module whose grant is a list": {"b": {"grant": [grant_a]}},
 	"a deny reason without a code": {"b": {"deny": {{"message": "no code"}}}},
 	"a grant reason without a message": {"b": {"grant": {{"code": "entitled"}}}},
 	"a deny reason that is not an object": {"b": {"deny": {"tenant_mismatch"}}},
 }
+
+# METADATA
+# description: The risk module's document with a required approval that has the given fields.
+approval_risk(fields) := {"recheck_at_target": true, "approval": object.union({"required": true}, fields)}
 
 test_malformed_obligations_deny_with_policy_error[note] if {
 	some note, modules in malformed_cases
@@ -95,21 +111,22 @@ test_malformed_obligations_deny_with_policy_error[note] if {
 
 # End to end: the real rule modules over the fixture inventory.
 end_to_end_cases := {
-	"an entitled, low-risk call is allowed for 120s": {
+	"an entitled, low-risk read is allowed for 120s and cacheable for 30s": {
 		"patch": {},
 		"want": {
 			"allow": true,
 			"reasons": [],
 			"obligations": {"credential": {"ttl_seconds": 120}, "recheck_at_target": false, "approval": null},
-			"cache": {"ttl_seconds": 0},
+			"cache": {"ttl_seconds": 30},
 		},
 	},
-	"a secret read is allowed for 30s with a recheck and approval": {
+	"a secret read with a granted approval is allowed for 30s with a recheck": {
 		"patch": {
 			"identity": fixtures.identity(fixtures.open_bot),
 			"action": {"type": "secret.read", "name": "payroll.db_password", "operation": "read"},
 			"destination": {"type": "service", "name": "vault", "host": null},
 			"data": {"sensitivity": "restricted", "sensitivity_rank": 3},
+			"approval": {"id": "apr-1", "status": "granted", "expires_at": 1768471260},
 		},
 		"remove": ["task/purpose"],
 		"want": {
@@ -118,11 +135,45 @@ end_to_end_cases := {
 			"obligations": {
 				"credential": {"ttl_seconds": 30},
 				"recheck_at_target": true,
-				"approval": {"required": true, "reason": `secret.read on "vault" needs human approval`},
+				"approval": approval_obligation,
 			},
 			"cache": {"ttl_seconds": 0},
 		},
 	},
+	"a secret read without an approval is denied with approval_required and the approval obligation": {
+		"patch": {
+			"identity": fixtures.identity(fixtures.open_bot),
+			"action": {"type": "secret.read", "name": "payroll.db_password", "operation": "read"},
+			"destination": {"type": "service", "name": "vault", "host": null},
+			"data": {"sensitivity": "restricted", "sensitivity_rank": 3},
+		},
+		"remove": ["task/purpose"],
+		"want": {
+			"allow": false,
+			"reasons": [{
+				"code": "approval_required",
+				"message": `secret.read on "vault" needs a human's approval first`,
+				"rule": "pdp.rules.risk",
+				"controls": [
+					"OWASP-ASI01", "OWASP-ASI02", "OWASP-ASI09", "MAESTRO",
+					"NIST-AI-RMF:MAP-3.5", "NIST-AI-RMF:MANAGE-2.4",
+				],
+			}],
+			"obligations": {
+				"credential": {"ttl_seconds": 30},
+				"recheck_at_target": true,
+				"approval": approval_obligation,
+			},
+			"cache": {"ttl_seconds": 0},
+		},
+	},
+}
+
+approval_obligation := {
+	"required": true,
+	"reason": `secret.read on "vault" needs human approval`,
+	"ttl_seconds": 900,
+	"uses": 1,
 }
 
 test_end_to_end[note] if {

@@ -32,6 +32,24 @@ base_input := {
 	"prompt": {"present": false, "sha256": null, "length": 0, "risk_signals": []},
 	"context": {},
 	"request": {"id": "req-1", "received_at": "2026-01-15T10:00:00.000000Z"},
+	"session": {
+		"available": true,
+		"origin": "sqlite",
+		"error": null,
+		"read_at_ns": 1768471200000000000,
+		"task": null,
+		"session": null,
+	},
+	"chain": {
+		"present": false,
+		"verified": false,
+		"error": null,
+		"subject": null,
+		"subject_tenant": null,
+		"issuer": null,
+		"actors": [],
+		"depth": 0,
+	},
 }
 
 # METADATA

@@ -1,14 +1,17 @@
 # METADATA
 # title: Data egress
 # description: |
-#   Weighs the sensitivity of the data against how far the destination is trusted. Every
+#   Weighs the sensitivity of the data (pdp.facts.sensitivity: the request's label raised by
+#   the floors of its data categories and the declared data class of the destination and
+#   tool) against how far the destination is trusted. Every
 #   registered destination has a trust level: "internal", "partner" or "external" (a
 #   destination of type "external", or one without a trust level, counts as external).
 #   Confidential and restricted data stay on internal destinations unless the destination
 #   lists that sensitivity in allowed_sensitivities; restricted data goes only to the
-#   destinations in data.inventory.restricted_destinations. When the request carries a URL,
-#   its host must be one the destination registers, so a tool name cannot be pointed at an
-#   attacker's server, and its scheme and port too (https and 443 unless the destination
+#   destinations in data.inventory.restricted_destinations. A destination that registers
+#   hosts is called only through a URL on one of them, so a tool name cannot be pointed at
+#   an attacker's server and a request cannot drop the URL to skip the check.
+#   Its scheme and port must be registered too (https and 443 unless the destination
 #   registers others). The PDP hands policy one canonical reading of the URL (pdp/urls.py):
 #   lower-case host without a trailing dot, IDNA A-labels, an explicit port.
 # custom:
@@ -19,6 +22,7 @@
 #     - NIST-AI-RMF:MEASURE-2.10
 package pdp.rules.egress
 
+import data.pdp.facts
 import data.pdp.lib
 
 # METADATA
@@ -29,12 +33,12 @@ import data.pdp.lib
 # custom:
 #   code: egress_sensitivity_blocked
 deny contains lib.reason(rego.metadata.chain(), message) if {
-	input.data.sensitivity_rank >= lib.sensitivity_ranks.confidential
+	facts.sensitivity_rank >= lib.sensitivity_ranks.confidential
 	trust_level != "internal"
-	not input.data.sensitivity in object.get(destination, "allowed_sensitivities", [])
+	not facts.sensitivity in object.get(destination, "allowed_sensitivities", [])
 	message := sprintf(
-		"%s data may not be sent to %s destination %q",
-		[input.data.sensitivity, trust_level, input.destination.name],
+		"%s data%s may not be sent to %s destination %q",
+		[facts.sensitivity, because, trust_level, input.destination.name],
 	)
 }
 
@@ -44,22 +48,23 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 # custom:
 #   code: restricted_destination_not_allowed
 deny contains lib.reason(rego.metadata.chain(), message) if {
-	input.data.sensitivity_rank >= lib.sensitivity_ranks.restricted
+	facts.sensitivity_rank >= lib.sensitivity_ranks.restricted
 	not input.destination.name in cleared_for_restricted
 	message := sprintf("destination %q is not cleared for restricted data", [input.destination.name])
 }
 
 # METADATA
 # title: URL host not registered for the destination
-# description: The host of the request's URL is not among the destination's registered hosts.
+# description: |
+#   The destination registers hosts and the request's URL is on none of them, or the request
+#   has no URL (so nothing says where the call goes).
 # custom:
 #   code: destination_host_mismatch
 deny contains lib.reason(rego.metadata.chain(), message) if {
-	host := input.destination.host
-	is_string(host)
 	hosts := destination.hosts
+	host := object.get(input.destination, "host", null)
 	not host in hosts
-	message := sprintf("host %q is not a registered host of destination %q", [host, input.destination.name])
+	message := host_message(host, input.destination.name)
 }
 
 # METADATA
@@ -91,6 +96,21 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 	not port in object.get(destination, "ports", [443])
 	message := sprintf("port %v is not registered for destination %q", [port, input.destination.name])
 }
+
+# METADATA
+# description: Why the host does not match (no URL at all, or a host the destination does not register).
+host_message(host, name) := sprintf("host %q is not a registered host of destination %q", [host, name]) if {
+	is_string(host)
+} else := sprintf("destination %q registers hosts: the request must name its URL", [name])
+
+# METADATA
+# scope: document
+# description: |
+#   Why the data is as sensitive as it is, when its categories raised it above the request's
+#   label (" (categories pii, phi)"); else nothing.
+default because := ""
+
+because := sprintf(" (categories %s)", [concat(", ", facts.raised_by)]) if count(facts.raised_by) > 0
 
 # Destinations cleared for restricted data; none when the inventory lists none.
 default cleared_for_restricted := []

@@ -62,8 +62,12 @@ deny_cases := {
 		"patch": {"destination": {"url": "https://jira.attacker.example/rest", "host": "jira.attacker.example"}},
 		"want": {"destination_host_mismatch"},
 	},
-	"a request without a URL is not host-checked": {
+	"a request without a URL to a destination that registers hosts is destination_host_mismatch": {
 		"patch": {"destination": {"url": null, "host": null, "scheme": null, "port": null}},
+		"want": {"destination_host_mismatch"},
+	},
+	"a request without a URL to a destination that registers no hosts is not host-checked": {
+		"patch": {"destination": {"type": "database", "name": "crm-db", "url": null, "host": null}},
 		"want": set(),
 	},
 	"a destination that registers no hosts is not host-checked": {

@@ -3,9 +3,11 @@
 # description: |
 #   The only module that grants. An authenticated, registered agent is granted an action when
 #   one of its inventory entitlements covers it: the action type, the destination, the action
-#   name (exact or a glob such as "jira.*", "." delimited) and the operation. When the task
-#   names a purpose, the agent must list it (if it lists any) and the purpose must allow the
-#   action type (data.inventory.purposes), which binds what an agent does to why it was asked.
+#   name (exact or a glob such as "jira.*", "." delimited) and the operation. An agent that
+#   lists purposes is purpose-bound: its task must name one of them (task.purpose is then
+#   required) and the purpose must allow the action type (data.inventory.purposes), which
+#   binds what an agent does to why it was asked. An agent that lists no purposes is not
+#   purpose-bound and its task's purpose is not checked, so leaving it out changes nothing.
 # custom:
 #   controls:
 #     - OWASP-ASI01
@@ -47,6 +49,17 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 }
 
 # METADATA
+# title: Purpose required
+# description: The agent is purpose-bound (it lists purposes) and the task names no purpose.
+# custom:
+#   code: purpose_required
+deny contains lib.reason(rego.metadata.chain(), message) if {
+	inventory.agent.purposes
+	not is_string(object.get(input.task, "purpose", null))
+	message := sprintf("agent %q acts only for a stated purpose: the task names none", [input.identity.spiffe_id])
+}
+
+# METADATA
 # title: Purpose not allowed for agent
 # description: The task's purpose is not one the agent's inventory entry lists.
 # custom:
@@ -61,8 +74,9 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 # METADATA
 # title: Action type not allowed for purpose
 # description: |
-#   The purpose is allowed for the agent but its entry in data.inventory.purposes does not
-#   list the action type (an unregistered purpose allows nothing).
+#   The purpose is allowed for the purpose-bound agent but its entry in
+#   data.inventory.purposes does not list the action type (an unregistered purpose allows
+#   nothing).
 # custom:
 #   code: action_not_allowed_for_purpose
 deny contains lib.reason(rego.metadata.chain(), message) if {
@@ -81,14 +95,10 @@ purpose_actions := data.inventory.purposes[input.task.purpose].actions
 # METADATA
 # scope: document
 # description: |
-#   The authenticated, registered agent (inventory.agent) may act for the task's purpose:
-#   it lists the purpose, or lists none. Undefined for an unknown or unauthenticated agent,
-#   which keeps the purpose rules silent (pdp.rules.authn and pdp.rules.inventory deny those).
-purpose_permitted if {
-	agent := inventory.agent
-	not agent.purposes
-}
-
+#   The authenticated, registered, purpose-bound agent (inventory.agent) lists the task's
+#   purpose. Undefined otherwise, which keeps action_not_allowed_for_purpose silent: an
+#   unknown or unauthenticated agent is denied by pdp.rules.authn and pdp.rules.inventory,
+#   a missing or unlisted purpose by purpose_required and purpose_not_allowed.
 purpose_permitted if input.task.purpose in inventory.agent.purposes
 
 # METADATA

@@ -66,7 +66,7 @@ deny_cases := {
 	},
 	"an agent without entitlements is action_not_entitled": {
 		"patch": {"identity": fixtures.identity(fixtures.research_bot), "task": {"purpose": "literature review"}},
-		"want": {"action_not_entitled", "action_not_allowed_for_purpose"},
+		"want": {"action_not_entitled"},
 	},
 	"an unregistered agent is left to inventory": {
 		"patch": {"identity": fixtures.identity("spiffe://acme.example/agents/shadow-bot")},
@@ -80,9 +80,22 @@ deny_cases := {
 		"patch": {"task": {"purpose": "payroll reconciliation"}},
 		"want": {"purpose_not_allowed"},
 	},
-	"a task without a purpose is not purpose-checked": {
+	"a purpose-bound agent's task without a purpose is purpose_required": {
+		"remove": ["task/purpose"],
+		"want": {"purpose_required"},
+	},
+	"an agent that lists no purposes needs none": {
+		"patch": {
+			"identity": fixtures.identity(fixtures.open_bot),
+			"action": {"type": "data.read", "name": "crm.customers.select"},
+			"destination": {"type": "database", "name": "crm-db", "host": null},
+		},
 		"remove": ["task/purpose"],
 		"want": set(),
+	},
+	"an agent that lists an empty set of purposes may act for none": {
+		"inventory": {"agents": {fixtures.support_bot: {"purposes": []}}},
+		"want": {"purpose_not_allowed"},
 	},
 	"an agent that lists no purposes may act for any registered one": {
 		"patch": {
@@ -92,25 +105,28 @@ deny_cases := {
 		},
 		"want": set(),
 	},
-	"an action type the purpose does not list is action_not_allowed_for_purpose": {
+	"an agent that lists no purposes is not bound by the purpose's action types": {
 		"patch": {
 			"identity": fixtures.identity(fixtures.open_bot),
 			"action": {"type": "http.request", "name": "slack.post", "operation": "write"},
 			"destination": {"type": "external", "name": "slack-webhook", "host": null},
 		},
-		"want": {"action_not_allowed_for_purpose"},
+		"want": set(),
+	},
+	"an action type the purpose does not list is action_not_allowed_for_purpose": {
+		"patch": {
+			"action": {"type": "http.request", "name": "slack.post", "operation": "write"},
+			"destination": {"type": "external", "name": "slack-webhook", "host": null},
+		},
+		"want": {"action_not_allowed_for_purpose", "action_not_entitled"},
 	},
 	"an action type the agent's own purpose does not list is action_not_allowed_for_purpose": {
 		"inventory": {"purposes": {"triage support tickets": {"actions": ["model.invoke"]}}},
 		"want": {"action_not_allowed_for_purpose"},
 	},
 	"an unregistered purpose allows no action": {
-		"patch": {
-			"identity": fixtures.identity(fixtures.open_bot),
-			"task": {"purpose": "world domination"},
-			"action": {"type": "data.read", "name": "crm.customers.select"},
-			"destination": {"type": "database", "name": "crm-db", "host": null},
-		},
+		"inventory": {"agents": {fixtures.support_bot: {"purposes": ["world domination"]}}},
+		"patch": {"task": {"purpose": "world domination"}},
 		"want": {"action_not_allowed_for_purpose"},
 	},
 	"a purpose the agent may not use is reported once, not also per action": {

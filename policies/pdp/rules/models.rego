@@ -2,8 +2,9 @@
 # title: Model registry
 # description: |
 #   Model invocations go only to models registered in data.inventory.models, and only with
-#   data no more sensitive than the model is cleared for (max_sensitivity). The model is the
-#   action's name, else the destination's name.
+#   data no more sensitive than the model is cleared for (max_sensitivity; the data's
+#   sensitivity is pdp.facts.sensitivity). The model is the action's name, else the
+#   destination's name.
 # custom:
 #   controls:
 #     - OWASP-ASI04
@@ -12,6 +13,7 @@
 #     - NIST-AI-RMF:MANAGE-3.1
 package pdp.rules.models
 
+import data.pdp.facts
 import data.pdp.lib
 
 # METADATA
@@ -35,9 +37,9 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 deny contains lib.reason(rego.metadata.chain(), message) if {
 	input.action.type == "model.invoke"
 	registered := data.inventory.models[model]
-	input.data.sensitivity_rank > max_rank(object.get(registered, "max_sensitivity", "unset"))
+	facts.sensitivity_rank > max_rank(object.get(registered, "max_sensitivity", "unset"))
 	limit := object.get(registered, "max_sensitivity", "unset")
-	message := sprintf("model %q is cleared for %s data at most, not %s", [model, limit, input.data.sensitivity])
+	message := sprintf("model %q is cleared for %s data at most, not %s", [model, limit, facts.sensitivity])
 }
 
 # METADATA

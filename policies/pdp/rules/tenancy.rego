@@ -4,7 +4,10 @@
 #   Keeps every call inside one tenant. The agent's registered tenant, the tenant it claims
 #   to act for (agent.on_behalf_of.tenant) and the destination's owner must all be the
 #   request's tenant (a destination owned by "*" is shared by all tenants), and the agent's
-#   SPIFFE trust domain must be one the tenant trusts.
+#   SPIFFE trust domain must be one the tenant trusts. A delegation (agent.on_behalf_of)
+#   must name both the principal's tenant and a subject of a documented form; an agent
+#   registered with requires_verified_delegation acts only for a principal whose identity
+#   the PDP verified (agent.on_behalf_of.verified, from a user assertion).
 # custom:
 #   controls:
 #     - OWASP-ASI03
@@ -36,6 +39,46 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 	delegated := input.agent.on_behalf_of.tenant
 	delegated != input.tenant
 	message := sprintf("agent acts on behalf of tenant %q but the request is in tenant %q", [delegated, input.tenant])
+}
+
+# METADATA
+# title: Delegation without a tenant
+# description: |
+#   agent.on_behalf_of names a principal but not its tenant, so the delegation could not be
+#   checked against the request's tenant.
+# custom:
+#   code: delegation_tenant_missing
+deny contains lib.reason(rego.metadata.chain(), message) if {
+	delegation
+	not is_string(object.get(input.agent.on_behalf_of, "tenant", null))
+	message := "the agent acts on behalf of a principal but does not name the principal's tenant"
+}
+
+# METADATA
+# title: Delegated subject not of a documented form
+# description: |
+#   agent.on_behalf_of.subject is missing or not "user:<address or id>" or
+#   "service:<name>" (lib.valid_subject), so it is never signed into a credential.
+# custom:
+#   code: delegation_subject_invalid
+deny contains lib.reason(rego.metadata.chain(), message) if {
+	delegation
+	subject := object.get(input.agent.on_behalf_of, "subject", null)
+	not lib.valid_subject(subject)
+	message := sprintf("delegated subject %v is not of the form user:<address or id> or service:<name>", [subject])
+}
+
+# METADATA
+# title: Unverified delegation
+# description: |
+#   The agent is registered with requires_verified_delegation and the request does not carry
+#   a principal the PDP verified from a user assertion (agent.on_behalf_of.verified).
+# custom:
+#   code: delegation_unverified
+deny contains lib.reason(rego.metadata.chain(), message) if {
+	inventory.agent.requires_verified_delegation == true
+	not input.agent.on_behalf_of.verified == true
+	message := sprintf("agent %q acts only for a verified user", [input.identity.spiffe_id])
 }
 
 # METADATA
@@ -81,3 +124,10 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 default trust_domains := []
 
 trust_domains := data.inventory.tenants[input.tenant].trust_domains
+
+# METADATA
+# scope: document
+# description: The request says the agent acts on behalf of someone (a subject or a tenant).
+delegation if "subject" in object.keys(input.agent.on_behalf_of)
+
+delegation if "tenant" in object.keys(input.agent.on_behalf_of)

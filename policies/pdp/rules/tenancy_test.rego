@@ -21,9 +21,55 @@ deny_cases := {
 		"patch": {"agent": {"on_behalf_of": {"tenant": "globex"}}},
 		"want": {"delegation_tenant_mismatch"},
 	},
-	"a delegation that names no tenant is not checked": {
+	"a delegation that names no tenant is delegation_tenant_missing": {
 		"remove": ["agent/on_behalf_of/tenant"],
+		"want": {"delegation_tenant_missing"},
+	},
+	"a delegation that names only a tenant is delegation_subject_invalid": {
+		"remove": ["agent/on_behalf_of/subject"],
+		"want": {"delegation_subject_invalid"},
+	},
+	"no delegation at all is not checked": {
+		"remove": ["agent/on_behalf_of/subject", "agent/on_behalf_of/tenant"],
 		"want": set(),
+	},
+	"a service may be the delegated subject": {
+		"patch": {"agent": {"on_behalf_of": {"subject": "service:billing-batch"}}},
+		"want": set(),
+	},
+	"a user id may be the delegated subject": {
+		"patch": {"agent": {"on_behalf_of": {"subject": "user:u-12345"}}},
+		"want": set(),
+	},
+	"a subject without a documented prefix is delegation_subject_invalid": {
+		"patch": {"agent": {"on_behalf_of": {"subject": "alice@acme.example"}}},
+		"want": {"delegation_subject_invalid"},
+	},
+	"a subject with a colon in its name is delegation_subject_invalid": {
+		"patch": {"agent": {"on_behalf_of": {"subject": "user:alice:admin"}}},
+		"want": {"delegation_subject_invalid"},
+	},
+	"a subject with a zero-width character is delegation_subject_invalid": {
+		"patch": {"agent": {"on_behalf_of": {"subject": "user:al\u200bice@acme.example"}}},
+		"want": {"delegation_subject_invalid"},
+	},
+	"a subject longer than 256 characters is delegation_subject_invalid": {
+		"patch": {"agent": {"on_behalf_of": {"subject": sprintf("user:%0260d", [0])}}},
+		"want": {"delegation_subject_invalid"},
+	},
+	"an agent that requires verified delegation is denied an unverified one": {
+		"inventory": {"agents": {fixtures.support_bot: {"requires_verified_delegation": true}}},
+		"want": {"delegation_unverified"},
+	},
+	"an agent that requires verified delegation accepts a verified one": {
+		"inventory": {"agents": {fixtures.support_bot: {"requires_verified_delegation": true}}},
+		"patch": {"agent": {"on_behalf_of": {"verified": true}}},
+		"want": set(),
+	},
+	"an agent that requires verified delegation is denied when it names none": {
+		"inventory": {"agents": {fixtures.support_bot: {"requires_verified_delegation": true}}},
+		"remove": ["agent/on_behalf_of/subject", "agent/on_behalf_of/tenant"],
+		"want": {"delegation_unverified"},
 	},
 	"a destination missing from the inventory is destination_unknown": {
 		"patch": {"destination": {"name": "confluence", "host": null}},

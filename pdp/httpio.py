@@ -1,9 +1,11 @@
-"""Reading request bodies and headers: one strict reading, bounded in size and time.
+"""JSON over HTTP for every front door: one strict reading of bodies and headers, bounded in
+size and time, and JSON answers.
 
-Every route reads its body through :func:`read_json` or :func:`read_form` and the headers it
-cares about through :func:`header`; nothing else touches ``request.json()`` or
-``request.post()`` (whose readings are lenient: last duplicate wins, any charset a client
-names, lone surrogates, 30-digit integers turned into floats).
+Every route (every front door, the admin API) reads its body through :func:`read_json` or
+:func:`read_form` and the headers it cares about through :func:`header`; nothing else
+touches ``request.json()`` or ``request.post()`` (whose readings are lenient: last
+duplicate wins, any charset a client names, lone surrogates, 30-digit integers turned into
+floats).
 
     read_json   application/json (or +json), UTF-8 only (a charset parameter other than
                 utf-8 is 415), strict JSON (pdp.jsonparse): 400/413/415/408
@@ -18,6 +20,7 @@ import asyncio
 from typing import Any, Final
 from urllib.parse import unquote_to_bytes
 
+import orjson
 from aiohttp import web
 
 from . import jsonparse
@@ -30,13 +33,24 @@ from .errors import (
     UnsupportedMediaError,
 )
 
-__all__ = ["header", "read_form", "read_json"]
+__all__ = [
+    "header",
+    "json_response",
+    "read_form",
+    "read_json",
+    "read_json_body",
+    "read_json_object",
+]
 
 #: Seconds a client may take to send its whole body once the headers are in.
 DEFAULT_BODY_TIMEOUT_S: Final = 10.0
 _UTF8: Final = frozenset({"utf-8", "utf8"})
 #: Most parameters a form body may carry (the admin forms take one or two).
 MAX_FORM_FIELDS: Final = 16
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
 
 
 def header(request: web.Request, name: str) -> str | None:
@@ -91,6 +105,13 @@ async def read_json(
         raise UnsupportedMediaError("Content-Type must be application/json")
     _check_charset(request, "a JSON body")
     return jsonparse.loads(await _read(request, limit, timeout_s))
+
+
+async def read_json_body(
+    request: web.Request, limit: int, *, timeout_s: float = DEFAULT_BODY_TIMEOUT_S
+) -> Any:
+    """:func:`read_json` under the name the front doors know it by."""
+    return await read_json(request, limit, timeout_s=timeout_s)
 
 
 async def read_json_object(
