@@ -14,7 +14,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from .answer import answer, reason
+from .answer import AGENT_DISABLED, answer, reason
+from .approvals import ApprovalService, Binding
 from .audit.record import DEFAULT_VALUE_LIMIT, Recorder, build_record
 from .callers import ANONYMOUS, Caller
 from .credentials import CredentialService
@@ -33,6 +34,7 @@ from .metrics import Metrics
 from .normalize import is_asserted, normalize
 from .opa import OPAClient, OPAResult
 from .sessions import SessionHistory, session_keys, unavailable_snapshot
+from .users import UserAssertionVerifier
 
 __all__ = ["DecisionService"]
 
@@ -56,10 +58,17 @@ class DecisionService:
         sessions: SessionHistory | None = None,
         delegation: DelegationVerifier | None = None,
         cache: DecisionCache | None = None,
+        approvals: ApprovalService | None = None,
+        users: UserAssertionVerifier | None = None,
         max_in_flight: int = 64,
         audit_value_limit: int = DEFAULT_VALUE_LIMIT,
     ) -> None:
         self.verifier = verifier
+        #: Decisions evaluated at once; past it decide() raises OverloadedError at once.
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        #: Free-form values larger than this are recorded as digest + size.
+        self.audit_value_limit = audit_value_limit
         self.opa = opa
         self.recorder = recorder
         self.metrics = metrics
@@ -76,11 +85,10 @@ class DecisionService:
         self.delegation = delegation
         #: Policy-declared decision cache (None: every decision goes to OPA).
         self.cache = cache
-        #: Decisions evaluated at once; past it decide() raises OverloadedError at once.
-        self.max_in_flight = max_in_flight
-        self.in_flight = 0
-        #: Free-form values larger than this are recorded as digest + size.
-        self.audit_value_limit = audit_value_limit
+        #: Pending approvals and grants (None: an approval_id is never accepted).
+        self.approvals = approvals
+        #: Verifies agent.user_assertion (None: no user assertion is accepted).
+        self.users = users
 
     async def decide(
         self,
@@ -94,7 +102,8 @@ class DecisionService:
         policy sees as ``input.pep`` and the record keeps as ``caller``).
 
         Raises :class:`OverloadedError` (503 + Retry-After, nothing recorded: no decision
-        was made) at once when ``max_in_flight`` decisions are already being evaluated;
+        was made) at once when ``max_in_flight`` decisions are already being evaluated
+        (``admitted``: the front door holds a slot already, see :meth:`admit`);
         :class:`EngineUnavailableError` (503) when OPA cannot answer and
         :class:`InternalDecisionError` (500) on a bug, both after recording the decision as
         a deny under its ``decision_id``, which the error carries for the error body:
@@ -163,6 +172,18 @@ class DecisionService:
         creds = self.credentials
         status = creds.agent_status(identity) if creds is not None else None
         now_ns = self.clock_ns()
+        binding = (
+            Binding.of(request, identity.spiffe_id)
+            if identity.authenticated and identity.spiffe_id is not None and not asserted
+            else None
+        )
+        check = request.get("mode") == "check"  # no credential, no history: a preview
+        approval_id = request.get("approval_id")
+        approval_doc = await self._approval_input(approval_id, binding)
+        user = None
+        assertion = (request.get("agent") or {}).get("user_assertion")
+        if assertion is not None and self.users is not None:
+            user = self.users.verify(assertion)
         input_doc = normalize(
             request,
             identity,
@@ -171,15 +192,140 @@ class DecisionService:
             agent_status=status,
             session=await self._session(request, now_ns),
             chain=self._chain(request),
+            approval=approval_doc,
+            user=user,
             pep=caller.to_input(),
         )
         # From here on, whatever happens, the decision_id is recorded.
         progress = _Progress()
         try:
-            return await self._evaluate(
-                decision_id, request, mint, caller, identity, status, input_doc, started, now_ns,
-                asserted, progress,
-            )  # fmt: skip
+            # Counted only once the request is decided: normalize may still refuse it (400).
+            if not identity.authenticated and not asserted:
+                self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
+            # Step 4: the decision cache (policy-declared TTLs; pdp/decision_cache.py).
+            key, generation, hit = self._cache_lookup(identity, input_doc)
+            try:
+                result = hit.result if hit is not None else await self.opa.evaluate(input_doc)
+            except EngineUnavailableError as exc:
+                self.metrics.opa_errors.labels(exc.kind).inc()
+                self.metrics.decisions.labels("error").inc()
+                response: dict[str, Any] = {
+                    "decision_id": decision_id,
+                    "allow": False,
+                    "reasons": [],
+                }
+                if creds is not None:
+                    creds.after_decision(decision_id, request, identity, response)
+                await self._record(
+                    decision_id, input_doc, request, response, started, identity, caller,
+                    error=exc.message,
+                )  # fmt: skip
+                progress.recorded = True
+                raise EngineUnavailableError(
+                    exc.message, kind=exc.kind, decision_id=decision_id
+                ) from exc
+            if hit is None:
+                self.metrics.opa_latency.observe(result.duration_s)
+            if result.decision is None:
+                self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
+            cache_note = self._cache_store(
+                key, generation, hit, input_doc, request, result, decision_id
+            )
+            refusal = (approval_doc or {}).get("refusal")
+            response = answer(
+                decision_id,
+                request,
+                identity,
+                result,
+                status,
+                asserted=asserted,
+                approval_refusal=refusal,
+            )
+            obligation = ((result.decision or {}).get("obligations") or {}).get("approval")
+            granted = approval_doc is not None and approval_doc["status"] == "granted"
+            if response["allow"] and isinstance(obligation, dict) and obligation.get("required"):
+                if not granted:
+                    # Defense in depth: a policy that allows what it says needs approval.
+                    _deny(response, reason("approval_required", "the policy requires approval"))
+            if (
+                not response["allow"]
+                and binding is not None
+                and self.approvals is not None
+                and isinstance(obligation, dict)
+                and obligation.get("required") is True
+                and approval_id is None
+                and not check
+                and {r.get("code") for r in response["reasons"]} == {"approval_required"}
+            ):
+                # Denied only for want of approval: open (or find) the pending approval.
+                pending = await self.approvals.request(decision_id, binding, obligation)
+                response["approval"] = pending.pending_view()
+            if (
+                response["allow"]
+                and granted
+                and binding is not None
+                and self.approvals is not None
+                and not check
+            ):
+                used = await self.approvals.use(str(approval_id), binding, decision_id)
+                if used is not None:
+                    _deny(response, reason(used, "the approval could not be used for this call"))
+                    refused = {"id": approval_id, "status": "refused", "refusal": used}
+                    input_doc = {**input_doc, "approval": refused}  # the record says so
+            credential = None
+            if creds is not None and not check:
+                # The agent's status again, after every await above: a decision that straddles
+                # a disable is denied. Checked and minted with no await in between (atomic).
+                if response["allow"] and creds.agent_status(identity) == "disabled":
+                    _deny(
+                        response,
+                        reason(
+                            AGENT_DISABLED,
+                            f"agent {identity.spiffe_id!r} was disabled while its decision was "
+                            "being made",
+                        ),
+                    )
+                    # The record says so (and replays so): a copy, the cache may hold the input.
+                    input_doc = {**input_doc, "agent": {**input_doc["agent"], "status": "disabled"}}
+                # Minted only on allow; the token goes in the answer, its jti in the record.
+                credential = creds.after_decision(
+                    decision_id,
+                    request,
+                    identity,
+                    response,
+                    mint=mint,
+                    approval_id=str(approval_id) if granted and response["allow"] else None,
+                )
+                if credential is not None:
+                    response["credential"] = credential.response()
+            for r in response["reasons"]:
+                self.metrics.reasons.labels(str(r.get("code", ""))).inc()
+            await self._record(
+                decision_id,
+                input_doc,
+                request,
+                response,
+                started,
+                identity,
+                caller,
+                credential=None if credential is None else credential.record(),
+                opa_decision_id=None if hit is not None else result.decision_id,
+                cache=cache_note,
+            )
+            progress.recorded = True
+            if response["allow"] and self.sessions is not None and not check:
+                try:
+                    await self.sessions.record(request, input_doc, now_ns)
+                except StoreError as exc:
+                    # Recorded as allowed, but the credential never leaves: a call the history
+                    # does not know of could open a toxic flow for the next one.
+                    self.metrics.decisions.labels("error").inc()
+                    raise HistoryUnavailableError(
+                        f"the session history could not be updated: {exc}", decision_id=decision_id
+                    ) from exc
+            # Counted once recorded: a decision whose record failed was answered 503, not this.
+            self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
+            return response
         except (EngineUnavailableError, AuditUnavailableError, HistoryUnavailableError):
             raise  # each recorded under its decision_id (or the trail itself failed)
         except Exception as exc:  # the outermost boundary of one decision
@@ -190,86 +336,6 @@ class DecisionService:
                 decision_id, input_doc, request, started, identity, caller, exc
             )
             raise InternalDecisionError(decision_id=decision_id) from exc
-
-    async def _evaluate(
-        self,
-        decision_id: str,
-        request: dict[str, Any],
-        mint: bool,
-        caller: Caller,
-        identity: Identity,
-        status: Any,
-        input_doc: dict[str, Any],
-        started: float,
-        now_ns: int,
-        asserted: bool,
-        progress: _Progress,
-    ) -> dict[str, Any]:
-        creds = self.credentials
-        # Counted only once the request is decided: normalize may still refuse it (400).
-        if not identity.authenticated and not asserted:
-            self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
-        # Step 4: the decision cache (policy-declared TTLs; pdp/decision_cache.py).
-        key, generation, hit = self._cache_lookup(identity, input_doc)
-        try:
-            result = hit.result if hit is not None else await self.opa.evaluate(input_doc)
-        except EngineUnavailableError as exc:
-            self.metrics.opa_errors.labels(exc.kind).inc()
-            self.metrics.decisions.labels("error").inc()
-            response: dict[str, Any] = {"decision_id": decision_id, "allow": False, "reasons": []}
-            if creds is not None:
-                creds.after_decision(decision_id, request, identity, response)
-            await self._record(
-                decision_id, input_doc, request, response, started, identity, caller,
-                error=exc.message,
-            )  # fmt: skip
-            progress.recorded = True
-            raise EngineUnavailableError(
-                exc.message, kind=exc.kind, decision_id=decision_id
-            ) from exc
-        if hit is None:
-            self.metrics.opa_latency.observe(result.duration_s)
-        if result.decision is None:
-            self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
-        response = answer(decision_id, request, identity, result, status, asserted=asserted)
-        for r in response["reasons"]:
-            self.metrics.reasons.labels(str(r.get("code", ""))).inc()
-        cache_note = self._cache_store(
-            key, generation, hit, input_doc, request, result, decision_id
-        )
-        credential = None
-        check = request.get("mode") == "check"  # no credential, no history: a preview
-        if creds is not None and not check:
-            # Minted only on allow; the token goes in the answer, its jti in the record.
-            credential = creds.after_decision(decision_id, request, identity, response, mint=mint)
-            if credential is not None:
-                response["credential"] = credential.response()
-        await self._record(
-            decision_id,
-            input_doc,
-            request,
-            response,
-            started,
-            identity,
-            caller,
-            credential=None if credential is None else credential.record(),
-            opa_decision_id=None if hit is not None else result.decision_id,
-            cache=cache_note,
-        )
-        progress.recorded = True
-        if response["allow"] and self.sessions is not None and not check:
-            try:
-                await self.sessions.record(request, input_doc, now_ns)
-            except StoreError as exc:
-                # Recorded as allowed, but the credential never leaves: a call the history
-                # does not know of could open a toxic flow for the next one.
-                self.metrics.decisions.labels("error").inc()
-                raise HistoryUnavailableError(
-                    f"the session history could not be updated: {exc}", decision_id=decision_id
-                ) from exc
-        # Counted once recorded: a decision whose record failed was answered 503, not this.
-        self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
-        return response
 
     def set_verifier(self, verifier: SVIDVerifier) -> None:
         """Use new trust bundles (a new verifier): every cached decision is dropped, since
@@ -306,6 +372,20 @@ class DecisionService:
             return None
         ttl = self.cache.put(key, generation, input_doc, request, result, decision_id)
         return {"hit": False, "decision_id": None, "ttl_seconds": ttl} if ttl else None
+
+    async def _approval_input(
+        self, approval_id: str | None, binding: Binding | None
+    ) -> dict[str, Any] | None:
+        """input.approval for the request's approval_id: granted (bound, unexpired, with a
+        use left) or refused with its approval_* code; None when it names none."""
+        if approval_id is None:
+            return None
+        if binding is None or self.approvals is None:
+            return {"id": approval_id, "status": "refused", "refusal": "approval_unknown"}
+        approval, refusal = await self.approvals.check(approval_id, binding)
+        if approval is None or refusal is not None:
+            return {"id": approval_id, "status": "refused", "refusal": refusal}
+        return approval.input_view()
 
     async def _record_internal_error(
         self,
@@ -374,6 +454,17 @@ class DecisionService:
                 status=status,
             )
         )
+
+
+def _deny(response: dict[str, Any], why: dict[str, Any]) -> None:
+    """Turn ``response`` into a deny carrying ``why`` (no obligations, no credential)."""
+    if response["allow"]:
+        response["reasons"] = []
+    response["allow"] = False
+    response["obligations"] = {}
+    if why["code"] not in {r.get("code") for r in response["reasons"]}:
+        response["reasons"].append(why)
+        response["reasons"].sort(key=lambda r: (str(r.get("code")), str(r.get("message"))))
 
 
 class _Progress:

@@ -20,6 +20,7 @@ from pdp.errors import PDPError
 from pdp.tools import ToolNotFoundError
 
 from .agents import agents
+from .approvals import approvals
 from .audit import audit
 from .ci import ci
 from .credentials import credentials
@@ -29,6 +30,7 @@ from .errors import (
     SERVICE_ERROR,
     CLIError,
 )
+from .fuzz import fuzz
 from .keys import keys
 from .policy import bundle, policy
 from .project import Project
@@ -69,11 +71,13 @@ def cli(ctx: click.Context, policies_dir: Path, opa_binary: str | None) -> None:
     ctx.obj = Project(policies_dir=policies_dir, opa_binary=opa_binary)
 
 
+policy.add_command(fuzz)
 cli.add_command(policy)
 cli.add_command(bundle)
 cli.add_command(keys)
 cli.add_command(credentials)
 cli.add_command(agents)
+cli.add_command(approvals)
 cli.add_command(audit)
 cli.add_command(replay_command)
 cli.add_command(ci)
@@ -193,6 +197,18 @@ def trust_boundary_options(f: Any) -> Any:
     help="Serve this policy directory (the bundle is built from it); same as "
     "`pdpctl --policies DIR serve`. Example: examples/authzen/todo.",
 )
+@click.option(
+    "--ext-authz-grpc-port",
+    type=int,
+    help="Serve Envoy ext_authz gRPC (envoy.service.auth.v3.Authorization) on this port "
+    "of --host. Env: PDP_EXT_AUTHZ_GRPC_PORT.",
+)
+@click.option(
+    "--routes",
+    "routes_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="ext_authz route file (YAML, docs/gateways.md). Env: PDP_EXT_AUTHZ_ROUTES.",
+)
 @trust_boundary_options
 @click.pass_obj
 def serve(
@@ -207,6 +223,8 @@ def serve(
     opa_timeout_ms: int | None,
     no_dev_trust: bool,
     serve_policies: Path | None,
+    ext_authz_grpc_port: int | None,
+    routes_file: Path | None,
     **boundary: Any,
 ) -> None:
     """Serve the decision API (embedded OPA unless --opa-url is given).
@@ -234,6 +252,8 @@ def serve(
             policies_dir=serve_policies or project.policies_dir,
             dev_trust_domains=() if no_dev_trust else None,
             **{k: v for k, v in boundary.items() if v is not None and v is not False},
+            ext_authz_grpc_port=ext_authz_grpc_port,
+            ext_authz_routes=routes_file,
         )
     except ConfigError as exc:
         raise CLIError(str(exc), exc.exit_code) from None
