@@ -25,6 +25,7 @@ from .audit.trail import AuditRecorder, AuditTrail
 from .bundle import build_bundle
 from .callers import (
     CALLER,
+    CALLER_EXEMPT,
     CallerAuthenticator,
     CallerKeys,
     caller_middleware,
@@ -36,7 +37,13 @@ from .decision import DecisionService
 from .decision_cache import DecisionCache, check_bundles, watch_bundles
 from .delegation import DelegationVerifier
 from .devtrust import ensure_dev_trust
-from .errors import EngineUnavailableError, OverloadedError, PDPError
+from .errors import (
+    BodyTooLargeError,
+    EngineUnavailableError,
+    OverloadedError,
+    PDPError,
+    RequestTimeoutError,
+)
 from .httpio import json_response, read_json_object
 from .identity import Identity, SVIDVerifier, TrustBundles
 from .metrics import Metrics
@@ -61,7 +68,7 @@ from .state import (
     VERIFIER,
 )
 from .tools import find_opa
-from .trustwatch import BundleWatcher
+from .trustwatch import BUNDLE_WATCHER, BundleWatcher
 from .users import UserAssertionVerifier
 
 log = logging.getLogger("pdp")
@@ -80,6 +87,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         response = json_response(exc.body(), exc.status)
         if isinstance(exc, OverloadedError):
             response.headers["Retry-After"] = str(exc.retry_after_s)
+        if isinstance(exc, RequestTimeoutError | BodyTooLargeError):
+            response.force_close()  # the rest of the body is still on the wire
         return response
     except web.HTTPException as exc:
         if exc.status < 400:
@@ -226,6 +235,7 @@ async def _verifier_ctx(app: web.Application) -> AsyncIterator[None]:
     verifier, files = build_verifier(settings)
     app[VERIFIER] = verifier
     watcher = BundleWatcher(verifier, files, settings.trust_bundle_refresh_s)
+    app[BUNDLE_WATCHER] = watcher
     await watcher.start()
     try:
         yield
@@ -324,6 +334,18 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         approvals=app[APPROVALS],
         users=_user_verifier(s),
     )
+    service = app[DECISIONS]
+
+    def bundles_changed(bundles: TrustBundles, changed: set[str]) -> None:
+        # What else trusts the bundles follows a rotation: delegation assertions are
+        # verified against the new keys, and no decision made for an identity the old
+        # bundles verified is served from the cache.
+        if service.delegation is not None:
+            service.delegation.bundles = bundles
+        if service.cache is not None:
+            service.cache.invalidate("trust_bundle")
+
+    app[BUNDLE_WATCHER].on_change.append(bundles_changed)
     yield
 
 
@@ -365,6 +387,7 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
         admin_on_decision=settings.admin_port is None and is_loopback(settings.host)
     )
     app[CALLER] = build_caller_authenticator(settings)
+    app[CALLER_EXEMPT] = admin.ADMIN_PATHS  # the admin surface has its own credential
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     # Opened in this order, closed in reverse: each context uses only keys set before it.

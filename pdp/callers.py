@@ -280,7 +280,7 @@ CALLER: Final = web.AppKey("caller_authenticator", CallerAuthenticator)
 #: Where the middleware leaves the request's Caller.
 CALLER_KEY: Final = web.RequestKey("caller", Caller)
 #: Paths that are not the decision API's (the admin surface has its own credential).
-ADMIN_PATHS: Final = web.AppKey("admin_paths", frozenset)
+CALLER_EXEMPT: Final = web.AppKey("caller_exempt_paths", frozenset)
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -290,7 +290,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def caller_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate the caller of every request that needs one; store it on the request."""
     authenticator = request.app.get(CALLER)
-    admin_paths: frozenset[str] = request.app.get(ADMIN_PATHS, frozenset())
+    admin_paths: frozenset[str] = request.app.get(CALLER_EXEMPT, frozenset())
     if authenticator is None or request.path in PUBLIC_PATHS or request.path in admin_paths:
         request[CALLER_KEY] = ANONYMOUS
     else:

@@ -14,7 +14,8 @@ Guards, so that slow or excessive clients cannot starve real decisions:
     header timeout      a connection that has not sent a complete request head within
                         PDP_HEADER_TIMEOUT_S (also the keep-alive idle limit) is closed
     body timeout        a body not received within PDP_BODY_TIMEOUT_S is answered 408
-                        (pdp.httpio)
+                        (pdp.httpio) and the connection closed (after at most 1 s of
+                        reading what is left)
     in-flight bound     past PDP_MAX_IN_FLIGHT decisions being evaluated, a decision is
                         answered 503 + Retry-After at once (pdp.decision), never queued
 """
@@ -48,6 +49,8 @@ __all__ = [
 
 log = logging.getLogger("pdp.server")
 
+#: Seconds aiohttp keeps reading an unwanted body after an early answer.
+_LINGER_S: Final = 1.0
 _REFUSAL_BODY: Final = (
     b'{"allow":false,"error":{"code":"overloaded","message":"too many open connections"}}'
 )
@@ -199,6 +202,9 @@ async def start(app: web.Application, settings: Settings) -> Started:
         app,
         access_log=None,
         keepalive_timeout=settings.header_timeout_s,
+        # After an early answer (413, 408) aiohttp reads what is left of the body before it
+        # closes; a slow client must not hold the connection long that way either.
+        lingering_time=_LINGER_S,
         handle_signals=False,
     )
     await runner.setup()

@@ -6,7 +6,8 @@ and tokens signed with a new one would be refused, until a restart. So every
 ``PDP_TRUST_BUNDLE_REFRESH_S`` seconds (``--trust-bundle-refresh``) the files are checked
 (size, mtime, inode, then content digest); when one changed, all bundles are parsed again
 and swapped in at once, and the verified-token cache forgets every token of a changed
-domain. A file that no longer parses keeps its domain on the last good bundle (logged, and
+domain (and the decision cache and the delegation verifier follow, via ``on_change``).
+A file that no longer parses keeps its domain on the last good bundle (logged, and
 counted in ``pdp_trust_bundle_reload_failures_total``): a half-written file during a
 rotation must not turn every decision into a deny, nor widen anything.
 """
@@ -18,12 +19,14 @@ import contextlib
 import hashlib
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+
+from aiohttp import web
 
 from .identity import SVIDVerifier, TrustBundleError, TrustBundles
 
-__all__ = ["BundleWatcher"]
+__all__ = ["BUNDLE_WATCHER", "BundleWatcher"]
 
 log = logging.getLogger("pdp.identity")
 
@@ -45,6 +48,9 @@ class BundleWatcher:
         #: Reloads that took effect, and ones refused because a file did not parse.
         self.reloads = 0
         self.failures = 0
+        #: Called with the new bundles and the changed domains after every reload: whatever
+        #: else trusts the bundles (delegation assertions, the decision cache) follows.
+        self.on_change: list[Callable[[TrustBundles, set[str]], None]] = []
 
     def check(self) -> set[str]:
         """Reload if a file changed; return the trust domains whose bundle changed."""
@@ -64,6 +70,8 @@ class BundleWatcher:
             log.error("trust bundle reload refused, keeping the last good bundles: %s", exc)
             return set()  # not recorded as seen: tried again on the next check
         dropped = self.verifier.replace_bundles(bundles, changed)
+        for listener in self.on_change:
+            listener(bundles, changed)
         self._stats.update(stats)
         self._digests.update(digests)
         self.reloads += 1
@@ -106,3 +114,7 @@ def _digest(path: Path) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
+
+
+#: The app's watcher (set by the verifier's cleanup_ctx in pdp.app).
+BUNDLE_WATCHER = web.AppKey("bundle_watcher", BundleWatcher)

@@ -5,14 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 
+from pdp import server
+from pdp.app import create_app
+from pdp.config import Settings
 from tests.audit_helpers import records
-from tests.credential_helpers import ALLOW_EXAMPLE, SUPPORT_BOT
+from tests.conftest import DEV_DOMAINS, free_port
+from tests.credential_helpers import ADMIN, ALLOW_EXAMPLE, SUPPORT_BOT
+from tests.opa_process import OPAProcess
 
 DECISIONS = "/v1/decisions"
 
@@ -104,3 +111,36 @@ def json_error(path: str, message: str) -> dict[str, Any]:
             "fields": [{"path": path, "message": message}],
         },
     }
+
+
+Serve = Callable[..., Awaitable[tuple[str, Any]]]
+
+
+@pytest.fixture(name="serve")
+async def serve_fixture(
+    shared_opa: OPAProcess, dev_state: Path, tmp_path: Path
+) -> AsyncIterator[Serve]:
+    """Start the service on its real listener(s); returns (base URL, started app)."""
+    running: list[server.Started] = []
+
+    async def _serve(**overrides: Any) -> tuple[str, Any]:
+        values: dict[str, Any] = {
+            "state_dir": tmp_path / "state",
+            "port": free_port(),
+            "opa_url": shared_opa.url,
+            "opa_timeout_ms": 5000,
+            "dev_trust_domains": (),
+            "trust_bundles": {d: dev_state / "dev-trust" / d / "bundle.json" for d in DEV_DOMAINS},
+            "admin_token": ADMIN,
+        }
+        values.update(overrides)
+        settings = Settings(**values)
+        app = create_app(settings)
+        started = await server.start(app, settings)
+        running.append(started)
+        scheme = "https" if settings.tls_cert is not None else "http"
+        return f"{scheme}://127.0.0.1:{started.port}", started
+
+    yield _serve
+    for started in running:
+        await started.stop()
