@@ -48,6 +48,15 @@ ADMIN_PATHS = frozenset(
 )
 
 
+#: Prefixes of admin paths with parameters (the approvals API, pdp.approvals_api).
+ADMIN_PREFIXES = ("/v1/approvals",)
+
+
+def is_admin_path(path: str) -> bool:
+    """Whether ``path`` belongs to the admin surface (its own credential, its own listener)."""
+    return path in ADMIN_PATHS or any(path == p or path.startswith(p + "/") for p in ADMIN_PREFIXES)
+
+
 def add_routes(app: web.Application) -> None:
     """Register the credential and admin routes on ``app``; they use the running
     :class:`CredentialService` under :data:`pdp.state.CREDENTIALS`."""

@@ -387,7 +387,7 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
         admin_on_decision=settings.admin_port is None and is_loopback(settings.host)
     )
     app[CALLER] = build_caller_authenticator(settings)
-    app[CALLER_EXEMPT] = admin.ADMIN_PATHS  # the admin surface has its own credential
+    app[CALLER_EXEMPT] = admin.is_admin_path  # the admin surface has its own credential
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     # Opened in this order, closed in reverse: each context uses only keys set before it.

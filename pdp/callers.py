@@ -279,8 +279,8 @@ class CallerAuthenticator:
 CALLER: Final = web.AppKey("caller_authenticator", CallerAuthenticator)
 #: Where the middleware leaves the request's Caller.
 CALLER_KEY: Final = web.RequestKey("caller", Caller)
-#: Paths that are not the decision API's (the admin surface has its own credential).
-CALLER_EXEMPT: Final = web.AppKey("caller_exempt_paths", frozenset)
+#: Which paths are not the decision API's (the admin surface has its own credential).
+CALLER_EXEMPT: Final[web.AppKey[Callable[[str], bool]]] = web.AppKey("caller_exempt")
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -290,8 +290,14 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def caller_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Authenticate the caller of every request that needs one; store it on the request."""
     authenticator = request.app.get(CALLER)
-    admin_paths: frozenset[str] = request.app.get(CALLER_EXEMPT, frozenset())
-    if authenticator is None or request.path in PUBLIC_PATHS or request.path in admin_paths:
+    exempt = request.app.get(CALLER_EXEMPT)
+    path = request.path
+    if (
+        authenticator is None
+        or path in PUBLIC_PATHS
+        or path == "/.well-known/authzen-configuration"  # public metadata
+        or (exempt is not None and exempt(path))
+    ):
         request[CALLER_KEY] = ANONYMOUS
     else:
         request[CALLER_KEY] = authenticator.authenticate(request)

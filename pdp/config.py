@@ -187,6 +187,13 @@ class Settings:
     #: File holding the Redis password (instead of a password in PDP_STORE_URL).
     store_password_file: Path | None = None
 
+    def store_password(self) -> str | None:
+        """The Redis password from PDP_STORE_PASSWORD_FILE (read when the store opens, so
+        a rotated file takes effect on restart), or None."""
+        if self.store_password_file is None:
+            return None
+        return Path(self.store_password_file).read_text().strip() or None
+
     @property
     def caller_auth(self) -> bool:
         """Whether callers of the decision API must authenticate."""

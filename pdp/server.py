@@ -95,10 +95,10 @@ async def surface_middleware(request: web.Request, handler: Handler) -> web.Stre
     decision listener; elsewhere answer 404 (the JSON one of the error middleware)."""
     listeners = request.app.get(LISTENERS)
     if listeners is not None:
-        from .admin import ADMIN_PATHS
+        from .admin import is_admin_path as admin_path
 
         on_admin = bool(listeners.admin_ports) and _local_port(request) in listeners.admin_ports
-        is_admin_path = request.path in ADMIN_PATHS
+        is_admin_path = admin_path(request.path)
         if is_admin_path and not (on_admin or listeners.admin_on_decision):
             raise web.HTTPNotFound()
         if on_admin and not is_admin_path and request.path not in {"/healthz", "/readyz"}:

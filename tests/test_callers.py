@@ -302,3 +302,40 @@ def _metrics(started: server.Started) -> str:
     from prometheus_client import generate_latest
 
     return generate_latest(started.runner.app[METRICS].registry).decode()
+
+
+def test_pdpctl_callers_add_prints_the_key_once_and_stores_its_hash(tmp_path: Path) -> None:
+    keys_file = tmp_path / "caller-keys"
+
+    first = CliRunner().invoke(cli, ["callers", "add", "gw-1", "--keys-file", str(keys_file)])
+    second = CliRunner().invoke(cli, ["callers", "add", "gw-2", "--keys-file", str(keys_file)])
+    bad = CliRunner().invoke(cli, ["callers", "add", "has space", "--keys-file", str(keys_file)])
+
+    assert (first.exit_code, second.exit_code, bad.exit_code) == (0, 0, 9)
+    key1, key2 = first.output.strip(), second.output.strip()
+    text = keys_file.read_text()
+    assert key1 not in text and key2 not in text
+    keys = CallerKeys.load(keys_file)
+    assert (keys.lookup(key1), keys.lookup(key2), len(keys)) == ("gw-1", "gw-2", 2)
+    assert keys_file.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/access/v1/evaluation"),
+        ("POST", "/access/v1/evaluations"),
+        ("POST", "/access/v1/search/resource"),
+        ("GET", "/ext_authz/anything"),
+        ("POST", "/v1/decisions"),
+    ],
+)
+async def test_every_front_door_needs_the_caller(
+    serve: Serve, keys_file: tuple[Path, str], method: str, path: str
+) -> None:
+    url, _ = await serve(caller_keys=keys_file[0])
+    async with aiohttp.ClientSession() as session:
+        async with session.request(method, url + path, json={}) as resp:
+            assert (resp.status, await resp.json()) == (401, KEY_ONLY), path
+        async with session.get(url + "/.well-known/authzen-configuration") as resp:
+            assert resp.status == 200  # public metadata

@@ -22,6 +22,7 @@ from pdp.tools import ToolNotFoundError
 from .agents import agents
 from .approvals import approvals
 from .audit import audit
+from .callers import callers
 from .ci import ci
 from .credentials import credentials
 from .errors import (
@@ -76,6 +77,7 @@ cli.add_command(policy)
 cli.add_command(bundle)
 cli.add_command(keys)
 cli.add_command(credentials)
+cli.add_command(callers)
 cli.add_command(agents)
 cli.add_command(approvals)
 cli.add_command(audit)

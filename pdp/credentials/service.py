@@ -88,7 +88,7 @@ class CredentialService:
             resolve_admin_token(settings), introspection_token(settings), approver_token(settings)
         )
         url = settings.store_url or f"sqlite://{settings.state_dir / 'pdp.sqlite3'}"
-        store = await open_store(url)
+        store = await open_store(url, password=settings.store_password())
         try:
             keyring = KeyRing(
                 settings.state_dir / "keys",

@@ -66,15 +66,21 @@ class RedisStore:
         self._r = client
 
     @classmethod
-    async def open(cls, url: str) -> RedisStore:
+    async def open(cls, url: str, *, password: str | None = None) -> RedisStore:
         """Connect to ``url`` and check the server answers (the URL is never logged: it may
-        hold a password)."""
-        client = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0
-        )
+        hold a password). ``password``: Redis AUTH without putting it in the URL; a
+        ``rediss://`` URL speaks TLS (``?ssl_ca_certs=``, ``ssl_certfile``, ``ssl_keyfile``
+        for a private CA and client certificates)."""
+        extra: dict[str, Any] = {} if password is None else {"password": password}
+        try:
+            client = aioredis.Redis.from_url(
+                url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0, **extra
+            )
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"the Redis store URL is unusable: {exc}") from None
         try:
             await client.ping()
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # RedisError, OSError, or a bad TLS option in the URL
             await client.aclose()
             raise StoreError(f"cannot reach the Redis store: {exc}") from None
         return cls(client)
