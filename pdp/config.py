@@ -170,7 +170,7 @@ class Settings:
     #: listener, and only when that listener is on loopback.
     admin_port: int | None = None
     #: Decisions evaluated at once; past it a decision is answered 503 + Retry-After.
-    max_in_flight: int = 64
+    max_in_flight: int = 32
     #: Open connections per listener; past it a new connection gets 503 and is closed.
     max_connections: int = 1024
     #: Seconds a connection may take to send a complete request head (and stay idle).

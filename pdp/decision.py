@@ -60,7 +60,7 @@ class DecisionService:
         cache: DecisionCache | None = None,
         approvals: ApprovalService | None = None,
         users: UserAssertionVerifier | None = None,
-        max_in_flight: int = 64,
+        max_in_flight: int = 32,
         audit_value_limit: int = DEFAULT_VALUE_LIMIT,
     ) -> None:
         self.verifier = verifier

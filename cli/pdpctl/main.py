@@ -142,7 +142,7 @@ def trust_boundary_options(f: Any) -> Any:
         click.option(
             "--max-in-flight",
             type=int,
-            help="Decisions evaluated at once; more are answered 503 [64]. Env: PDP_MAX_IN_FLIGHT.",
+            help="Decisions evaluated at once; more are answered 503 [32]. Env: PDP_MAX_IN_FLIGHT.",
         ),
         click.option(
             "--max-connections",
