@@ -244,7 +244,8 @@ def _mutation(draw: st.DrawFn, doc: Any) -> Any:
             )
         )
         if isinstance(doc, dict):
-            return {**doc, "agent": {**(doc.get("agent") or {}), "token": token}}
+            agent = doc.get("agent")
+            return {**doc, "agent": {**(agent if isinstance(agent, dict) else {}), "token": token}}
         return doc
     # dup: an object somewhere gets one member twice (first or last a different value)
     objects = [p for p in paths if isinstance(_get(doc, p), dict) and _get(doc, p)]

@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 
 from pdp.audit.verify import verify
 from pdp.devtrust import mint_svid
+from tests.audit_helpers import records
 from tests.conftest import ServeProcess
 from tests.credential_helpers import ALLOW_EXAMPLE, SUPPORT_BOT
 from tests.fuzz_strategies import Dup, Raw, encode, mutated, requests
 
-ADMIN = "fuzz-admin-credential-0123456789"
 F = TypeVar("F", bound=Callable[..., Any])
 _EXAMPLES = int(os.environ.get("PDP_FUZZ_EXAMPLES", "0"))
 _LONG = os.environ.get("PDP_FUZZ_PROFILE") == "long"
@@ -51,13 +51,21 @@ def examples(ci: int) -> Callable[[F], F]:
 class Service:
     """The running service, a keep-alive HTTP connection to it, and what it answered."""
 
-    def __init__(self, serve: ServeProcess) -> None:
+    def __init__(self, serve: ServeProcess, admin_token: str) -> None:
         self.serve = serve
+        self.admin = admin_token
         self.conn: http.client.HTTPConnection | None = None
         self.answers: dict[int, int] = {}
         self.allowed = 0
+        #: Every decision_id the service answered (200s, and the error answers with one).
+        self.decision_ids: set[str] = set()
         self.valid_token = mint_svid(serve.state_dir, SUPPORT_BOT, ttl_seconds=3600)
         self.valid_tokens = {self.valid_token}
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None
 
     def post(
         self, path: str, body: bytes, content_type: str = "application/json", **headers: str
@@ -94,13 +102,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     # A generous deadline: on a loaded machine an engine timeout (503) says nothing about
     # the input; inputs that make the engine slow are bounded by the schema and the reader.
     serve = ServeProcess(state, "--max-in-flight", "1000", "--opa-timeout-ms", "3000")
-    os.environ["PDP_ADMIN_TOKEN"] = ADMIN
-    try:
-        serve.start(timeout=60)
-    finally:
-        del os.environ["PDP_ADMIN_TOKEN"]
-    svc = Service(serve)
+    serve.start(timeout=60)
+    svc = Service(serve, (state / "admin-token").read_text().strip())
     yield svc
+    svc.close()
     serve.kill()
 
 
@@ -108,6 +113,8 @@ def check(svc: Service, status: int, body: Any, token: Any) -> None:
     """The properties every answer must have."""
     assert status < 500, (status, body)
     assert isinstance(body, dict) and body.get("allow") in (True, False), (status, body)
+    if isinstance(body.get("decision_id"), str):
+        svc.decision_ids.add(body["decision_id"])
     if body["allow"] is True:
         svc.allowed += 1
         assert status == 200
@@ -124,7 +131,7 @@ def token_of(doc: Any) -> Any:
 
 
 def with_token(doc: dict[str, Any], token: str | None) -> dict[str, Any]:
-    agent = dict(doc.get("agent") or {})
+    agent = dict(doc["agent"]) if isinstance(doc.get("agent"), dict) else {}
     if token is None:
         agent.pop("token", None)
     else:
@@ -215,7 +222,7 @@ def admin_calls(draw: st.DrawFn) -> tuple[str, bytes, str]:
 def test_fuzzed_admin_calls_never_5xx(service: Service, call: tuple[str, bytes, str]) -> None:
     path, body, ctype = call
 
-    status, answer = service.post(path, body, ctype, Authorization=f"Bearer {ADMIN}")
+    status, answer = service.post(path, body, ctype, Authorization=f"Bearer {service.admin}")
 
     assert status < 500, (status, answer)
     assert isinstance(answer, dict)
@@ -240,7 +247,7 @@ def test_fuzzed_admin_calls_never_5xx(service: Service, call: tuple[str, bytes, 
 )
 @examples(300)
 def test_arbitrary_bytes_never_5xx(service: Service, body: bytes, ctype: str, path: str) -> None:
-    status, answer = service.post(path, body, ctype, Authorization=f"Bearer {ADMIN}")
+    status, answer = service.post(path, body, ctype, Authorization=f"Bearer {service.admin}")
 
     assert status < 500, (status, answer)
     assert isinstance(answer, dict) and answer["allow"] is False
@@ -251,15 +258,20 @@ def test_zz_the_audit_chain_verifies_after_fuzzing(service: Service) -> None:
     assert sum(service.answers.values()) >= 2000 or _EXAMPLES, service.answers
     assert service.allowed > 0  # the properties were exercised on allows too
     assert service.serve.proc is not None
+    assert service.answers.get(403, 0) == 0  # the admin calls got past authentication
+    service.close()
     service.serve.terminate()
     time.sleep(0.1)
 
-    result = verify(Path(service.serve.state_dir) / "audit")
+    audit = Path(service.serve.state_dir) / "audit"
+    result = verify(audit)
 
     assert result.problem is None, result.problem
-    assert result.records >= service.answers.get(200, 0)
+    trail = {r["decision_id"] for r in records(audit) if r.get("type") == "decision"}
+    assert service.decision_ids <= trail  # every decision answered with an id is recorded
     print(f"fuzz: answers by status {dict(sorted(service.answers.items()))}, "
-          f"{service.allowed} allowed, {result.records} records verified")  # fmt: skip
+          f"{service.allowed} allowed, {len(service.decision_ids)} decision ids, all in the "
+          f"trail, {result.records} records verified")  # fmt: skip
 
 
 __all__ = ["Raw"]
