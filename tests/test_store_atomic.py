@@ -54,7 +54,7 @@ def activity() -> AgentActivity:
         NOW,
         allowed=2,
         denied=1,
-        tools={"jira.search"},
+        tools={"jira.search": 1},
         credentials=[("j-9", 9_000_000_000)],
     )
 

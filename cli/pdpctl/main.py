@@ -22,6 +22,7 @@ from pdp.tools import ToolNotFoundError
 from .agents import agents
 from .approvals import approvals
 from .audit import audit
+from .bundles import inspect_command, publish_command, verify_command
 from .callers import callers
 from .ci import ci
 from .credentials import credentials
@@ -36,6 +37,8 @@ from .keys import keys
 from .policy import bundle, policy
 from .project import Project
 from .replay import replay_command
+from .serve_options import supply_options
+from .shadow import shadow
 
 DEFAULT_URL = "http://127.0.0.1:8700"
 
@@ -75,6 +78,9 @@ def cli(ctx: click.Context, policies_dir: Path, opa_binary: str | None) -> None:
 policy.add_command(fuzz)
 cli.add_command(policy)
 cli.add_command(bundle)
+bundle.add_command(verify_command)
+bundle.add_command(inspect_command)
+bundle.add_command(publish_command)
 cli.add_command(keys)
 cli.add_command(credentials)
 cli.add_command(callers)
@@ -82,6 +88,7 @@ cli.add_command(agents)
 cli.add_command(approvals)
 cli.add_command(audit)
 cli.add_command(replay_command)
+cli.add_command(shadow)
 cli.add_command(ci)
 
 
@@ -199,6 +206,7 @@ def trust_boundary_options(f: Any) -> Any:
     help="Serve this policy directory (the bundle is built from it); same as "
     "`pdpctl --policies DIR serve`. Example: examples/authzen/todo.",
 )
+@supply_options
 @click.option(
     "--ext-authz-grpc-port",
     type=int,
@@ -225,6 +233,7 @@ def serve(
     opa_timeout_ms: int | None,
     no_dev_trust: bool,
     serve_policies: Path | None,
+    supply: dict[str, Any],
     ext_authz_grpc_port: int | None,
     routes_file: Path | None,
     **boundary: Any,
@@ -254,6 +263,7 @@ def serve(
             policies_dir=serve_policies or project.policies_dir,
             dev_trust_domains=() if no_dev_trust else None,
             **{k: v for k, v in boundary.items() if v is not None and v is not False},
+            **supply,
             ext_authz_grpc_port=ext_authz_grpc_port,
             ext_authz_routes=routes_file,
         )
@@ -272,10 +282,16 @@ def serve(
             if started.admin_port is not None
             else ""
         )
+        engine = (
+            f"OPA with {settings.opa_config}"
+            if settings.opa_config
+            else "embedded OPA"
+            if settings.embedded
+            else settings.opa_url
+        )
         click.echo(
             f"agent-pdp serving on {scheme}://{settings.host}:{started.port} "
-            f"({'embedded OPA' if settings.embedded else settings.opa_url}; "
-            f"state in {settings.state_dir}{admin})",
+            f"({engine}; state in {settings.state_dir}{admin})",
             err=True,
         )
 
