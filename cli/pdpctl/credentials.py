@@ -8,6 +8,8 @@ from typing import Any
 
 import click
 
+from pdp.textsafe import safe
+
 from .admin_client import AdminClient, admin_options, echo_json, fail
 from .errors import BAD_INPUT, CLIError
 
@@ -62,8 +64,10 @@ def introspect(
         echo_json(answer)
     elif answer.get("active"):
         click.echo(
-            f"active  jti {answer['jti']}  sub {answer['sub']}  aud {answer['aud']}  "
-            f"scope {answer['scope']}  exp {answer['exp']}"
+            safe(
+                f"active  jti {answer['jti']}  sub {answer['sub']}  aud {answer['aud']}  "
+                f"scope {answer['scope']}  exp {answer['exp']}"
+            )
         )
     else:
         click.echo("inactive")
