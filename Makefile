@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup tools run test lint typecheck policy pytest bench fmt clean
+.PHONY: setup tools run test lint typecheck policy pytest bench fmt clean fuzz
 
 setup: $(STAMP) tools
 
@@ -43,6 +43,12 @@ pytest: setup
 	$(BIN)/pytest --cov --cov-branch --cov-report=term-missing:skip-covered
 
 test: lint typecheck policy pytest
+
+# The long run of the service fuzz test (tests/test_service_fuzz.py): random, 20x the cases
+# of `make test` per property unless FUZZ_EXAMPLES says how many.
+FUZZ_EXAMPLES ?= 0
+fuzz: setup
+	PDP_FUZZ_PROFILE=long PDP_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) $(BIN)/pytest -q -s -p no:cacheprovider tests/test_service_fuzz.py
 
 fmt: setup
 	$(BIN)/ruff format .

@@ -16,20 +16,12 @@ from __future__ import annotations
 
 import logging
 from typing import Any
-from urllib.parse import parse_qsl
 
-import orjson
 from aiohttp import web
 
 from .credentials import CredentialService
-from .errors import (
-    BodyTooLargeError,
-    FieldError,
-    MalformedJSONError,
-    RequestError,
-    StoreError,
-    UnsupportedMediaError,
-)
+from .errors import FieldError, RequestError, StoreError, UnsupportedMediaError
+from .httpio import header, read_form, read_json_object
 from .identity import parse_spiffe_id
 from .state import CREDENTIALS
 
@@ -38,6 +30,31 @@ log = logging.getLogger("pdp.admin")
 #: Largest body an admin endpoint reads (a credential is at most 16 KiB).
 MAX_ADMIN_BODY = 32 * 1024
 MAX_REASON = 512
+
+
+#: The admin surface: served apart from the decision API (pdp.server), with its own
+#: credential (never a caller key or client certificate).
+ADMIN_PATHS = frozenset(
+    {
+        "/v1/credentials/introspect",
+        "/v1/credentials/revoke",
+        "/v1/agents",
+        "/v1/agents/disable",
+        "/v1/agents/enable",
+        "/v1/keys",
+        "/v1/keys/rotate",
+        "/metrics",
+    }
+)
+
+
+#: Prefixes of admin paths with parameters (the approvals API, pdp.approvals_api).
+ADMIN_PREFIXES = ("/v1/approvals",)
+
+
+def is_admin_path(path: str) -> bool:
+    """Whether ``path`` belongs to the admin surface (its own credential, its own listener)."""
+    return path in ADMIN_PATHS or any(path == p or path.startswith(p + "/") for p in ADMIN_PREFIXES)
 
 
 def add_routes(app: web.Application) -> None:
@@ -62,35 +79,17 @@ def _json(body: Any, headers: dict[str, str] | None = None) -> web.Response:
 
 
 async def _body(request: web.Request, *, form: bool) -> dict[str, Any]:
-    """A JSON object, or (when ``form``) an application/x-www-form-urlencoded body, of at
-    most MAX_ADMIN_BODY bytes (413 beyond, whether or not a Content-Length says so)."""
-    too_large = BodyTooLargeError(f"body is larger than {MAX_ADMIN_BODY} bytes")
-    if request.content_length is not None and request.content_length > MAX_ADMIN_BODY:
-        raise too_large
+    """A strict JSON object, or (when ``form``) an application/x-www-form-urlencoded body
+    in which every parameter appears once (pdp.httpio); at most MAX_ADMIN_BODY bytes
+    (413 beyond, whether or not a Content-Length says so)."""
+    header(request, "Content-Type")
+    if form and request.content_type == "application/x-www-form-urlencoded":
+        return dict(await read_form(request, MAX_ADMIN_BODY))
     ctype = request.content_type
-    is_form = form and ctype == "application/x-www-form-urlencoded"
-    if not is_form and ctype != "application/json" and not ctype.endswith("+json"):
+    if ctype != "application/json" and not ctype.endswith("+json"):
         wanted = "application/json or application/x-www-form-urlencoded" if form else "JSON"
         raise UnsupportedMediaError(f"Content-Type must be {wanted}")
-    try:
-        raw = await request.read()  # bounded by the app's client_max_size
-    except web.HTTPRequestEntityTooLarge:
-        raise too_large from None
-    if len(raw) > MAX_ADMIN_BODY:
-        raise too_large
-    if is_form:
-        try:
-            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True)
-        except UnicodeDecodeError:
-            raise MalformedJSONError("form body is not UTF-8") from None
-        return dict(pairs)
-    try:
-        doc = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise MalformedJSONError("body is not valid JSON") from None
-    if not isinstance(doc, dict):
-        raise MalformedJSONError("body must be a JSON object")
-    return doc
+    return await read_json_object(request, MAX_ADMIN_BODY)
 
 
 def _token(body: dict[str, Any]) -> str:

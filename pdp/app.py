@@ -24,14 +24,28 @@ from .audit.record import LogRecorder, Recorder
 from .audit.trail import AuditRecorder, AuditTrail
 from .bundle import build_bundle
 from .bundlestatus import BundleStatus
-from .config import Settings
+from .callers import (
+    CALLER,
+    CALLER_EXEMPT,
+    CallerAuthenticator,
+    CallerKeys,
+    caller_middleware,
+    request_caller,
+)
+from .config import Settings, is_loopback
 from .credentials import CredentialService
 from .decision import DecisionService
 from .decision_cache import DecisionCache, check_bundles, watch_bundles
 from .delegation import DelegationVerifier
 from .devtrust import ensure_dev_trust
-from .errors import EngineUnavailableError, MalformedJSONError, PDPError
-from .httpio import json_response, read_json_body
+from .errors import (
+    BodyTooLargeError,
+    EngineUnavailableError,
+    OverloadedError,
+    PDPError,
+    RequestTimeoutError,
+)
+from .httpio import json_response, read_json_object
 from .identity import Identity, SVIDVerifier, TrustBundles
 from .metrics import Metrics
 from .normalize import normalize
@@ -39,6 +53,7 @@ from .opa import OPAClient
 from .prompthash import resolve_prompt_hasher
 from .routes import RouteTable
 from .schema import validate_request
+from .server import LISTENERS, Listeners, surface_middleware
 from .sessions import SessionHistory
 from .sidecar import OPASidecar, socket_path
 from .state import (
@@ -57,6 +72,7 @@ from .state import (
     VERIFIER,
 )
 from .tools import find_opa
+from .trustwatch import BUNDLE_WATCHER, BundleWatcher
 from .users import UserAssertionVerifier
 
 log = logging.getLogger("pdp")
@@ -72,7 +88,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except PDPError as exc:
         if exc.status < 500:
             request.app[METRICS].invalid_requests.labels(exc.code).inc()
-        return json_response(exc.body(), exc.status)
+        response = json_response(exc.body(), exc.status)
+        if isinstance(exc, OverloadedError):
+            response.headers["Retry-After"] = str(exc.retry_after_s)
+        if isinstance(exc, RequestTimeoutError | BodyTooLargeError):
+            response.force_close()  # the rest of the body is still on the wire
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -90,10 +111,14 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 async def post_decision(request: web.Request) -> web.Response:
     """POST /v1/decisions: may this agent do this now?"""
     app = request.app
-    body = await read_json_body(request, app[SETTINGS].max_body_bytes)
-    if not isinstance(body, dict):
-        raise MalformedJSONError("body must be a JSON object")
-    return json_response(await app[DECISIONS].decide(validate_request(body)))
+    settings = app[SETTINGS]
+    body = await read_json_object(
+        request, settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
+    decision_request = validate_request(body)
+    return json_response(
+        await app[DECISIONS].decide(decision_request, caller=request_caller(request))
+    )
 
 
 async def get_healthz(request: web.Request) -> web.Response:
@@ -153,7 +178,7 @@ async def get_metrics(request: web.Request) -> web.Response:
     )
 
 
-def build_verifier(settings: Settings) -> tuple[SVIDVerifier, list[str]]:
+def build_verifier(settings: Settings) -> tuple[SVIDVerifier, dict[str, Path]]:
     """Trust bundles from settings, plus generated dev bundles for dev trust domains."""
     files: dict[str, Path] = {}
     dev = [d for d in settings.dev_trust_domains if d not in settings.trust_bundles]
@@ -173,8 +198,9 @@ def build_verifier(settings: Settings) -> tuple[SVIDVerifier, list[str]]:
         settings.audience,
         leeway_seconds=settings.clock_skew_seconds,
         cache_size=settings.token_cache_size,
+        max_lifetime_s=settings.svid_max_lifetime_s,
     )
-    return verifier, sorted(files)
+    return verifier, files
 
 
 def _audit_ctx(base: Recorder) -> Callable[[web.Application], AsyncIterator[None]]:
@@ -219,9 +245,18 @@ async def _approvals_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _verifier_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Trust bundles are read (and dev ones generated) before OPA is started."""
-    app[VERIFIER], _ = build_verifier(app[SETTINGS])
-    yield
+    """Trust bundles are read (and dev ones generated) before OPA is started, and
+    reloaded when their files change (pdp.trustwatch)."""
+    settings = app[SETTINGS]
+    verifier, files = build_verifier(settings)
+    app[VERIFIER] = verifier
+    watcher = BundleWatcher(verifier, files, settings.trust_bundle_refresh_s)
+    app[BUNDLE_WATCHER] = watcher
+    await watcher.start()
+    try:
+        yield
+    finally:
+        await watcher.close()
 
 
 async def _sidecar_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -358,6 +393,8 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         prompt_to_policy=s.prompt_to_policy,
         credentials=app[CREDENTIALS],
         audit_prompt=s.audit_prompt,
+        max_in_flight=s.max_in_flight,
+        audit_value_limit=s.audit_max_value_bytes,
         prompt_hasher=await asyncio.to_thread(resolve_prompt_hasher, s),
         sessions=SessionHistory(app[CREDENTIALS].store, ttl_s=s.session_ttl_s),
         delegation=DelegationVerifier(
@@ -367,11 +404,33 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         approvals=app[APPROVALS],
         users=_user_verifier(s),
     )
+    service = app[DECISIONS]
+
+    def bundles_changed(bundles: TrustBundles, changed: set[str]) -> None:
+        # What else trusts the bundles follows a rotation: delegation assertions are
+        # verified against the new keys, and no decision made for an identity the old
+        # bundles verified is served from the cache.
+        if service.delegation is not None:
+            service.delegation.bundles = bundles
+        if service.cache is not None:
+            service.cache.invalidate("trust_bundle")
+
+    app[BUNDLE_WATCHER].on_change.append(bundles_changed)
     trail = app[AUDIT]
     if trail is not None:
-        service = app[DECISIONS]
         trail.writer.expecting = lambda: service.in_progress
     yield
+
+
+def build_caller_authenticator(settings: Settings) -> CallerAuthenticator:
+    """Caller (PEP) authentication as configured; raises ValueError for a bad keys file."""
+    keys = CallerKeys.load(settings.caller_keys) if settings.caller_keys is not None else None
+    authenticator = CallerAuthenticator(
+        keys=keys, mtls=settings.client_ca is not None, trust_domain=settings.client_trust_domain
+    )
+    if not authenticator.enabled:
+        log.info("caller authentication is off: any local process may ask for decisions")
+    return authenticator
 
 
 def _user_verifier(s: Settings) -> UserAssertionVerifier | None:
@@ -392,7 +451,16 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
     ``recorder`` receives every decision record after the audit trail (default: the
     ``pdp.decisions`` log line).
     """
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body_bytes)
+    app = web.Application(
+        # errors first (they map everything below), then which surface, then who asks
+        middlewares=[error_middleware, surface_middleware, caller_middleware],
+        client_max_size=settings.max_body_bytes,
+    )
+    app[LISTENERS] = Listeners(
+        admin_on_decision=settings.admin_port is None and is_loopback(settings.host)
+    )
+    app[CALLER] = build_caller_authenticator(settings)
+    app[CALLER_EXEMPT] = admin.is_admin_path  # the admin surface has its own credential
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     # Opened in this order, closed in reverse: each context uses only keys set before it.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -196,6 +197,129 @@ class Settings:
     #: Audience user assertions must name; None: PDP_AUDIENCE.
     user_assertion_audience: str | None = None
 
+    # -- the trust boundary (docs/security.md) ---------------------------------------
+    #: TLS certificate chain (PEM) of the decision listener (and of the admin listener).
+    tls_cert: Path | None = None
+    #: Private key (PEM) of tls_cert.
+    tls_key: Path | None = None
+    #: CA certificates (PEM), or a SPIFFE trust domain's X.509 bundle (JSON), that caller
+    #: (gateway) client certificates must chain to. Needs tls_cert.
+    client_ca: Path | None = None
+    #: With client_ca: caller certificates must be X.509-SVIDs of this trust domain.
+    client_trust_domain: str | None = None
+    #: File of hashed caller keys (``<caller-id> sha256:<hex>`` lines; `pdpctl callers`).
+    caller_keys: Path | None = None
+    #: Allow a non-loopback listener without caller authentication (never in production).
+    insecure_no_caller_auth: bool = False
+    #: Address of the admin listener (admin API and /metrics), when admin_port is set.
+    admin_host: str = "127.0.0.1"
+    #: Port of the admin listener. None: the admin surface is served on the decision
+    #: listener, and only when that listener is on loopback.
+    admin_port: int | None = None
+    #: Decisions evaluated at once; past it a decision is answered 503 + Retry-After.
+    max_in_flight: int = 32
+    #: Open connections per listener; past it a new connection gets 503 and is closed.
+    max_connections: int = 1024
+    #: Seconds a connection may take to send a complete request head (and stay idle).
+    header_timeout_s: float = 10.0
+    #: Seconds a client may take to send a body once its head has arrived.
+    body_timeout_s: float = 10.0
+    #: Seconds between checks of the trust bundle files for changes (0: never reload).
+    trust_bundle_refresh_s: float = 2.0
+    #: Longest JWT-SVID lifetime accepted (exp - iat, or exp - now without iat), seconds.
+    svid_max_lifetime_s: int = 86400
+    #: Free-form values (arguments, context) larger than this are recorded as digest and
+    #: size (unauthenticated requests: 256 bytes), bytes.
+    audit_max_value_bytes: int = 16 * 1024
+    #: File holding the Redis password (instead of a password in PDP_STORE_URL).
+    store_password_file: Path | None = None
+
+    def store_password(self) -> str | None:
+        """The Redis password from PDP_STORE_PASSWORD_FILE (read when the store opens, so
+        a rotated file takes effect on restart), or None."""
+        if self.store_password_file is None:
+            return None
+        return Path(self.store_password_file).read_text().strip() or None
+
+    @property
+    def caller_auth(self) -> bool:
+        """Whether callers of the decision API must authenticate."""
+        return self.client_ca is not None or self.caller_keys is not None
+
+    def _check_boundary(self) -> None:
+        tls = self.tls_cert is not None
+        _check(
+            tls == (self.tls_key is not None),
+            "PDP_TLS_KEY" if tls else "PDP_TLS_CERT",
+            str(self.tls_key if tls else self.tls_cert),
+            "PDP_TLS_CERT and PDP_TLS_KEY go together",
+        )
+        for key, file in (
+            ("PDP_TLS_CERT", self.tls_cert),
+            ("PDP_TLS_KEY", self.tls_key),
+            ("PDP_CLIENT_CA", self.client_ca),
+            ("PDP_CALLER_KEYS", self.caller_keys),
+            ("PDP_STORE_PASSWORD_FILE", self.store_password_file),
+        ):
+            _check(file is None or Path(file).is_file(), key, str(file), "file does not exist")
+        _check(
+            self.client_ca is None or tls,
+            "PDP_CLIENT_CA",
+            str(self.client_ca),
+            "client certificates need TLS: set PDP_TLS_CERT and PDP_TLS_KEY",
+        )
+        _check(
+            self.client_trust_domain is None or self.client_ca is not None,
+            "PDP_CLIENT_TRUST_DOMAIN",
+            self.client_trust_domain,
+            "needs PDP_CLIENT_CA (that trust domain's X.509 bundle)",
+        )
+        for key, port in (("PDP_ADMIN_PORT", self.admin_port),):
+            _check(port is None or 0 <= port < 65536, key, port, "must be 0..65535")
+        for key, count in (
+            ("PDP_MAX_IN_FLIGHT", self.max_in_flight),
+            ("PDP_MAX_CONNECTIONS", self.max_connections),
+        ):
+            _check(count >= 1, key, count, "must be >= 1")
+        for key, seconds in (
+            ("PDP_HEADER_TIMEOUT_S", self.header_timeout_s),
+            ("PDP_BODY_TIMEOUT_S", self.body_timeout_s),
+        ):
+            _check(0 < seconds <= 300, key, seconds, "must be 0..300 (exclusive of 0)")
+        _check(
+            self.trust_bundle_refresh_s >= 0,
+            "PDP_TRUST_BUNDLE_REFRESH_S",
+            self.trust_bundle_refresh_s,
+            "must be >= 0 (0: never reload)",
+        )
+        _check(
+            60 <= self.svid_max_lifetime_s <= 30 * 86400,
+            "PDP_SVID_MAX_LIFETIME_S",
+            self.svid_max_lifetime_s,
+            "must be 60..2592000 (30 days)",
+        )
+        _check(
+            self.audit_max_value_bytes >= 256,
+            "PDP_AUDIT_MAX_VALUE_BYTES",
+            self.audit_max_value_bytes,
+            "must be >= 256",
+        )
+        if not is_loopback(self.host) and not self.insecure_no_caller_auth:
+            _check(
+                self.caller_auth,
+                "PDP_HOST",
+                self.host,
+                "a listener beyond loopback needs caller authentication (--client-ca or "
+                "--caller-keys); --insecure-no-caller-auth overrides this (never in production)",
+            )
+            _check(
+                tls,
+                "PDP_HOST",
+                self.host,
+                "a listener beyond loopback needs TLS (--tls-cert, --tls-key) for its callers' "
+                "credentials; --insecure-no-caller-auth overrides this",
+            )
+
     def __post_init__(self) -> None:
         _check(self.host != "", "PDP_HOST", self.host, "must not be empty")
         _check(0 < self.port < 65536, "PDP_PORT", self.port, "must be 1..65535")
@@ -303,6 +427,7 @@ class Settings:
             self.event_loop,
             "must be auto, uvloop or asyncio",
         )
+        self._check_boundary()
         if self.opa_url is not None:
             parts = urlsplit(self.opa_url)
             ok = (parts.scheme in {"http", "https"} and bool(parts.netloc)) or (
@@ -489,6 +614,16 @@ class Settings:
                 values[f.name] = _parse(var, _field_types()[f.name], env[var], f.default)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _check(ok: bool, key: str, value: object, message: str) -> None:

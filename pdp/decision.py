@@ -7,18 +7,28 @@ OPA and one path to the recorder.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .answer import AGENT_DISABLED, answer, reason
 from .approvals import ApprovalService, Binding
-from .audit.record import Recorder, build_record
+from .audit.record import DEFAULT_VALUE_LIMIT, Recorder, build_record
+from .callers import ANONYMOUS, Caller
 from .credentials import CredentialService
 from .decision_cache import CacheEntry, DecisionCache
 from .delegation import DelegationVerifier
-from .errors import EngineUnavailableError, HistoryUnavailableError, StoreError
+from .errors import (
+    AuditUnavailableError,
+    EngineUnavailableError,
+    HistoryUnavailableError,
+    InternalDecisionError,
+    OverloadedError,
+    StoreError,
+)
 from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
 from .normalize import is_asserted, normalize
@@ -28,6 +38,8 @@ from .sessions import SessionHistory, session_keys, unavailable_snapshot
 from .users import UserAssertionVerifier
 
 __all__ = ["DecisionService"]
+
+log = logging.getLogger("pdp.decision")
 
 
 class DecisionService:
@@ -50,8 +62,15 @@ class DecisionService:
         cache: DecisionCache | None = None,
         approvals: ApprovalService | None = None,
         users: UserAssertionVerifier | None = None,
+        max_in_flight: int = 32,
+        audit_value_limit: int = DEFAULT_VALUE_LIMIT,
     ) -> None:
         self.verifier = verifier
+        #: Decisions evaluated at once; past it decide() raises OverloadedError at once.
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
+        #: Free-form values larger than this are recorded as digest + size.
+        self.audit_value_limit = audit_value_limit
         self.opa = opa
         self.recorder = recorder
         self.metrics = metrics
@@ -81,11 +100,24 @@ class DecisionService:
         #: Verifies agent.user_assertion (None: no user assertion is accepted).
         self.users = users
 
-    async def decide(self, request: dict[str, Any], *, mint: bool = True) -> dict[str, Any]:
-        """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
+    async def decide(
+        self,
+        request: dict[str, Any],
+        *,
+        mint: bool = True,
+        caller: Caller = ANONYMOUS,
+        admitted: bool = False,
+    ) -> dict[str, Any]:
+        """Decide a schema-valid request asked by ``caller`` (the authenticated PEP, which
+        policy sees as ``input.pep`` and the record keeps as ``caller``).
 
-        Even then the decision is recorded (as a deny) under its ``decision_id``, which the
-        error carries for the error body.
+        Raises :class:`OverloadedError` (503 + Retry-After, nothing recorded: no decision
+        was made) at once when ``max_in_flight`` decisions are already being evaluated
+        (``admitted``: the front door holds a slot already, see :meth:`admit`);
+        :class:`EngineUnavailableError` (503) when OPA cannot answer and
+        :class:`InternalDecisionError` (500) on a bug, both after recording the decision as
+        a deny under its ``decision_id``, which the error carries for the error body:
+        every answer that carries a ``decision_id`` is in the audit trail.
 
         ``request`` is a decision request (``decision-request.schema.json``) or, from the
         AuthZEN front door, a PEP-asserted subject request (``{"subject", "action",
@@ -100,12 +132,36 @@ class DecisionService:
         """
         self.in_progress += 1  # until it returns or raises (see in_progress)
         try:
-            if self.sessions is None or request.get("mode") == "check":
-                return await self._decide(request, mint)  # a check changes no history
-            async with self.sessions.serialized(request):
-                return await self._decide(request, mint)
+            if admitted:
+                return await self._serialized(request, mint, caller)
+            async with self.admit():
+                return await self._serialized(request, mint, caller)
         finally:
             self.in_progress -= 1
+
+    @contextlib.asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        """Hold one of the ``max_in_flight`` evaluation slots, or raise OverloadedError
+        at once. A front door deciding a batch for one request (AuthZEN evaluations,
+        search) holds one slot for all of it and passes ``admitted=True``."""
+        if self.in_flight >= self.max_in_flight:
+            self.metrics.decisions.labels("shed").inc()
+            raise OverloadedError(
+                f"{self.max_in_flight} decisions are being evaluated; retry shortly"
+            )
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+
+    async def _serialized(
+        self, request: dict[str, Any], mint: bool, caller: Caller
+    ) -> dict[str, Any]:
+        if self.sessions is None or request.get("mode") == "check":
+            return await self._decide(request, mint, caller)  # a check changes no history
+        async with self.sessions.serialized(request):
+            return await self._decide(request, mint, caller)
 
     async def _session(self, request: dict[str, Any], now_ns: int) -> dict[str, Any] | None:
         if self.sessions is not None:
@@ -122,7 +178,7 @@ class DecisionService:
             return DelegationVerifier.refused("this PDP verifies no delegation assertions")
         return self.delegation.chain(assertion)
 
-    async def _decide(self, request: dict[str, Any], mint: bool) -> dict[str, Any]:
+    async def _decide(self, request: dict[str, Any], mint: bool, caller: Caller) -> dict[str, Any]:
         started = time.perf_counter()
         decision_id = str(uuid.uuid4())
         asserted = is_asserted(request)
@@ -153,128 +209,150 @@ class DecisionService:
             chain=self._chain(request),
             approval=approval_doc,
             user=user,
+            pep=caller.to_input(),
         )
-        # Counted only once the request is decided: normalize may still refuse it (400).
-        if not identity.authenticated and not asserted:
-            self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
-        # Step 4: the decision cache (policy-declared TTLs; pdp/decision_cache.py).
-        key, generation, hit = self._cache_lookup(identity, input_doc)
+        # From here on, whatever happens, the decision_id is recorded.
+        progress = _Progress()
         try:
-            result = hit.result if hit is not None else await self.opa.evaluate(input_doc)
-        except EngineUnavailableError as exc:
-            self.metrics.opa_errors.labels(exc.kind).inc()
-            self.metrics.decisions.labels("error").inc()
-            response: dict[str, Any] = {"decision_id": decision_id, "allow": False, "reasons": []}
-            if creds is not None:
-                creds.after_decision(decision_id, request, identity, response)
-            await self._record(
-                decision_id, input_doc, request, response, started, identity, error=exc.message
+            # Counted only once the request is decided: normalize may still refuse it (400).
+            if not identity.authenticated and not asserted:
+                self.metrics.authn_failures.labels(identity.error_code or "authn.unknown").inc()
+            # Step 4: the decision cache (policy-declared TTLs; pdp/decision_cache.py).
+            key, generation, hit = self._cache_lookup(identity, input_doc)
+            try:
+                result = hit.result if hit is not None else await self.opa.evaluate(input_doc)
+            except EngineUnavailableError as exc:
+                self.metrics.opa_errors.labels(exc.kind).inc()
+                self.metrics.decisions.labels("error").inc()
+                response: dict[str, Any] = {
+                    "decision_id": decision_id,
+                    "allow": False,
+                    "reasons": [],
+                }
+                if creds is not None:
+                    creds.after_decision(decision_id, request, identity, response)
+                await self._record(
+                    decision_id, input_doc, request, response, started, identity, caller,
+                    error=exc.message,
+                )  # fmt: skip
+                progress.recorded = True
+                raise EngineUnavailableError(
+                    exc.message, kind=exc.kind, decision_id=decision_id
+                ) from exc
+            if hit is None:
+                self.metrics.opa_latency.observe(result.duration_s)
+            if result.decision is None:
+                self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
+            cache_note = self._cache_store(
+                key, generation, hit, input_doc, request, result, decision_id
             )
-            raise EngineUnavailableError(
-                exc.message, kind=exc.kind, decision_id=decision_id
-            ) from exc
-        if hit is None:
-            self.metrics.opa_latency.observe(result.duration_s)
-        if result.decision is None:
-            self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
-        cache_note = self._cache_store(
-            key, generation, hit, input_doc, request, result, decision_id
-        )
-        refusal = (approval_doc or {}).get("refusal")
-        response = answer(
-            decision_id,
-            request,
-            identity,
-            result,
-            status,
-            asserted=asserted,
-            approval_refusal=refusal,
-        )
-        obligation = ((result.decision or {}).get("obligations") or {}).get("approval")
-        granted = approval_doc is not None and approval_doc["status"] == "granted"
-        if response["allow"] and isinstance(obligation, dict) and obligation.get("required"):
-            if not granted:
-                # Defense in depth: a policy that allows what it says needs approval.
-                _deny(response, reason("approval_required", "the policy requires approval"))
-        if (
-            not response["allow"]
-            and binding is not None
-            and self.approvals is not None
-            and isinstance(obligation, dict)
-            and obligation.get("required") is True
-            and approval_id is None
-            and not check
-            and {r.get("code") for r in response["reasons"]} == {"approval_required"}
-        ):
-            # Denied only for want of approval: open (or find) the pending approval.
-            pending = await self.approvals.request(decision_id, binding, obligation)
-            response["approval"] = pending.pending_view()
-        if (
-            response["allow"]
-            and granted
-            and binding is not None
-            and self.approvals is not None
-            and not check
-        ):
-            used = await self.approvals.use(str(approval_id), binding, decision_id)
-            if used is not None:
-                _deny(response, reason(used, "the approval could not be used for this call"))
-                refused = {"id": approval_id, "status": "refused", "refusal": used}
-                input_doc = {**input_doc, "approval": refused}  # the record says so
-        credential = None
-        if creds is not None and not check:
-            # The agent's status again, after every await above: a decision that straddles
-            # a disable is denied. Checked and minted with no await in between (atomic).
-            if response["allow"] and creds.agent_status(identity) == "disabled":
-                _deny(
-                    response,
-                    reason(
-                        AGENT_DISABLED,
-                        f"agent {identity.spiffe_id!r} was disabled while its decision was "
-                        "being made",
-                    ),
-                )
-                # The record says so (and replays so): a copy, the cache may hold the input.
-                input_doc = {**input_doc, "agent": {**input_doc["agent"], "status": "disabled"}}
-            # Minted only on allow; the token goes in the answer, its jti in the record.
-            credential = creds.after_decision(
+            refusal = (approval_doc or {}).get("refusal")
+            response = answer(
                 decision_id,
                 request,
                 identity,
-                response,
-                mint=mint,
-                approval_id=str(approval_id) if granted and response["allow"] else None,
+                result,
+                status,
+                asserted=asserted,
+                approval_refusal=refusal,
             )
-            if credential is not None:
-                response["credential"] = credential.response()
-        for r in response["reasons"]:
-            self.metrics.reasons.labels(str(r.get("code", ""))).inc()
-        await self._record(
-            decision_id,
-            input_doc,
-            request,
-            response,
-            started,
-            identity,
-            credential=None if credential is None else credential.record(),
-            opa_decision_id=None if hit is not None else result.decision_id,
-            cache=cache_note,
-        )
-        if response["allow"] and self.sessions is not None and not check:
-            try:
-                await self.sessions.record(request, input_doc, now_ns)
-            except StoreError as exc:
-                # Recorded as allowed, but the credential never leaves: a call the history
-                # does not know of could open a toxic flow for the next one.
-                self.metrics.decisions.labels("error").inc()
-                raise HistoryUnavailableError(
-                    f"the session history could not be updated: {exc}", decision_id=decision_id
-                ) from exc
-        # Counted once recorded: a decision whose record failed was answered 503, not this.
-        self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
-        if self.observer is not None:  # e.g. shadow evaluation: queued, never awaited
-            self.observer(decision_id, input_doc, response)
-        return response
+            obligation = ((result.decision or {}).get("obligations") or {}).get("approval")
+            granted = approval_doc is not None and approval_doc["status"] == "granted"
+            if response["allow"] and isinstance(obligation, dict) and obligation.get("required"):
+                if not granted:
+                    # Defense in depth: a policy that allows what it says needs approval.
+                    _deny(response, reason("approval_required", "the policy requires approval"))
+            if (
+                not response["allow"]
+                and binding is not None
+                and self.approvals is not None
+                and isinstance(obligation, dict)
+                and obligation.get("required") is True
+                and approval_id is None
+                and not check
+                and {r.get("code") for r in response["reasons"]} == {"approval_required"}
+            ):
+                # Denied only for want of approval: open (or find) the pending approval.
+                pending = await self.approvals.request(decision_id, binding, obligation)
+                response["approval"] = pending.pending_view()
+            if (
+                response["allow"]
+                and granted
+                and binding is not None
+                and self.approvals is not None
+                and not check
+            ):
+                used = await self.approvals.use(str(approval_id), binding, decision_id)
+                if used is not None:
+                    _deny(response, reason(used, "the approval could not be used for this call"))
+                    refused = {"id": approval_id, "status": "refused", "refusal": used}
+                    input_doc = {**input_doc, "approval": refused}  # the record says so
+            credential = None
+            if creds is not None and not check:
+                # The agent's status again, after every await above: a decision that straddles
+                # a disable is denied. Checked and minted with no await in between (atomic).
+                if response["allow"] and creds.agent_status(identity) == "disabled":
+                    _deny(
+                        response,
+                        reason(
+                            AGENT_DISABLED,
+                            f"agent {identity.spiffe_id!r} was disabled while its decision was "
+                            "being made",
+                        ),
+                    )
+                    # The record says so (and replays so): a copy, the cache may hold the input.
+                    input_doc = {**input_doc, "agent": {**input_doc["agent"], "status": "disabled"}}
+                # Minted only on allow; the token goes in the answer, its jti in the record.
+                credential = creds.after_decision(
+                    decision_id,
+                    request,
+                    identity,
+                    response,
+                    mint=mint,
+                    approval_id=str(approval_id) if granted and response["allow"] else None,
+                )
+                if credential is not None:
+                    response["credential"] = credential.response()
+            for r in response["reasons"]:
+                self.metrics.reasons.labels(str(r.get("code", ""))).inc()
+            await self._record(
+                decision_id,
+                input_doc,
+                request,
+                response,
+                started,
+                identity,
+                caller,
+                credential=None if credential is None else credential.record(),
+                opa_decision_id=None if hit is not None else result.decision_id,
+                cache=cache_note,
+            )
+            progress.recorded = True
+            if response["allow"] and self.sessions is not None and not check:
+                try:
+                    await self.sessions.record(request, input_doc, now_ns)
+                except StoreError as exc:
+                    # Recorded as allowed, but the credential never leaves: a call the history
+                    # does not know of could open a toxic flow for the next one.
+                    self.metrics.decisions.labels("error").inc()
+                    raise HistoryUnavailableError(
+                        f"the session history could not be updated: {exc}", decision_id=decision_id
+                    ) from exc
+            # Counted once recorded: a decision whose record failed was answered 503, not this.
+            self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
+            if self.observer is not None:  # e.g. shadow evaluation: queued, never awaited
+                self.observer(decision_id, input_doc, response)
+            return response
+        except (EngineUnavailableError, AuditUnavailableError, HistoryUnavailableError):
+            raise  # each recorded under its decision_id (or the trail itself failed)
+        except Exception as exc:  # the outermost boundary of one decision
+            if progress.recorded:
+                raise  # a bug after the record was made durable
+            log.exception("decision %s failed", decision_id)
+            await self._record_internal_error(
+                decision_id, input_doc, request, started, identity, caller, exc
+            )
+            raise InternalDecisionError(decision_id=decision_id) from exc
 
     def set_verifier(self, verifier: SVIDVerifier) -> None:
         """Use new trust bundles (a new verifier): every cached decision is dropped, since
@@ -326,19 +404,52 @@ class DecisionService:
             return {"id": approval_id, "status": "refused", "refusal": refusal}
         return approval.input_view()
 
-    async def _record(
+    async def _record_internal_error(
         self,
         decision_id: str,
         input_doc: dict[str, Any],
         request: dict[str, Any],
+        started: float,
+        identity: Identity,
+        caller: Caller,
+        exc: Exception,
+    ) -> None:
+        """Record a decision that failed on a bug as an error deny (status 500)."""
+        self.metrics.decisions.labels("error").inc()
+        denied = reason("internal_error", "the PDP failed to decide; denied")
+        response = {"decision_id": decision_id, "allow": False, "reasons": [denied]}
+        error = f"internal error ({type(exc).__name__})"
+        try:
+            await self._record(
+                decision_id, input_doc, request, response, started, identity, caller,
+                error=error, status=500,
+            )  # fmt: skip
+        except AuditUnavailableError:
+            raise
+        except Exception:
+            # The full record could not be built or written: the minimal one still names
+            # the decision, so no answered decision_id is missing from the trail.
+            log.exception("decision %s: recording the full error record failed", decision_id)
+            await self._record(
+                decision_id, None, {}, response, started, identity, caller,
+                error=error, status=500,
+            )  # fmt: skip
+
+    async def _record(
+        self,
+        decision_id: str,
+        input_doc: dict[str, Any] | None,
+        request: dict[str, Any],
         response: dict[str, Any],
         started: float,
         identity: Identity,
+        caller: Caller,
         *,
         error: str | None = None,
         credential: dict[str, Any] | None = None,
         opa_decision_id: str | None = None,
         cache: dict[str, Any] | None = None,
+        status: int | None = None,
     ) -> None:
         latency = time.perf_counter() - started
         self.metrics.latency.observe(latency)
@@ -355,6 +466,9 @@ class DecisionService:
                 prompt_mode=self.audit_prompt,
                 opa_decision_id=opa_decision_id,
                 cache=cache,
+                caller=caller.to_input() if caller.authenticated else None,
+                value_limit=self.audit_value_limit,
+                status=status,
             )
         )
 
@@ -368,3 +482,12 @@ def _deny(response: dict[str, Any], why: dict[str, Any]) -> None:
     if why["code"] not in {r.get("code") for r in response["reasons"]}:
         response["reasons"].append(why)
         response["reasons"].sort(key=lambda r: (str(r.get("code")), str(r.get("message"))))
+
+
+class _Progress:
+    """How far one decision got: whether its record is durable yet."""
+
+    __slots__ = ("recorded",)
+
+    def __init__(self) -> None:
+        self.recorded = False

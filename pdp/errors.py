@@ -11,10 +11,14 @@ naive client fails closed.
     ├── RequestError                400  exit 9   invalid_request     (with field errors)
     │   ├── MalformedJSONError      400           body is not JSON / not an object
     │   ├── UnsupportedMediaError   415           Content-Type is not JSON
-    │   └── BodyTooLargeError       413           body over the limit (decision or admin API)
+    │   ├── BodyTooLargeError       413           body over the limit (decision or admin API)
+    │   └── RequestTimeoutError     408           the body did not arrive in time (pdp.httpio)
     ├── AuthError                   401  exit 8   admin endpoint without a credential
-    │   └── ForbiddenError          403           ... with the wrong credential
+    │   ├── ForbiddenError          403           ... with the wrong credential
+    │   └── CallerAuthError         401           the caller (PEP) did not authenticate
+    ├── InternalDecisionError       500  exit 1   a bug while deciding, recorded as an error deny
     ├── UnavailableError            503  exit 8   a dependency cannot serve
+    │   ├── OverloadedError         503           every evaluation slot is taken (Retry-After)
     │   ├── EngineUnavailableError  503           OPA unreachable or past its deadline
     │   ├── AuditUnavailableError   503           the decision could not be made durable
     │   ├── HistoryUnavailableError 503           an allow could not enter its session history
@@ -262,3 +266,50 @@ class AuditError(PDPError, RuntimeError):
         super().__init__(message)
         #: The message without paths, for a client's error body.
         self.short = short or message
+
+
+class RequestTimeoutError(RequestError):
+    """The client did not send its body within the body read timeout."""
+
+    status = 408
+    code = "request_timeout"
+
+
+class CallerAuthError(AuthError):
+    """The caller (the gateway, the PEP) presented no acceptable client certificate or
+    caller key; answered before any agent token is looked at (pdp.callers)."""
+
+    code = "caller_unauthenticated"
+
+
+class OverloadedError(UnavailableError):
+    """Every evaluation slot is taken: answered at once, never queued (Retry-After)."""
+
+    code = "overloaded"
+
+    def __init__(self, message: str, *, retry_after_s: int = 1) -> None:
+        super().__init__(message)
+        #: Seconds the client should wait; sent as the Retry-After header.
+        self.retry_after_s = retry_after_s
+
+
+class InternalDecisionError(PDPError):
+    """A decision failed on a bug. It was recorded as an error deny under ``decision_id``,
+    which the body carries so the answer can be found in the audit trail."""
+
+    code = "internal"
+
+    def __init__(
+        self,
+        message: str = "internal error; the decision is recorded as a deny",
+        *,
+        decision_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.decision_id = decision_id
+
+    def body(self) -> dict[str, Any]:
+        body = super().body()
+        if self.decision_id is not None:
+            body["decision_id"] = self.decision_id
+        return body

@@ -7,24 +7,24 @@ A pure function: no I/O, no clock reads, no randomness. The shape is specified b
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
 from .errors import FieldError, RequestError
 from .identity import Identity
 from .prompthash import PromptHasher
 from .timefmt import rfc3339
+from .urls import URLError, canonical_url
 
 __all__ = ["DEFAULT_SENSITIVITY", "SENSITIVITY_RANKS", "normalize", "rfc3339"]
 
 INPUT_VERSION = 1
+#: input.pep when caller authentication is off (pdp.callers.ANONYMOUS).
+_NO_PEP = {"authenticated": False, "id": None, "method": "none"}
 
 #: Sensitivity labels in rising order; the index is the rank policies compare.
 SENSITIVITY_RANKS = {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
 #: What a request that does not label its data is treated as: the most restrictive label
 #: (docs/policy-authoring.md, "Secure defaults"); omission never widens access.
 DEFAULT_SENSITIVITY = "restricted"
-
-_DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def normalize(
@@ -39,6 +39,7 @@ def normalize(
     chain: dict[str, Any] | None = None,
     approval: dict[str, Any] | None = None,
     user: dict[str, Any] | None = None,
+    pep: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the OPA input from a schema-valid decision request.
 
@@ -57,14 +58,17 @@ def normalize(
     ``session`` is the task/session history snapshot (:mod:`pdp.sessions`; default: no
     history, origin null) and ``chain`` the verified delegation chain (:mod:`pdp.delegation`;
     default: none); both are passed through as ``input.session`` and ``input.chain``.
-    Raises :class:`RequestError` only for a URL the schema could not rule out (a bad port).
+    ``pep`` is the authenticated caller (pdp.callers: ``{authenticated, id, method}``),
+    passed through as ``input.pep`` (default: caller authentication off).
+    Raises :class:`RequestError` only for a URL that is not one unambiguous reading
+    (:mod:`pdp.urls`): policy sees the canonical URL, scheme, host and port.
 
     A PEP-asserted subject request (:func:`is_asserted`) becomes the AuthZEN input
     instead (:func:`_asserted_input`).
     """
     now = rfc3339(now_ns)
     if is_asserted(request):
-        return _asserted_input(request, identity, now_ns, now)
+        return _asserted_input(request, identity, now_ns, now, pep)
     agent = request.get("agent", {})
     action = request["action"]
     data = request.get("data", {})
@@ -100,6 +104,8 @@ def normalize(
         "request": {"id": request.get("request_id"), "received_at": now},
         "session": session if session is not None else no_history(now_ns),
         "chain": chain if chain is not None else dict(NO_CHAIN),
+        # The authenticated caller (gateway) that asked: {authenticated, id, method}.
+        "pep": dict(pep) if pep is not None else dict(_NO_PEP),
     }
     if approval is not None:
         doc["approval"] = approval
@@ -151,13 +157,19 @@ def is_asserted(request: dict[str, Any]) -> bool:
 
 
 def _asserted_input(
-    request: dict[str, Any], identity: Identity, now_ns: int, now: str
+    request: dict[str, Any],
+    identity: Identity,
+    now_ns: int,
+    now: str,
+    pep: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The OPA input of a PEP-asserted AuthZEN request (docs/authzen.md).
 
     The subject, action, resource and context are passed as the PEP sent them (unknown
     members included, the AuthZEN rule); ``subject.asserted`` is always true and
     ``identity`` is the (unauthenticated) agent identity: no agent token was verified.
+    ``pep`` says which authenticated caller asserted the subject: the only thing that
+    makes an asserted subject worth anything.
     """
     return {
         "version": INPUT_VERSION,
@@ -168,6 +180,7 @@ def _asserted_input(
         "resource": request["resource"],
         "context": request.get("context", {}),
         "request": {"id": request.get("request_id"), "received_at": now},
+        "pep": dict(pep) if pep is not None else dict(_NO_PEP),
     }
 
 
@@ -175,21 +188,14 @@ def _destination(dest: dict[str, Any]) -> dict[str, Any]:
     url = dest.get("url")
     host = scheme = port = None
     if url is not None:
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        host = parts.hostname  # lower-cased by urlsplit, userinfo stripped
         try:
-            port = parts.port if parts.port is not None else _DEFAULT_PORTS.get(scheme)
-        except ValueError:
+            canonical = canonical_url(url)
+        except URLError as exc:
             raise RequestError(
                 "request does not match the schema",
-                fields=[FieldError("/destination/url", "port is not a valid number (0-65535)")],
+                fields=[FieldError("/destination/url", str(exc))],
             ) from None
-        if not host:
-            raise RequestError(
-                "request does not match the schema",
-                fields=[FieldError("/destination/url", "URL has no host")],
-            )
+        url, host, scheme, port = canonical.url, canonical.host, canonical.scheme, canonical.port
     return {
         "type": dest["type"],
         "name": dest["name"],

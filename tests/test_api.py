@@ -315,7 +315,7 @@ BAD_INPUTS = [
         "destination url with port 99999",
         dumps(changed("/destination/url", "https://jira.internal.acme:99999/rest")),
         400,
-        schema_error(("/destination/url", "port is not a valid number (0-65535)")),
+        schema_error(("/destination/url", "port is not a valid number (1-65535)")),
     ),
     BadInput(
         "identity set by the body",

@@ -276,7 +276,7 @@ def test_build_record_keeps_only_the_credential_summary() -> None:
 async def test_concurrent_decisions_are_each_recorded_once(
     start: Callable[..., Any], audit_dir: Path, mint: Callable[..., str]
 ) -> None:
-    client = await start()
+    client = await start(max_in_flight=64)  # all 40 admitted at once
     request = request_for(ALLOW, mint)
 
     answers = await asyncio.gather(*(decide(client, request) for _ in range(40)))

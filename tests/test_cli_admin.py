@@ -32,9 +32,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
 def pdpctl(served: ServeProcess) -> Callable[..., Result]:
     """Run pdpctl with the service's URL and state dir (where its admin token is)."""
 
-    def run(*args: str, env: dict[str, str] | None = None) -> Result:
+    def run(*args: str, env: dict[str, str] | None = None, input: str | None = None) -> Result:
         base = {"PDP_URL": served.url, "PDP_STATE_DIR": str(served.state_dir)}
-        result = CliRunner().invoke(cli, list(args), env={**base, **(env or {})})
+        result = CliRunner().invoke(cli, list(args), env={**base, **(env or {})}, input=input)
         return result
 
     return run
@@ -70,6 +70,29 @@ def test_credentials_introspect_then_revoke(
     assert (inactive.exit_code, inactive.output) == (
         errors.FAILED,
         "inactive\nerror: the credential is not active\n",
+    )
+
+
+def test_credentials_read_the_token_from_stdin_or_a_file_never_needing_argv(
+    served: ServeProcess, pdpctl: Callable[..., Result], tmp_path: Path
+) -> None:
+    token = allow_credential(served, pdpctl)["token"]
+    token_file = tmp_path / "credential"
+    token_file.write_text(token + "\n")
+
+    from_stdin = pdpctl("credentials", "introspect", input=token + "\n")
+    from_dash = pdpctl("credentials", "introspect", "-", input=token)
+    revoked = pdpctl("credentials", "revoke", "--token-file", str(token_file))
+    after = pdpctl("credentials", "introspect", "--token-file", str(token_file))
+    nothing = pdpctl("credentials", "revoke", input="")
+
+    assert (from_stdin.exit_code, from_stdin.output.split()[0]) == (0, "active")
+    assert (from_dash.exit_code, from_dash.output.split()[0]) == (0, "active")
+    assert (revoked.exit_code, revoked.output) == (0, "revoked\n")
+    assert (after.exit_code, after.output.split()[0]) == (errors.FAILED, "inactive")
+    assert (nothing.exit_code, nothing.output) == (
+        errors.BAD_INPUT,
+        "error: no credential given (TOKEN, --token-file or stdin)\n",
     )
 
 

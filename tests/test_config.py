@@ -40,7 +40,7 @@ def test_defaults_are_the_embedded_loopback_dev_setup() -> None:
 
 # (variable, raw value, field, parsed value): one row per PDP_* variable.
 ENV_CASES: list[tuple[str, str, str, Any]] = [
-    ("PDP_HOST", "0.0.0.0", "host", "0.0.0.0"),
+    ("PDP_HOST", "127.0.0.2", "host", "127.0.0.2"),
     ("PDP_PORT", "9000", "port", 9000),
     ("PDP_STATE_DIR", "/var/lib/pdp", "state_dir", Path("/var/lib/pdp")),
     ("PDP_AUDIENCE", "my-pdp", "audience", "my-pdp"),
@@ -188,6 +188,40 @@ ENV_CASES += [
 ]
 
 
+# The trust boundary (docs/security.md); TLS and client-CA settings need each other, so
+# they are read together (PAIRED_CASES below).
+ENV_CASES += [
+    ("PDP_CALLER_KEYS", _A_FILE, "caller_keys", Path(_A_FILE)),
+    ("PDP_INSECURE_NO_CALLER_AUTH", "true", "insecure_no_caller_auth", True),
+    ("PDP_ADMIN_HOST", "127.0.0.9", "admin_host", "127.0.0.9"),
+    ("PDP_ADMIN_PORT", "9001", "admin_port", 9001),
+    ("PDP_MAX_IN_FLIGHT", "8", "max_in_flight", 8),
+    ("PDP_MAX_CONNECTIONS", "100", "max_connections", 100),
+    ("PDP_HEADER_TIMEOUT_S", "2.5", "header_timeout_s", 2.5),
+    ("PDP_BODY_TIMEOUT_S", "3", "body_timeout_s", 3.0),
+    ("PDP_TRUST_BUNDLE_REFRESH_S", "0", "trust_bundle_refresh_s", 0.0),
+    ("PDP_SVID_MAX_LIFETIME_S", "3600", "svid_max_lifetime_s", 3600),
+    ("PDP_AUDIT_MAX_VALUE_BYTES", "1024", "audit_max_value_bytes", 1024),
+    ("PDP_STORE_PASSWORD_FILE", _A_FILE, "store_password_file", Path(_A_FILE)),
+]
+PAIRED_ENV = {
+    "PDP_TLS_CERT": _A_FILE,
+    "PDP_TLS_KEY": _A_FILE,
+    "PDP_CLIENT_CA": _A_FILE,
+    "PDP_CLIENT_TRUST_DOMAIN": "gateways.example",
+}
+
+
+def test_tls_and_client_ca_settings_are_read_together() -> None:
+    s = Settings.from_env(PAIRED_ENV)
+    assert (s.tls_cert, s.tls_key, s.client_ca, s.client_trust_domain) == (
+        Path(_A_FILE),
+        Path(_A_FILE),
+        Path(_A_FILE),
+        "gateways.example",
+    )
+
+
 @pytest.mark.parametrize(
     ("var", "raw", "name", "expected"), ENV_CASES, ids=[f"{c[0]}={c[1]!r}" for c in ENV_CASES]
 )
@@ -204,6 +238,7 @@ def test_every_setting_has_an_env_case() -> None:
         "trust_bundles",  # needs files: tested below
         "user_assertion_issuer",  # a pair: tested below
         "user_assertion_jwks",
+        *(k.removeprefix("PDP_").lower() for k in PAIRED_ENV),
     }
 
 
@@ -265,9 +300,9 @@ def test_trust_bundles_flag_errors_name_the_flag() -> None:
 
 
 def test_overrides_win_over_env(tmp_path: Path) -> None:
-    env = {"PDP_PORT": "9000", "PDP_HOST": "0.0.0.0", "PDP_STATE_DIR": "/var/lib/pdp"}
+    env = {"PDP_PORT": "9000", "PDP_HOST": "::1", "PDP_STATE_DIR": "/var/lib/pdp"}
     s = Settings.from_env(env, port=9100, state_dir=tmp_path)
-    assert (s.port, s.host, s.state_dir) == (9100, "0.0.0.0", tmp_path)
+    assert (s.port, s.host, s.state_dir) == (9100, "::1", tmp_path)
 
 
 def test_none_overrides_are_ignored() -> None:

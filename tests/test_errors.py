@@ -33,6 +33,10 @@ HIERARCHY = [
     (errors.ToolNotFoundError, 500, "internal", errors.TOOL_MISSING),
     (errors.BundleError, 500, "internal", errors.DOES_NOT_COMPILE),
     (errors.AuditError, 503, "audit_unavailable", errors.SERVICE_ERROR),
+    (errors.RequestTimeoutError, 408, "request_timeout", errors.BAD_INPUT),
+    (errors.CallerAuthError, 401, "caller_unauthenticated", errors.SERVICE_ERROR),
+    (errors.OverloadedError, 503, "overloaded", errors.SERVICE_ERROR),
+    (errors.InternalDecisionError, 500, "internal", errors.FAILED),
 ]
 
 

@@ -100,7 +100,7 @@ def test_full_request_matches_the_input_schema_and_the_documented_shape() -> Non
         "destination": {
             "type": "tool",
             "name": "jira",
-            "url": "https://JIRA.internal.acme/rest",
+            "url": "https://jira.internal.acme/rest",
             "host": "jira.internal.acme",
             "scheme": "https",
             "port": 443,
@@ -141,6 +141,7 @@ def test_full_request_matches_the_input_schema_and_the_documented_shape() -> Non
             "actors": [],
             "depth": 0,
         },
+        "pep": {"authenticated": False, "id": None, "method": "none"},
     }
 
 
@@ -202,31 +203,83 @@ def test_sensitivity_rank(sensitivity: str, rank: int) -> None:
 
 
 @pytest.mark.parametrize(
-    ("url", "host", "scheme", "port"),
+    ("url", "host", "scheme", "port", "canonical"),
     [
-        ("https://jira.internal.acme/rest", "jira.internal.acme", "https", 443),
-        ("http://jira.internal.acme", "jira.internal.acme", "http", 80),
-        ("HTTPS://User:pw@API.GitHub.com:8443/x?y#z", "api.github.com", "https", 8443),
-        ("postgres://db.acme:5432/crm", "db.acme", "postgres", 5432),
-        ("redis://cache.acme/0", "cache.acme", "redis", None),
-        ("https://[::1]:9000/", "::1", "https", 9000),
+        ("https://jira.internal.acme/rest", "jira.internal.acme", "https", 443, None),
+        ("http://jira.internal.acme", "jira.internal.acme", "http", 80, None),
+        ("HTTPS://API.GitHub.com:8443/x?y#z", "api.github.com", "https", 8443,
+         "https://api.github.com:8443/x?y#z"),
+        ("https://jira.internal.acme.:443/r", "jira.internal.acme", "https", 443,
+         "https://jira.internal.acme/r"),
+        ("postgres://db.acme:5432/crm", "db.acme", "postgres", 5432, "postgres://db.acme/crm"),
+        ("redis://cache.acme/0", "cache.acme", "redis", 6379, None),
+        ("ftp://files.acme/x", "files.acme", "ftp", None, None),
+        ("https://[::1]:9000/", "::1", "https", 9000, None),
+        ("https://[0:0::1]/", "::1", "https", 443, "https://[::1]/"),
+        ("https://10.0.0.7/", "10.0.0.7", "https", 443, None),
+        ("https://bücher.example/", "xn--bcher-kva.example", "https", 443,
+         "https://xn--bcher-kva.example/"),
+        ("https://jira.internal.acme?q=a@b", "jira.internal.acme", "https", 443, None),
     ],
-)
-def test_destination_url_is_parsed(url: str, host: str, scheme: str, port: int | None) -> None:
+)  # fmt: skip
+def test_destination_url_reaches_policy_in_its_canonical_form(
+    url: str, host: str, scheme: str, port: int | None, canonical: str | None
+) -> None:
     dest = normalize(
         minimal(destination={"type": "service", "name": "x", "url": url}), ALICE, NOW_NS
     )["destination"]
-    assert (dest["host"], dest["scheme"], dest["port"], dest["url"]) == (host, scheme, port, url)
+    want = (host, scheme, port, canonical or url)
+    assert (dest["host"], dest["scheme"], dest["port"], dest["url"]) == want
+
+
+BACKSLASH = "backslashes, spaces and control characters are not allowed"
+NOT_IPV4 = "the host looks like an IPv4 address but is not one"
+NFKC = "has characters that Unicode (NFKC) normalisation changes"
 
 
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("https://jira:99999/x", "port is not a valid number (0-65535)"),
-        ("file:///etc/passwd", "URL has no host"),
+        # the sample: urlsplit reads host jira.internal.acme, WHATWG reads attacker.example
+        ("https://attacker.example\\@jira.internal.acme/rest", BACKSLASH),
+        ("https://jira.internal.acme\\.attacker.example/", BACKSLASH),
+        ("https://jira.internal.acme/\\x", BACKSLASH),
+        ("https://jira.internal.acme\t.attacker.example/", BACKSLASH),
+        ("https://jira.internal.acme\x00/", BACKSLASH),
+        ("https://jira.internal.acme\x7f/", BACKSLASH),
+        ("https://jira.internal.acme\u3000/", BACKSLASH),
+        ("https://user@jira.internal.acme/", "userinfo (user@host) is not allowed"),
+        ("https://a:b@jira.internal.acme/", "userinfo (user@host) is not allowed"),
+        ("https://jira.internal.acme@attacker.example/", "userinfo (user@host) is not allowed"),
+        ("https://ｊira.internal.acme/", NFKC),
+        ("https://jira．internal.acme/", NFKC),
+        ("https://[jira.internal.acme]/rest", "the brackets do not hold a valid IPv6 address"),
+        ("https://[::1/", "'[' without ']' in the host"),
+        ("https://[::1]x/", "only a port may follow an IPv6 literal"),
+        ("https://a[::1]/", "brackets are allowed only around an IPv6 address"),
+        ("https://[fe80::1%25eth0]/", "an IPv6 literal must not carry a zone id or be empty"),
+        ("https://[]/", "an IPv6 literal must not carry a zone id or be empty"),
+        ("https://127.1/", NOT_IPV4),
+        ("https://0x7f.0.0.1/", NOT_IPV4),
+        ("https://2130706433/", NOT_IPV4),
+        ("https://010.0.0.1/", NOT_IPV4),
+        ("https://1.2.3.4.5/", NOT_IPV4),
+        ("https://jira.internal.acme%2eattacker.example/",
+         "percent-encoding is not allowed in the host"),
+        ("https:///jira.internal.acme/", "has no host"),
+        ("file:///etc/passwd", "has no host"),
+        ("https:jira.internal.acme", "must be scheme://host[:port][/path]"),
+        ("https://jira..acme/", "the host has an empty label"),
+        ("https://-jira.acme/", "the host has a label that is not letters, digits, '-' or '_'"),
+        ("https://xn--zz.acme/", "the host has an invalid xn-- (IDNA) label"),
+        ("https://jira:99999/x", "port is not a valid number (1-65535)"),
+        ("https://jira:0/x", "port is not a valid number (1-65535)"),
+        ("https://jira:/x", "port is not a valid number (1-65535)"),
+        ("https://jira:+443/x", "port is not a valid number (1-65535)"),
+        ("https://jira:1:2/x", "more than one ':' in the host"),
     ],
-)
-def test_unusable_destination_url_is_a_field_error(url: str, message: str) -> None:
+)  # fmt: skip
+def test_url_two_parsers_could_read_differently_is_a_field_error(url: str, message: str) -> None:
     with pytest.raises(RequestError) as info:
         normalize(minimal(destination={"type": "tool", "name": "x", "url": url}), ALICE, NOW_NS)
     assert [(f.path, f.message) for f in info.value.fields] == [("/destination/url", message)]

@@ -17,7 +17,7 @@ from pdp.bundle import BundleError
 from pdp.config import ConfigError, Settings, parse_trust_bundles
 from pdp.devtrust import mint_svid
 from pdp.errors import PDPError
-from pdp.eventloop import loop_name, new_event_loop
+from pdp.eventloop import loop_name
 from pdp.textsafe import safe
 from pdp.tools import ToolNotFoundError
 
@@ -25,6 +25,7 @@ from .agents import agents
 from .approvals import approvals
 from .audit import audit
 from .bundles import inspect_command, publish_command, verify_command
+from .callers import callers
 from .ci import ci
 from .credentials import credentials
 from .errors import (
@@ -84,12 +85,83 @@ bundle.add_command(inspect_command)
 bundle.add_command(publish_command)
 cli.add_command(keys)
 cli.add_command(credentials)
+cli.add_command(callers)
 cli.add_command(agents)
 cli.add_command(approvals)
 cli.add_command(audit)
 cli.add_command(replay_command)
 cli.add_command(shadow)
 cli.add_command(ci)
+
+
+def trust_boundary_options(f: Any) -> Any:
+    """The listener, caller-authentication and overload flags of `serve` (each also a
+    PDP_* variable, read through Settings so a bad value names the variable)."""
+    path = click.Path(dir_okay=False, path_type=Path)
+    options = [
+        click.option(
+            "--tls-cert", type=path, help="TLS certificate chain (PEM). Env: PDP_TLS_CERT."
+        ),
+        click.option("--tls-key", type=path, help="TLS private key (PEM). Env: PDP_TLS_KEY."),
+        click.option(
+            "--client-ca",
+            type=path,
+            help="Callers' client certificates must chain to these CAs (PEM) or this SPIFFE "
+            "X.509 bundle (JSON). Env: PDP_CLIENT_CA.",
+        ),
+        click.option(
+            "--client-trust-domain",
+            help="Caller certificates must be X.509-SVIDs of this trust domain. "
+            "Env: PDP_CLIENT_TRUST_DOMAIN.",
+        ),
+        click.option(
+            "--caller-keys",
+            type=path,
+            help="Hashed caller keys, '<caller-id> sha256:<hex>' lines (`pdpctl callers add`). "
+            "Env: PDP_CALLER_KEYS.",
+        ),
+        click.option(
+            "--insecure-no-caller-auth",
+            is_flag=True,
+            default=None,
+            help="Listen beyond loopback without caller authentication (never in production).",
+        ),
+        click.option(
+            "--admin-host", help="Admin listener address [127.0.0.1]. Env: PDP_ADMIN_HOST."
+        ),
+        click.option(
+            "--admin-port",
+            type=int,
+            help="Serve the admin API and /metrics on their own port. Env: PDP_ADMIN_PORT.",
+        ),
+        click.option(
+            "--trust-bundle-refresh",
+            "trust_bundle_refresh_s",
+            type=float,
+            help="Seconds between trust bundle file checks [2; 0: never]. "
+            "Env: PDP_TRUST_BUNDLE_REFRESH_S.",
+        ),
+        click.option(
+            "--svid-max-lifetime",
+            "svid_max_lifetime_s",
+            type=int,
+            help="Longest accepted JWT-SVID lifetime, seconds [86400]. "
+            "Env: PDP_SVID_MAX_LIFETIME_S.",
+        ),
+        click.option(
+            "--max-in-flight",
+            type=int,
+            help="Decisions evaluated at once; more are answered 503 [32]. Env: PDP_MAX_IN_FLIGHT.",
+        ),
+        click.option(
+            "--max-connections",
+            type=int,
+            help="Open connections per listener [1024]. Env: PDP_MAX_CONNECTIONS.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
 
 
 @cli.command()
@@ -149,9 +221,11 @@ cli.add_command(ci)
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     help="ext_authz route file (YAML, docs/gateways.md). Env: PDP_EXT_AUTHZ_ROUTES.",
 )
+@trust_boundary_options
 @click.pass_obj
 def serve(
     project: Project,
+    /,
     host: str | None,
     port: int | None,
     state_dir: Path | None,
@@ -164,10 +238,16 @@ def serve(
     supply: dict[str, Any],
     ext_authz_grpc_port: int | None,
     routes_file: Path | None,
+    **boundary: Any,
 ) -> None:
-    """Serve the decision API (embedded OPA unless --opa-url is given)."""
-    from aiohttp import web
+    """Serve the decision API (embedded OPA unless --opa-url is given).
 
+    On loopback (the default) no caller authentication is needed. On any other address
+    callers must authenticate (--client-ca and/or --caller-keys, over --tls-cert/--tls-key),
+    unless --insecure-no-caller-auth is given; the admin API and /metrics are then served
+    only on --admin-host/--admin-port (docs/security.md).
+    """
+    from pdp import server
     from pdp.app import create_app
 
     try:
@@ -184,6 +264,7 @@ def serve(
             opa_binary=project.opa_binary,
             policies_dir=serve_policies or project.policies_dir,
             dev_trust_domains=() if no_dev_trust else None,
+            **{k: v for k, v in boundary.items() if v is not None and v is not False},
             **supply,
             ext_authz_grpc_port=ext_authz_grpc_port,
             ext_authz_routes=routes_file,
@@ -195,23 +276,30 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
         stream=sys.stderr,
     )
-    banner = (
-        f"agent-pdp serving on http://{settings.host}:{settings.port} "
-        f"({'OPA with ' + str(settings.opa_config) if settings.opa_config else ''}"
-        f"{'embedded OPA' if settings.embedded and not settings.opa_config else ''}"
-        f"{settings.opa_url or ''}; "
-        f"state in {settings.state_dir})"
-    )
     logging.getLogger("pdp").info("event loop: %s", loop_name(settings.event_loop))
-    try:
-        web.run_app(
-            create_app(settings),
-            loop=new_event_loop(settings.event_loop),
-            host=settings.host,
-            port=settings.port,
-            access_log=None,
-            print=lambda _: click.echo(banner, err=True),  # once listening
+    scheme = "https" if settings.tls_cert is not None else "http"
+
+    def ready(started: server.Started) -> None:  # once listening
+        admin = (
+            f"; admin on {scheme}://{settings.admin_host}:{started.admin_port}"
+            if started.admin_port is not None
+            else ""
         )
+        engine = (
+            f"OPA with {settings.opa_config}"
+            if settings.opa_config
+            else "embedded OPA"
+            if settings.embedded
+            else settings.opa_url
+        )
+        click.echo(
+            f"agent-pdp serving on {scheme}://{settings.host}:{started.port} "
+            f"({engine}; state in {settings.state_dir}{admin})",
+            err=True,
+        )
+
+    try:
+        server.run(create_app(settings), settings, on_ready=ready)
     except ToolNotFoundError as exc:
         raise CLIError(str(exc), exc.exit_code) from None
     except BundleError as exc:

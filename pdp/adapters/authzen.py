@@ -31,6 +31,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from ..callers import ANONYMOUS, Caller, request_caller
 from ..decision import DecisionService
 from ..errors import (
     EngineUnavailableError,
@@ -148,7 +149,7 @@ async def post_evaluation(request: web.Request) -> web.StreamResponse:
     """POST /access/v1/evaluation: one decision."""
     rid = _request_id(request)
     body = await _body(request, "evaluation")
-    decision = await evaluate(_service(request), body, Options.of(body), rid)
+    decision = await evaluate(_service(request), body, Options.of(body), rid, _caller(request))
     return _answer(request, decision)
 
 
@@ -161,7 +162,7 @@ async def post_evaluations(request: web.Request) -> web.StreamResponse:
     items = body.get("evaluations") or []
     if not items:  # no (or an empty) array: the single-evaluation request, answered as one
         validate_def("authzen", "evaluation", body)
-        return _answer(request, await evaluate(service, body, options, rid))
+        return _answer(request, await evaluate(service, body, options, rid, _caller(request)))
     defaults = {k: body[k] for k in ("subject", "action", "resource", "context") if k in body}
     tuples = [{**defaults, **item} for item in items]
     missing = [
@@ -174,16 +175,20 @@ async def post_evaluations(request: web.Request) -> web.StreamResponse:
         raise RequestError("request does not match the schema", fields=missing[:20])
     semantic = (body.get("options") or {}).get("evaluations_semantic", "execute_all")
     answers: list[dict[str, Any]] = []
-    if semantic == "execute_all":
-        answers = list(
-            await asyncio.gather(*(_evaluate_item(service, t, options, rid) for t in tuples))
-        )
-    else:
-        stop_on = semantic == "permit_on_first_permit"
-        for t in tuples:
-            answers.append(await _evaluate_item(service, t, options, rid))
-            if answers[-1]["decision"] is stop_on:
-                break
+    caller = _caller(request)
+    async with service.admit():  # one request, one evaluation slot (pdp.decision)
+        if semantic == "execute_all":
+            answers = list(
+                await asyncio.gather(
+                    *(_evaluate_item(service, t, options, rid, caller) for t in tuples)
+                )
+            )
+        else:
+            stop_on = semantic == "permit_on_first_permit"
+            for t in tuples:
+                answers.append(await _evaluate_item(service, t, options, rid, caller))
+                if answers[-1]["decision"] is stop_on:
+                    break
     return _answer(request, {"evaluations": answers})
 
 
@@ -203,11 +208,18 @@ def is_agent(subject: dict[str, Any]) -> bool:
     return subject.get("type") in AGENT_SUBJECT_TYPES
 
 
+def _caller(request: web.Request) -> Caller:
+    return request_caller(request)
+
+
 async def evaluate(
     service: DecisionService,
     tup: dict[str, Any],
     options: Options,
     request_id: str | None,
+    caller: Caller = ANONYMOUS,
+    *,
+    admitted: bool = False,
 ) -> dict[str, Any]:
     """Decide one subject/action/resource/context tuple; answer an AuthZEN Decision.
 
@@ -221,16 +233,22 @@ async def evaluate(
     else:
         decision_request = asserted_request(tup, request_id)
         want_credential = False
-    response = await service.decide(decision_request, mint=want_credential)
+    response = await service.decide(
+        decision_request, mint=want_credential, caller=caller, admitted=admitted
+    )
     return to_decision(response, agent=agent, options=options)
 
 
 async def _evaluate_item(
-    service: DecisionService, tup: dict[str, Any], options: Options, request_id: str | None
+    service: DecisionService,
+    tup: dict[str, Any],
+    options: Options,
+    request_id: str | None,
+    caller: Caller,
 ) -> dict[str, Any]:
     """One item of an evaluations request: its errors are its own (decision false)."""
     try:
-        return await evaluate(service, tup, options, request_id)
+        return await evaluate(service, tup, options, request_id, caller, admitted=True)
     except RequestError as exc:
         return {"decision": False, "context": _error_context(exc)}
     except EngineUnavailableError as exc:
@@ -378,7 +396,9 @@ def _search_handler(kind: str) -> Handler:
     async def post_search(request: web.Request) -> web.StreamResponse:
         rid = _request_id(request)
         body = await _body(request, f"search_{kind}")
-        result = await search(_service(request), kind, body, Options.of(body), rid)
+        service = _service(request)
+        async with service.admit():  # one request, one evaluation slot (pdp.decision)
+            result = await search(service, kind, body, Options.of(body), rid, _caller(request))
         return _answer(request, result)
 
     post_search.__doc__ = f"POST /access/v1/search/{kind}: the {kind}s that would be allowed."
@@ -451,6 +471,7 @@ async def search(
     body: dict[str, Any],
     options: Options,
     request_id: str | None,
+    caller: Caller = ANONYMOUS,
 ) -> dict[str, Any]:
     """Evaluate each candidate through the decision path; answer the allowed ones.
 
@@ -471,7 +492,14 @@ async def search(
         batch = pool[index : index + max(limit - len(results), 1)]
         decisions = await asyncio.gather(
             *(
-                evaluate(service, _candidate_tuple(kind, body, c), options, request_id)
+                evaluate(
+                    service,
+                    _candidate_tuple(kind, body, c),
+                    options,
+                    request_id,
+                    caller,
+                    admitted=True,
+                )  # fmt: skip
                 for c in batch
             )
         )

@@ -46,7 +46,7 @@ class ApprovalService:
         cls, settings: Settings, recorder: Recorder, *, clock: Callable[[], float] = time.time
     ) -> ApprovalService:
         url = settings.store_url or f"sqlite://{settings.state_dir / 'pdp.sqlite3'}"
-        store = await open_approval_store(url)
+        store = await open_approval_store(url, password=settings.store_password())
         return cls(store, recorder, pending_ttl_s=settings.approval_pending_ttl_s, clock=clock)
 
     async def close(self) -> None:

@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
@@ -88,11 +88,12 @@ def _check_use(current: Approval | None, binding: Binding, now: float) -> Approv
     return current
 
 
-async def open_approval_store(url: str) -> ApprovalStore:
-    """The approval store of the PDP store URL (sqlite://path or redis[s]://, unix://)."""
+async def open_approval_store(url: str, *, password: str | None = None) -> ApprovalStore:
+    """The approval store of the PDP store URL (sqlite://path or redis[s]://, unix://);
+    ``password``: Redis AUTH (PDP_STORE_PASSWORD_FILE)."""
     if url.startswith("sqlite://"):
         return await SQLiteApprovals.connect(Path(url[len("sqlite://") :]))
-    return await RedisApprovals.connect(url)
+    return await RedisApprovals.connect(url, password=password)
 
 
 class SQLiteApprovals:
@@ -221,13 +222,17 @@ class RedisApprovals:
         self._r = client
 
     @classmethod
-    async def connect(cls, url: str) -> RedisApprovals:
-        client = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0
-        )
+    async def connect(cls, url: str, *, password: str | None = None) -> RedisApprovals:
+        extra: dict[str, Any] = {} if password is None else {"password": password}
+        try:
+            client = aioredis.Redis.from_url(
+                url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0, **extra
+            )
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"the Redis store URL is unusable: {exc}") from None
         try:
             await client.ping()
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # RedisError, OSError, or a bad TLS option in the URL
             await client.aclose()
             raise StoreError(f"cannot reach the Redis store for approvals: {exc}") from None
         return cls(client)

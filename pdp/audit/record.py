@@ -18,9 +18,17 @@ from typing import Any, Protocol
 
 import orjson
 
+from ..recordbounds import UNAUTHENTICATED_VALUE_BYTES, bound_key, bound_value
 from .prompt import prompt_record
 
-__all__ = ["CREDENTIAL_FIELDS", "LogRecorder", "Recorder", "build_record", "replayable_input"]
+__all__ = [
+    "CREDENTIAL_FIELDS",
+    "DEFAULT_VALUE_LIMIT",
+    "LogRecorder",
+    "Recorder",
+    "build_record",
+    "replayable_input",
+]
 
 log = logging.getLogger("pdp.decisions")
 
@@ -46,6 +54,9 @@ class LogRecorder:
             log.info(orjson.dumps(line).decode())
 
 
+#: Free-form values (arguments, context) larger than this are recorded as digest + size.
+DEFAULT_VALUE_LIMIT = 16 * 1024
+
 #: The members of a credential summary a record keeps (never the token).
 CREDENTIAL_FIELDS = ("jti", "aud", "scope", "exp")
 
@@ -62,6 +73,9 @@ def build_record(
     credential: dict[str, Any] | None = None,
     prompt_mode: str = "hash",
     opa_decision_id: str | None = None,
+    caller: dict[str, Any] | None = None,
+    value_limit: int = DEFAULT_VALUE_LIMIT,
+    status: int | None = None,
     cache: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble the record of one decision from what the decision path already has.
@@ -73,14 +87,24 @@ def build_record(
     the decision cache was involved): ``{"hit": true, "decision_id": <the decision whose
     answer was reused>, "ttl_seconds"}`` on a hit, ``{"hit": false, "decision_id": null,
     "ttl_seconds"}`` when this decision was stored for later hits.
+
+    Sizes are bounded (pdp.recordbounds): free-form values over ``value_limit`` bytes (256
+    when the agent did not authenticate) are kept as digest and size, and the prompt of an
+    unauthenticated request by hash only. ``caller`` is the authenticated caller (the PEP,
+    pdp.callers), None when caller authentication is off. ``status`` is the HTTP status
+    answered (default: 503 when there is an ``error``, else 200).
     """
     doc = input_doc or {}
     identity = doc.get("identity")
-    action = request.get("action", {})
-    task = request.get("task", {})
+    if not (isinstance(identity, dict) and identity.get("authenticated") is True):
+        value_limit = min(value_limit, UNAUTHENTICATED_VALUE_BYTES)
+        prompt_mode = "hash"
+    action = request.get("action") or {}
+    arguments = action.get("arguments") or {}
+    task = request.get("task") or {}
     dest = doc.get("destination") or {}
     data = doc.get("data") or {}
-    record = {
+    record: dict[str, Any] = {
         "type": "decision",
         "time": doc["now"]["rfc3339"] if doc else None,
         "decision_id": decision_id,
@@ -106,7 +130,7 @@ def build_record(
             "type": action.get("type"),
             "name": action.get("name"),
             "operation": action.get("operation"),
-            "argument_keys": sorted(action.get("arguments", {})),
+            "argument_keys": sorted(bound_key(k) for k in arguments),
         },
         "destination": {
             "type": dest.get("type"),
@@ -119,9 +143,9 @@ def build_record(
             "categories": list(data.get("categories", [])),
         },
         "prompt": prompt_record(request.get("prompt"), doc.get("prompt"), prompt_mode),
-        "input": replayable_input(input_doc),
+        "input": _bounded_input(replayable_input(input_doc), value_limit),
         "decision": {
-            "status": 503 if error is not None else 200,
+            "status": status if status is not None else 503 if error is not None else 200,
             "allow": response.get("allow", False) is True,
             "reasons": list(response.get("reasons", [])),
             "obligations": response.get("obligations", {}),
@@ -139,7 +163,22 @@ def build_record(
     }
     if cache is not None:
         record["cache"] = cache
+    if caller is not None:
+        record["caller"] = caller
     return record
+
+
+def _bounded_input(input_doc: dict[str, Any] | None, limit: int) -> dict[str, Any] | None:
+    """The recorded input with its free-form values bounded (pdp.recordbounds)."""
+    if input_doc is None:
+        return None
+    out = dict(input_doc)
+    action = out.get("action")
+    if isinstance(action, dict) and "arguments" in action:
+        out["action"] = {**action, "arguments": bound_value(action["arguments"], limit)}
+    if "context" in out:
+        out["context"] = bound_value(out["context"], limit)
+    return out
 
 
 def replayable_input(input_doc: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import hmac
+import logging
 
 from aiohttp import web
 
-from ..errors import AuthError, ForbiddenError
+from ..errors import AuthError, ForbiddenError, RequestError
+from ..httpio import header
 
 __all__ = ["AdminAuth"]
+
+log = logging.getLogger("pdp.admin")
 
 
 class AdminAuth:
@@ -44,12 +48,31 @@ class AdminAuth:
     def check(self, request: web.Request, *, introspection: bool = False) -> None:
         """Raise AuthError (401) without a Bearer credential, ForbiddenError (403) with a
         wrong one. ``introspection``: the introspection token is accepted too."""
-        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
-        presented = value.strip().encode()
+        try:
+            raw = header(request, "Authorization") or ""
+        except RequestError:
+            _log_failed_auth(request, "an Authorization header that is not visible ASCII")
+            raise
+        scheme, _, value = raw.partition(" ")
+        presented = value.strip().encode("ascii")
         if scheme.lower() != "bearer" or not presented:
+            _log_failed_auth(request, "no Bearer credential")
             raise AuthError("this endpoint requires Authorization: Bearer <admin token>")
         ok = hmac.compare_digest(presented, self._admin)
         if introspection and self._introspection is not None:
             ok = hmac.compare_digest(presented, self._introspection) or ok
         if not ok:
+            _log_failed_auth(request, "a wrong Bearer credential")
             raise ForbiddenError("the presented credential is not accepted here")
+
+
+def _log_failed_auth(request: web.Request, what: str) -> None:
+    """One warning per failed admin authentication: what kind of failure, where, from
+    whom; never the presented secret."""
+    log.warning(
+        "admin authentication failed: %s on %s %s from %s",
+        what,
+        request.method,
+        request.path,
+        request.remote,
+    )

@@ -88,7 +88,7 @@ class CredentialService:
             resolve_admin_token(settings), introspection_token(settings), approver_token(settings)
         )
         url = settings.store_url or f"sqlite://{settings.state_dir / 'pdp.sqlite3'}"
-        store = await open_store(url)
+        store = await open_store(url, password=settings.store_password())
         try:
             keyring = KeyRing(
                 settings.state_dir / "keys",
@@ -178,24 +178,36 @@ class CredentialService:
         return self.minter.mint(decision_id, request, identity, obligations)
 
     # -- introspection and revocation -------------------------------------------------
-    def _verify(self, token: str) -> dict[str, Any] | None:
-        try:
-            return verify_credential(
-                token,
-                self.keyring.public_key,
-                issuer=self.issuer,
-                audience=None,
-                scope=None,
-                now=self.clock(),
-                leeway_s=0,
-            )
-        except CredentialError:
-            return None
+    async def _claims(self, token: str, *, verify_time: bool) -> dict[str, Any] | None:
+        """The verified claims of a credential this PDP (any replica) signed, else None.
+
+        A key another replica created a moment ago may not have reached this one yet (its
+        refresh or pub/sub message still on the way): on an unknown ``kid`` the key set is
+        read from the store once more before the token is judged. A StoreError then
+        propagates (503): this replica cannot tell, so it must not answer as if it could.
+        """
+        for attempt in (1, 2):
+            try:
+                return verify_credential(
+                    token,
+                    self.keyring.public_key,
+                    issuer=self.issuer,
+                    audience=None,
+                    scope=None,
+                    now=self.clock(),
+                    leeway_s=0,
+                    verify_time=verify_time,
+                )
+            except CredentialError as exc:
+                if exc.code != "unknown_kid" or attempt == 2:
+                    return None
+                await self.keyring.reload()
+        return None  # pragma: no cover - the loop always returns
 
     async def introspect(self, token: str) -> dict[str, Any]:
         """RFC 7662: the claims of an active credential, else ``{"active": false}`` (expired,
         revoked, forged, unknown key, agent disabled or re-enabled since)."""
-        claims = self._verify(token)
+        claims = await self._claims(token, verify_time=True)
         if claims is None:
             return {"active": False}
         revoked, state = await self.store.credential_state(claims["jti"], claims["sub"])
@@ -209,18 +221,12 @@ class CredentialService:
 
     async def revoke(self, token: str) -> bool:
         """RFC 7009: revoke a credential this PDP signed until it expires. False (and
-        nothing stored) for tokens that are not ours or already expired."""
-        try:
-            claims = verify_credential(
-                token,
-                self.keyring.public_key,
-                issuer=self.issuer,
-                audience=None,
-                scope=None,
-                leeway_s=0,
-                verify_time=False,  # an expired one is simply not stored, below
-            )
-        except CredentialError:
+        nothing stored) for tokens that no replica would accept anyway: not ours (no key in
+        the shared key set, after re-reading it), forged, or already expired. True only
+        once the revocation is in the store every replica's introspection reads."""
+        # an expired one is simply not stored, below
+        claims = await self._claims(token, verify_time=False)
+        if claims is None:
             return False
         until = float(claims["exp"]) + self.settings.clock_skew_seconds
         now = self.clock()

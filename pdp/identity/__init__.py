@@ -21,6 +21,11 @@ Error codes (``Identity.error_code``)::
     authn.audience_mismatch  aud does not contain the configured audience
     authn.expired            exp + leeway <= now
     authn.not_yet_valid      nbf - leeway > now
+    authn.issued_in_future   iat - leeway > now (a token minted by a clock far ahead, or forged
+                             to outlive a key rotation)
+    authn.lifetime_too_long  exp - iat (exp - now without iat) beyond the maximum SVID lifetime
+                             (PDP_SVID_MAX_LIFETIME_S, 24 h by default): a stolen long-lived
+                             token is not accepted, nor cached for its whole life
     authn.error              an unexpected internal failure (a bug); still a deny
     authn.unauthenticated    only from to_input() of an Identity(authenticated=False) built
                              without a code (the same fallback pdp.rules.authn uses)

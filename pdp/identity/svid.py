@@ -34,6 +34,10 @@ _COMPACT_JWS_RE: Final = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9
 #: JWT-SVID spec §2: "Any header not described here ... MUST NOT be included".
 _ALLOWED_HEADERS: Final = frozenset({"alg", "kid", "typ"})
 _ALLOWED_TYPS: Final = frozenset({"JWT", "JOSE"})
+#: NumericDates beyond this are refused: not exact as a double, and no real token's.
+_MAX_NUMERIC_DATE: Final = 2**53 - 1
+#: Default longest lifetime (exp - iat) of an accepted JWT-SVID, seconds.
+DEFAULT_MAX_LIFETIME_S: Final = 86400
 
 
 class _Reject(Exception):
@@ -56,8 +60,8 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
         number = float(value)
     except OverflowError:
         number = math.inf
-    if not math.isfinite(number):
-        raise _Reject("authn.malformed", f"claim {name!r} must be a finite number")
+    if not math.isfinite(number) or abs(number) > _MAX_NUMERIC_DATE:
+        raise _Reject("authn.malformed", f"claim {name!r} must be a finite number below 2^53")
     return number
 
 
@@ -93,9 +97,11 @@ class SVIDVerifier:
     the clock, so cached tokens still expire. Failures are not cached: parse-level
     rejections are already cheap; caching bad-signature results would let anyone who can
     send tokens flush good entries with junk, and would make a token that was merely early
-    (``nbf``) stay rejected. The cache lives and dies with the verifier, and the verifier
-    with its (immutable) bundles: after a key rotation or removal build a new verifier, and
-    nothing verified under the old keys survives. Not thread-safe (one asyncio loop).
+    (``nbf``) stay rejected. When the bundles change (:meth:`replace_bundles`, called by
+    pdp.trustwatch on a bundle file change) every cached token of a changed trust domain
+    is forgotten, so nothing verified under a removed key survives. A token's lifetime is
+    bounded (``max_lifetime_s``), so neither is its time in the cache. Not thread-safe (one
+    asyncio loop).
     """
 
     def __init__(
@@ -106,6 +112,7 @@ class SVIDVerifier:
         leeway_seconds: int = 30,
         cache_size: int = 10_000,
         clock: Callable[[], float] = time.time,
+        max_lifetime_s: float = DEFAULT_MAX_LIFETIME_S,
     ) -> None:
         if not isinstance(audience, str) or not audience:
             raise ValueError("audience must be a non-empty string")
@@ -119,6 +126,7 @@ class SVIDVerifier:
         self._leeway = leeway_seconds
         self._cache_size = cache_size
         self._clock = clock
+        self._max_lifetime = max_lifetime_s
         # digest -> (identity, exp as float)
         self._cache: OrderedDict[bytes, tuple[Identity, float]] = OrderedDict()
         # Time claims are checked here against self._clock (PyJWT would use the wall clock);
@@ -144,13 +152,25 @@ class SVIDVerifier:
 
     @property
     def bundles(self) -> TrustBundles:
-        """The trust bundles tokens are verified against (immutable)."""
+        """The trust bundles tokens are verified against now (replaced on a bundle file
+        change, :meth:`replace_bundles`)."""
         return self._bundles
 
     @property
     def leeway_seconds(self) -> int:
         """Clock skew tolerated on exp/nbf, seconds."""
         return self._leeway
+
+    def replace_bundles(self, bundles: TrustBundles, changed: set[str]) -> int:
+        """Verify against ``bundles`` from now on, and forget every cached token of the
+        trust domains in ``changed`` (a removed key must stop verifying at once). Returns
+        how many cached tokens were dropped."""
+        self._bundles = bundles
+        self._domains = bundles.domains()
+        doomed = [d for d, (ident, _) in self._cache.items() if ident.trust_domain in changed]
+        for digest in doomed:
+            del self._cache[digest]
+        return len(doomed)
 
     def verify(self, token: str | None) -> Identity:
         """Authenticate ``token``; never raises (failures are ``Identity.failure``)."""
@@ -270,12 +290,20 @@ class SVIDVerifier:
         if exp is None:  # required above; kept so the type is narrowed without assert
             raise _Reject("authn.missing_claim", "required claim 'exp' is missing")
         nbf = _numeric_date(verified, "nbf")
-        _numeric_date(verified, "iat")  # type-checked only; a future iat is not rejected
+        iat = _numeric_date(verified, "iat")
         now = self._clock()
         if now >= exp + self._leeway:
             raise _Reject("authn.expired", "token has expired")
         if nbf is not None and nbf - self._leeway > now:
             raise _Reject("authn.not_yet_valid", "token is not valid yet (nbf)")
+        if iat is not None and iat - self._leeway > now:
+            raise _Reject("authn.issued_in_future", "token is issued in the future (iat)")
+        lifetime = exp - (iat if iat is not None else now)
+        if lifetime > self._max_lifetime:
+            raise _Reject(
+                "authn.lifetime_too_long",
+                f"token lifetime {lifetime:.0f} s exceeds the maximum {self._max_lifetime:.0f} s",
+            )
         jti = verified.get("jti")
         identity = Identity(
             authenticated=True,

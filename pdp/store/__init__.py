@@ -248,8 +248,10 @@ class Store(Protocol):
         """Call ``on_event`` for every event another replica publishes, until cancelled."""
 
 
-async def open_store(url: str) -> Store:
-    """Open the store a ``PDP_STORE_URL`` names: ``sqlite:///path`` or ``redis://...``."""
+async def open_store(url: str, *, password: str | None = None) -> Store:
+    """Open the store a ``PDP_STORE_URL`` names: ``sqlite:///path``, ``redis://...`` or
+    ``rediss://...`` (TLS; CA file as ``?ssl_ca_certs=/path``). ``password`` (Redis AUTH,
+    from PDP_STORE_PASSWORD_FILE) keeps the secret out of the URL."""
     if url.startswith("sqlite://"):
         from .sqlite import SQLiteStore
 
@@ -257,5 +259,5 @@ async def open_store(url: str) -> Store:
     if url.startswith(("redis://", "rediss://", "unix://")):
         from .redis_store import RedisStore
 
-        return await RedisStore.open(url)
+        return await RedisStore.open(url, password=password)
     raise StoreError(f"unsupported store URL scheme in {url.split('://')[0]!r}")

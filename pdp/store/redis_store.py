@@ -52,6 +52,8 @@ log = logging.getLogger("pdp.store")
 
 PREFIX = "pdp:"
 CHANNEL = PREFIX + "events"
+#: Optimistic transactions (WATCH) are tried this often before the write fails.
+_WATCH_ATTEMPTS = 5
 #: Attempts of one optimistic history update before giving up (StoreError).
 _HISTORY_RETRIES = 100
 #: Count tool uses (ARGV: max names, the other bucket, then tool, n pairs) into the hash
@@ -82,15 +84,21 @@ class RedisStore:
         self._r = client
 
     @classmethod
-    async def open(cls, url: str) -> RedisStore:
+    async def open(cls, url: str, *, password: str | None = None) -> RedisStore:
         """Connect to ``url`` and check the server answers (the URL is never logged: it may
-        hold a password)."""
-        client = aioredis.Redis.from_url(
-            url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0
-        )
+        hold a password). ``password``: Redis AUTH without putting it in the URL; a
+        ``rediss://`` URL speaks TLS (``?ssl_ca_certs=``, ``ssl_certfile``, ``ssl_keyfile``
+        for a private CA and client certificates)."""
+        extra: dict[str, Any] = {} if password is None else {"password": password}
+        try:
+            client = aioredis.Redis.from_url(
+                url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0, **extra
+            )
+        except (TypeError, ValueError) as exc:
+            raise StoreError(f"the Redis store URL is unusable: {exc}") from None
         try:
             await client.ping()
-        except (RedisError, OSError) as exc:
+        except Exception as exc:  # RedisError, OSError, or a bad TLS option in the URL
             await client.aclose()
             raise StoreError(f"cannot reach the Redis store: {exc}") from None
         return cls(client)
@@ -99,10 +107,18 @@ class RedisStore:
         await self._r.aclose()
 
     async def _do(self, coro: Any) -> Any:
+        """Await one command or one MULTI/EXEC pipeline. Whatever fails (the server, the
+        connection, a value that cannot be encoded), the write is all or nothing: a
+        transaction not yet EXECed is discarded by Redis when its connection drops, and
+        redis-py drops a connection that failed mid-command. Every failure is a StoreError."""
         try:
             return await coro
+        except (asyncio.CancelledError, WatchError):
+            raise  # a WatchError is retried by _watched
         except (RedisError, OSError) as exc:
             raise StoreError(f"Redis store: {exc}") from None
+        except Exception as exc:
+            raise StoreError(f"Redis store: {type(exc).__name__}: {exc}") from None
 
     # -- revocation -------------------------------------------------------------------
     async def revoke(self, jti: str, sub: str | None, until: float, now: float) -> None:
@@ -127,31 +143,59 @@ class RedisStore:
     ) -> AgentState:
         key = f"{PREFIX}agent:{spiffe_id}"
         creds = f"{PREFIX}creds:{spiffe_id}"
-        read = self._r.pipeline(transaction=False)
-        read.hmget(key, ["status", "changed_at", "not_before"])
-        read.zrange(creds, 0, -1, withscores=True)
-        (old_status, old_changed, old_not_before), outstanding = await self._do(read.execute())
-        not_before = int(old_not_before) if old_not_before else None
-        mapping: dict[Any, Any] = {"status": status, "reason": reason or "", "changed_at": now}
-        pipe = self._r.pipeline(transaction=True)
-        if status == "active" and old_status == "disabled":
-            not_before = enable_watermark(float(old_changed) if old_changed else None, now)
-            mapping["not_before"] = not_before
-            # Credentials minted by a replica that had not heard of the disable yet.
-            for jti, exp in outstanding:
-                until = math.ceil(exp) + REVOCATION_SLACK_S
-                if until > now:
-                    pipe.set(f"{PREFIX}revoked:{jti}", "1", exat=until)
-            pipe.delete(creds)
-        pipe.sadd(f"{PREFIX}agents", spiffe_id)
-        pipe.hset(key, mapping=mapping)
-        if status == "disabled":
-            cached = {"reason": reason, "changed_at": now}
-            pipe.hset(f"{PREFIX}disabled", spiffe_id, orjson.dumps(cached).decode())
-        else:
-            pipe.hdel(f"{PREFIX}disabled", spiffe_id)
-        await self._do(pipe.execute())
-        return AgentState(spiffe_id, status, reason, now, not_before)
+
+        async def change(pipe: Any) -> AgentState:
+            # WATCHed read, then MULTI/EXEC: if another replica changes the agent (or its
+            # outstanding credentials) in between, EXEC fails and redis-py runs this again.
+            old_status, old_changed, old_not_before = await pipe.hmget(
+                key, ["status", "changed_at", "not_before"]
+            )
+            outstanding = await pipe.zrange(creds, 0, -1, withscores=True)
+            not_before = int(old_not_before) if old_not_before else None
+            mapping: dict[Any, Any] = {"status": status, "reason": reason or "", "changed_at": now}
+            pipe.multi()
+            if status == "active" and old_status == "disabled":
+                not_before = enable_watermark(float(old_changed) if old_changed else None, now)
+                mapping["not_before"] = not_before
+                # Credentials minted by a replica that had not heard of the disable yet.
+                for jti, exp in outstanding:
+                    until = math.ceil(exp) + REVOCATION_SLACK_S
+                    if until > now:
+                        pipe.set(f"{PREFIX}revoked:{jti}", "1", exat=until)
+                pipe.delete(creds)
+            pipe.sadd(f"{PREFIX}agents", spiffe_id)
+            pipe.hset(key, mapping=mapping)
+            if status == "disabled":
+                cached = {"reason": reason, "changed_at": now}
+                pipe.hset(f"{PREFIX}disabled", spiffe_id, orjson.dumps(cached).decode())
+            else:
+                pipe.hdel(f"{PREFIX}disabled", spiffe_id)
+            return AgentState(spiffe_id, status, reason, now, not_before)
+
+        state: AgentState = await self._watched(change, key, creds)
+        return state
+
+    async def _watched(self, change: Any, *keys: str) -> Any:
+        """Run ``change(pipe)`` as WATCH ``keys`` / read / MULTI / EXEC, again if another
+        client changed a watched key in between, at most _WATCH_ATTEMPTS times. (redis-py's
+        own ``transaction()`` retries forever, also when the connection keeps failing: a
+        lost connection while watching surfaces as a WatchError.)"""
+        for _ in range(_WATCH_ATTEMPTS):
+            async with self._r.pipeline(transaction=True) as pipe:
+                try:
+                    await self._do(pipe.watch(*keys))
+                    result = await change(pipe)
+                    await self._do(pipe.execute())
+                    return result
+                except WatchError:
+                    continue
+                except StoreError:
+                    raise
+                except (RedisError, OSError) as exc:
+                    raise StoreError(f"Redis store: {exc}") from None
+                except Exception as exc:
+                    raise StoreError(f"Redis store: {type(exc).__name__}: {exc}") from None
+        raise StoreError(f"Redis store: {keys[0]} kept changing; gave up after {_WATCH_ATTEMPTS}")
 
     async def disabled_agents(self) -> dict[str, AgentState]:
         raw: dict[str, str] = await self._do(self._r.hgetall(f"{PREFIX}disabled"))
@@ -169,7 +213,7 @@ class RedisStore:
     async def record_activity(self, batch: Sequence[AgentActivity], now: float) -> None:
         if not batch:
             return
-        pipe = self._r.pipeline(transaction=False)
+        pipe = self._r.pipeline(transaction=True)  # all of the batch or none of it
         for a in batch:
             key = f"{PREFIX}agent:{a.spiffe_id}"
             pipe.sadd(f"{PREFIX}agents", a.spiffe_id)

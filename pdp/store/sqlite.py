@@ -104,10 +104,21 @@ class SQLiteStore:
         def call() -> T:
             try:
                 return fn(self._conn)
-            except sqlite3.Error as exc:
+            except BaseException as exc:
+                # Whatever failed (SQLite, a value SQLite cannot bind such as a lone
+                # surrogate, a bug in fn): never leave a transaction open, or every later
+                # write of this connection fails ("cannot start a transaction within a
+                # transaction") and revocation stops working.
                 if self._conn.in_transaction:
-                    self._conn.execute("ROLLBACK")
-                raise StoreError(f"SQLite store {str(self.path)!r}: {exc}") from None
+                    try:
+                        self._conn.execute("ROLLBACK")
+                    except sqlite3.Error:
+                        pass  # the original error is the one worth reporting
+                if not isinstance(exc, Exception):
+                    raise
+                raise StoreError(
+                    f"SQLite store {str(self.path)!r}: {type(exc).__name__}: {exc}"
+                ) from None
 
         return await asyncio.get_running_loop().run_in_executor(self._executor, call)
 

@@ -11,6 +11,9 @@
 #   destinations in data.inventory.restricted_destinations. A destination that registers
 #   hosts is called only through a URL on one of them, so a tool name cannot be pointed at
 #   an attacker's server and a request cannot drop the URL to skip the check.
+#   Its scheme and port must be registered too (https and 443 unless the destination
+#   registers others). The PDP hands policy one canonical reading of the URL (pdp/urls.py):
+#   lower-case host without a trailing dot, IDNA A-labels, an explicit port.
 # custom:
 #   controls:
 #     - OWASP-ASI01
@@ -62,6 +65,36 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 	host := object.get(input.destination, "host", null)
 	not host in hosts
 	message := host_message(host, input.destination.name)
+}
+
+# METADATA
+# title: URL scheme not registered for the destination
+# description: |
+#   The URL's scheme is not among the destination's registered schemes (the inventory's
+#   "schemes"; "https" only when it lists none): plain http, or any other scheme, goes only
+#   where the destination registers it.
+# custom:
+#   code: destination_scheme_not_allowed
+deny contains lib.reason(rego.metadata.chain(), message) if {
+	scheme := input.destination.scheme
+	is_string(scheme)
+	not scheme in object.get(destination, "schemes", ["https"])
+	message := sprintf("scheme %q is not registered for destination %q", [scheme, input.destination.name])
+}
+
+# METADATA
+# title: URL port not registered for the destination
+# description: |
+#   The URL's port (explicit, or the scheme's default) is not among the destination's
+#   registered ports (the inventory's "ports"; 443 only when it lists none). A URL with no
+#   port and a scheme without a default port names no port, and is denied too.
+# custom:
+#   code: destination_port_not_registered
+deny contains lib.reason(rego.metadata.chain(), message) if {
+	is_string(input.destination.host)
+	port := input.destination.port
+	not port in object.get(destination, "ports", [443])
+	message := sprintf("port %v is not registered for destination %q", [port, input.destination.name])
 }
 
 # METADATA

@@ -74,8 +74,36 @@ deny_cases := {
 		"patch": {"destination": {"type": "database", "name": "crm-db", "host": "10.0.0.7"}},
 		"want": set(),
 	},
+	"plain http to a destination that registers no schemes is destination_scheme_not_allowed": {
+		"patch": {"destination": {"url": "http://jira.internal.acme/rest", "scheme": "http", "port": 80}},
+		"want": {"destination_scheme_not_allowed", "destination_port_not_registered"},
+	},
+	"a port the destination does not register is destination_port_not_registered": {
+		"patch": {"destination": {"url": "https://jira.internal.acme:8443/rest", "port": 8443}},
+		"want": {"destination_port_not_registered"},
+	},
+	"a URL naming no port (a scheme without a default) is destination_port_not_registered": {
+		"patch": {"destination": {"url": "ftp://jira.internal.acme/x", "scheme": "ftp", "port": null}},
+		"want": {"destination_scheme_not_allowed", "destination_port_not_registered"},
+	},
+	"a registered scheme and port are not denied": {
+		"patch": {"destination": {
+			"type": "database", "name": "crm-db", "url": "postgres://10.0.0.7:5432/crm",
+			"host": "10.0.0.7", "scheme": "postgres", "port": 5432,
+		}},
+		"inventory": {"destinations": {"crm-db": {"schemes": ["postgres"], "ports": [5432]}}},
+		"want": set(),
+	},
+	"a destination registering other schemes denies https": {
+		"patch": {"destination": {"type": "database", "name": "crm-db", "host": "10.0.0.7"}},
+		"inventory": {"destinations": {"crm-db": {"schemes": ["postgres"], "ports": [5432]}}},
+		"want": {"destination_scheme_not_allowed", "destination_port_not_registered"},
+	},
 	"an unknown destination is left to tenancy": {
-		"patch": {"data": confidential, "destination": {"name": "confluence", "host": "confluence.example"}},
+		"patch": {"data": confidential, "destination": {
+			"name": "confluence", "host": "confluence.example", "url": "http://confluence.example:81/",
+			"scheme": "http", "port": 81,
+		}},
 		"want": set(),
 	},
 }
