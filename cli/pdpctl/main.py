@@ -17,6 +17,7 @@ from pdp.bundle import BundleError
 from pdp.config import ConfigError, Settings, parse_trust_bundles
 from pdp.devtrust import mint_svid
 from pdp.errors import PDPError
+from pdp.eventloop import loop_name, new_event_loop
 from pdp.textsafe import safe
 from pdp.tools import ToolNotFoundError
 
@@ -201,9 +202,11 @@ def serve(
         f"{settings.opa_url or ''}; "
         f"state in {settings.state_dir})"
     )
+    logging.getLogger("pdp").info("event loop: %s", loop_name(settings.event_loop))
     try:
         web.run_app(
             create_app(settings),
+            loop=new_event_loop(settings.event_loop),
             host=settings.host,
             port=settings.port,
             access_log=None,
