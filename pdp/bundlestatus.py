@@ -13,8 +13,8 @@ tampered, unknown key, digest mismatch). :class:`BundleStatus` polls it every
   ``pdp_policy_bundle_last_activation_timestamp_seconds{bundle}``,
   ``pdp_policy_bundle_age_seconds{bundle}`` and
   ``pdp_policy_bundle_failures_total{bundle,kind}`` (kind: download | activation);
-- tells ``/readyz`` the active revision, the last refusal, and whether the bundle is older
-  than ``max_age_s``.
+- tells ``/readyz`` the active revision, the last refusal (until a later activation
+  succeeds: then it is cleared), and whether the bundle is older than ``max_age_s``.
 
 *Age* is the time since the registry last confirmed the active bundle (OPA's last
 successful request); after a restart with the registry down, since the persisted bundle
@@ -137,6 +137,25 @@ class BundleStatus(Collector):
         return state
 
     def _update(self, text: str) -> None:
+        activated_before = {n: st.activated_at for n, st in self.bundles.items()}
+        refused: set[str] = set()
+        self._read(text, refused)
+        for name, state in self.bundles.items():
+            newly_activated = state.activated_at is not None and state.activated_at != (
+                activated_before.get(name)
+            )
+            newly_refused = name in refused
+            # A later activation succeeded: the refusal is past. (When both show up in one
+            # poll their order is unknown; the refusal is kept, the safer reading.)
+            if newly_activated and not newly_refused and state.last_error is not None:
+                log.warning(
+                    "bundle %s: revision %s active; the earlier refusal is cleared",
+                    state.name,
+                    state.revision,
+                )
+                state.last_error = state.last_error_at = None
+
+    def _read(self, text: str, refused: set[str]) -> None:
         for family in text_string_to_metric_families(text):
             for sample in family.samples:
                 name = sample.labels.get("name")
@@ -147,7 +166,8 @@ class BundleStatus(Collector):
                 elif sample.name == "last_success_bundle_request":
                     self._state(name).confirmed_at = _seconds(sample.value)
                 elif family.name == "bundle_failed_load_counter":
-                    self._failed(self._state(name), sample.labels, sample.value)
+                    if self._failed(self._state(name), sample.labels, sample.value):
+                        refused.add(name)
 
     def _activated(self, state: BundleState, labels: dict[str, str], value: float) -> None:
         revision = labels.get("active_revision")
@@ -158,7 +178,8 @@ class BundleStatus(Collector):
             )
         state.revision, state.activated_at = revision, activated
 
-    def _failed(self, state: BundleState, labels: dict[str, str], count: float) -> None:
+    def _failed(self, state: BundleState, labels: dict[str, str], count: float) -> bool:
+        """Record OPA's refusal count for one message; True when it grew (a new refusal)."""
         message = labels.get("message") or labels.get("code") or "unknown error"
         key = (_kind(message), message)
         if count > state.failures.get(key, 0.0):
@@ -171,7 +192,10 @@ class BundleStatus(Collector):
                     state.revision,
                 )
             state.last_error, state.last_error_at = message, self.clock()
+            state.failures[key] = count
+            return True
         state.failures[key] = count
+        return False
 
     # -- reading --------------------------------------------------------------------------
     def age_s(self, state: BundleState) -> float | None:

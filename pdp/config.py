@@ -23,6 +23,8 @@ __all__ = ["ConfigError", "Settings", "parse_trust_bundles"]
 
 
 DEFAULT_DEV_TRUST_DOMAINS = ("acme.example", "globex.example")
+#: The bundle-signing key's name: `serve --bundle-key-id` and `bundle build --key-id`.
+DEFAULT_BUNDLE_KEY_ID = "pdp-bundle-signing"
 #: PDP_AUDIT_FSYNC values: when a record counts as durable.
 AUDIT_FSYNC_MODES = ("batch", "always", "off")
 #: PDP_AUDIT_PROMPT values: how much of a prompt the audit record keeps.
@@ -151,7 +153,7 @@ class Settings:
     #: ``--set-file keys.<bundle_key_id>.key=FILE``.
     bundle_verification_key: Path | None = None
     #: Name of that key in the OPA configuration's ``keys`` (what bundles' keyid names).
-    bundle_key_id: str = "pdp-bundle-signing"
+    bundle_key_id: str = DEFAULT_BUNDLE_KEY_ID
     #: Extra ``--set KEY=VALUE`` overrides for OPA's configuration (comma-separated).
     opa_set: tuple[str, ...] = ()
     #: Readiness fails when the active bundle was last confirmed current by the registry

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .answer import AGENT_DISABLED, answer, reason
-from .approvals import ApprovalService, Binding
+from .approvals import ApprovalService, Binding, Unbindable
 from .audit.record import DEFAULT_VALUE_LIMIT, Recorder, build_record
 from .callers import ANONYMOUS, Caller
 from .credentials import CredentialService
@@ -186,14 +186,16 @@ class DecisionService:
         creds = self.credentials
         status = creds.agent_status(identity) if creds is not None else None
         now_ns = self.clock_ns()
-        binding = (
-            Binding.of(request, identity.spiffe_id)
-            if identity.authenticated and identity.spiffe_id is not None and not asserted
-            else None
-        )
+        binding: Binding | None = None
+        unbindable = False
+        if identity.authenticated and identity.spiffe_id is not None and not asserted:
+            try:
+                binding = Binding.of(request, identity.spiffe_id)
+            except Unbindable:
+                unbindable = True  # no approval can be opened for, or used by, this call
         check = request.get("mode") == "check"  # no credential, no history: a preview
         approval_id = request.get("approval_id")
-        approval_doc = await self._approval_input(approval_id, binding)
+        approval_doc = await self._approval_input(approval_id, binding, unbindable)
         user = None
         assertion = (request.get("agent") or {}).get("user_assertion")
         if assertion is not None and self.users is not None:
@@ -391,12 +393,14 @@ class DecisionService:
         return {"hit": False, "decision_id": None, "ttl_seconds": ttl} if ttl else None
 
     async def _approval_input(
-        self, approval_id: str | None, binding: Binding | None
+        self, approval_id: str | None, binding: Binding | None, unbindable: bool = False
     ) -> dict[str, Any] | None:
         """input.approval for the request's approval_id: granted (bound, unexpired, with a
         use left) or refused with its approval_* code; None when it names none."""
         if approval_id is None:
             return None
+        if unbindable:
+            return {"id": approval_id, "status": "refused", "refusal": "approval_mismatch"}
         if binding is None or self.approvals is None:
             return {"id": approval_id, "status": "refused", "refusal": "approval_unknown"}
         approval, refusal = await self.approvals.check(approval_id, binding)

@@ -217,8 +217,9 @@ def mint_svid(
     if not key_path.is_file():
         raise DevTrustError(
             f"trust domain {domain!r} has no dev signing key (looked for {str(key_path)!r}); "
-            f"create it with ensure_dev_trust(state_dir, [{domain!r}]), i.e. list {domain!r} "
-            "in the dev trust domains (PDP_DEV_TRUST_DOMAINS) and start the PDP once"
+            "run this where `pdpctl serve` ran or pass its --state-dir (PDP_STATE_DIR), and "
+            f"make sure {domain!r} is one of its dev trust domains (PDP_DEV_TRUST_DOMAINS): "
+            "serve creates the key at start"
         )
     key = _load_key(key_path)
     now = int(clock())

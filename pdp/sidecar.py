@@ -13,6 +13,7 @@ import ctypes
 import logging
 import os
 import signal
+import socket as socketlib
 import sys
 import tempfile
 from collections.abc import Callable
@@ -73,6 +74,9 @@ class OPASidecar:
         self._watch: asyncio.Task[None] | None = None
         self._stopping = False
         self._drain: asyncio.Task[None] | None = None
+        #: (st_dev, st_ino) of the socket file our OPA created: stop() removes that file
+        #: only, never one another process put at the same path.
+        self._socket_id: tuple[int, int] | None = None
         #: Called when OPA exits unexpectedly (before the restart): the decision cache stops
         #: serving at once instead of at its next bundle check.
         self.on_exit: list[Callable[[], None]] = []
@@ -105,8 +109,7 @@ class OPASidecar:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._drain
             self._drain = None
-        with contextlib.suppress(FileNotFoundError):
-            self.socket.unlink()
+        self._unlink_own_socket()
         if self.socket.parent.name.startswith(_TEMP_PREFIX):
             with contextlib.suppress(OSError):
                 self.socket.parent.rmdir()
@@ -124,10 +127,35 @@ class OPASidecar:
                 proc.kill()
             await proc.wait()
 
+    def _unlink_own_socket(self) -> None:
+        own, self._socket_id = self._socket_id, None
+        with contextlib.suppress(OSError):
+            st = self.socket.stat()
+            if own is not None and (st.st_dev, st.st_ino) == own:
+                self.socket.unlink()
+
+    def _remove_stale_socket(self) -> None:
+        """Remove a socket file left by a dead OPA; refuse one a live process answers on."""
+        if not self.socket.exists():
+            return
+        probe = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+        try:
+            probe.settimeout(1.0)
+            probe.connect(str(self.socket))
+        except OSError:  # nobody listens: stale (a crash, or our own OPA that died)
+            with contextlib.suppress(FileNotFoundError):
+                self.socket.unlink()
+            return
+        finally:
+            probe.close()
+        raise SidecarError(
+            f"another process serves on {self.socket}; is another `pdpctl serve` using "
+            "this state directory?"
+        )
+
     async def _spawn_and_wait(self) -> None:
         self.socket.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket.unlink()
+        self._remove_stale_socket()
         cmd = [
             self.opa,
             "run",
@@ -154,6 +182,9 @@ class OPASidecar:
         )
         log.info("started opa pid=%s socket=%s bundle=%s", self._proc.pid, self.socket, self.bundle)
         await self._wait_active(self._proc)
+        with contextlib.suppress(OSError):
+            st = self.socket.stat()
+            self._socket_id = (st.st_dev, st.st_ino)
         if self._proc.stderr is not None:
             # Forward OPA's (error-level) log so the pipe never fills up.
             self._drain = asyncio.create_task(_forward_stderr(self._proc.stderr))

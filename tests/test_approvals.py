@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import jwt
+import orjson
 import pytest
 
-from pdp.approvals import Approval, ApprovalConflict, Binding
+from pdp.approvals import Approval, ApprovalConflict, Binding, Unbindable
+from pdp.approvals.model import arguments_digest
 from pdp.approvals.store import ApprovalStore, open_approval_store
 from pdp.state import CREDENTIALS, DECISIONS
 from tests.audit_helpers import records
@@ -234,6 +238,185 @@ async def test_a_grant_applies_to_no_other_call(
     assert (await decide(pdp, {**req, "approval_id": approval_id}))["allow"] is True
 
 
+ROOT_KEY = "https://vault.acme.internal/v1/secret/data/root/ceo-master-key"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"destination": {"url": ROOT_KEY + "?x=1"}},
+        {"destination": {"url": ROOT_KEY}},
+        {"destination": {"url": VAULT["request"]["destination"]["url"] + "?version=1"}},
+        {
+            "destination": {
+                "url": "https://vault.acme.internal:8443/v1/secret/data/payroll/db-readonly"
+            }
+        },
+        {"destination": {"environment": "staging"}},
+        {"destination": {"type": "external"}},
+        {"agent": {"on_behalf_of": {"subject": "user:ceo@acme.example", "tenant": "acme"}}},
+        {"agent": {"on_behalf_of": {"subject": "user:bob@acme.example", "tenant": "globex"}}},
+        {"task": {"id": "FIN-PAY-9999"}},
+        {"task": {"purpose": "exfiltration"}},
+        {"task": {"session": "sess-other"}},
+        {"data": {"sensitivity": "confidential"}},
+        {"data": {"categories": ["credentials", "pii"]}},
+    ],
+    ids=[
+        "root key url with query",
+        "other path",
+        "other query",
+        "other port",
+        "other environment",
+        "other destination type",
+        "other user",
+        "other user tenant",
+        "other task id",
+        "other purpose",
+        "other session",
+        "other sensitivity",
+        "other categories",
+    ],
+)
+async def test_a_grant_is_bound_to_the_destination_user_task_and_data_too(
+    pdp: Client, mint: Callable[..., str], change: dict[str, Any]
+) -> None:
+    req, approval_id = await pending(pdp, mint)
+    await act(pdp, approval_id, "grant")
+    other = copy.deepcopy(req)
+    for key, value in change.items():
+        other[key] = {**other[key], **value}
+
+    body = await decide(pdp, {**other, "approval_id": approval_id})
+
+    assert (body["allow"], "credential" in body) == (False, False)
+    assert "approval_mismatch" in codes(body)
+    assert (await decide(pdp, {**req, "approval_id": approval_id}))["allow"] is True
+
+
+async def test_the_same_url_spelled_differently_is_the_same_call(
+    pdp: Client, mint: Callable[..., str]
+) -> None:
+    req, approval_id = await pending(pdp, mint)
+    await act(pdp, approval_id, "grant")
+    same = copy.deepcopy(req)
+    same["destination"]["url"] = (
+        "HTTPS://Vault.ACME.internal:443/v1/secret/data/payroll/db-readonly"
+    )
+
+    assert (await decide(pdp, {**same, "approval_id": approval_id}))["allow"] is True
+
+
+async def test_a_pending_approval_is_not_handed_out_for_another_url_or_user(
+    pdp: Client, mint: Callable[..., str]
+) -> None:
+    req, approval_id = await pending(pdp, mint)
+    other_url = request_for(VAULT, mint(FINANCE))
+    other_url["destination"]["url"] = ROOT_KEY + "?x=1"
+    other_user = request_for(VAULT, mint(FINANCE))
+    other_user["agent"]["on_behalf_of"] = {"subject": "user:ceo@acme.example", "tenant": "acme"}
+
+    first = await decide(pdp, other_url)
+    second = await decide(pdp, other_user)
+
+    ids = {approval_id, first["approval"]["id"], second["approval"]["id"]}
+    assert len(ids) == 3
+    resp = await pdp.get("/v1/approvals?status=pending", headers=admin())
+    listed = {a["id"]: a for a in (await resp.json())["approvals"]}
+    shown = listed[first["approval"]["id"]]["binding"]
+    assert shown["destination"]["url"] == (
+        "https://vault.acme.internal:443/v1/secret/data/root/ceo-master-key?x=1"
+    )
+    assert listed[second["approval"]["id"]]["binding"]["on_behalf_of"]["subject"] == (
+        "user:ceo@acme.example"
+    )
+
+
+@pytest.mark.parametrize(
+    ("granted", "sent"),
+    [
+        ("100000000000000000000001", "100000000000000000000999"),
+        ("9007199254740993", "9007199254740992"),
+        ("1e400", "-1e400"),
+    ],
+    ids=["beyond 64 bits", "beyond 2**53 within 64 bits", "overflow to infinity"],
+)
+async def test_numbers_parsing_rounds_bind_no_approval(
+    pdp: Client, mint: Callable[..., str], granted: str, sent: str
+) -> None:
+    """Two calls whose arguments parse to the same float must not share a grant: such a
+    call opens no approval and an approval_id on it is a mismatch (or the reader refuses
+    the number with 400)."""
+
+    async def raw(args: str, approval_id: str | None = None) -> tuple[int, Any]:
+        req = request_for(VAULT, mint(FINANCE))
+        if approval_id is not None:
+            req["approval_id"] = approval_id
+        req["action"]["arguments"] = {"n": "__N__"}
+        body = json.dumps(req).replace('"__N__"', args)
+        resp = await pdp.post(
+            "/v1/decisions", data=body, headers={"Content-Type": "application/json"}
+        )
+        return resp.status, await resp.json()
+
+    status, first = await raw(granted)
+    if status == 400:
+        return  # a strict reader refuses the number outright: nothing to bind
+    assert status == 200
+    if "approval" in first:  # parsed exactly: its approval is bound to exactly this number
+        approval_id = first["approval"]["id"]
+    else:  # parsed lossily: no approval is opened, nor can any be carried over
+        _, approval_id = await pending(pdp, mint)
+    await act(pdp, approval_id, "grant")
+    status, body = await raw(sent, approval_id)
+    assert status == 200
+    assert (body["allow"], "approval_mismatch" in codes(body)) == (False, True)
+
+
+async def test_approval_listing_shows_every_bound_fact(
+    pdp: Client, mint: Callable[..., str]
+) -> None:
+    _, approval_id = await pending(pdp, mint)
+
+    resp = await pdp.get("/v1/approvals?status=pending", headers=admin())
+    (listed,) = (await resp.json())["approvals"]
+
+    assert listed["binding"] == {
+        "agent": FINANCE,
+        "tenant": "acme",
+        "action": {
+            "type": "secret.read",
+            "name": "payroll.db_readonly_credential",
+            "operation": "read",
+            "arguments_digest": listed["arguments_digest"],
+        },
+        "destination": {
+            "type": "service",
+            "name": "vault",
+            "url": "https://vault.acme.internal:443/v1/secret/data/payroll/db-readonly",
+            "environment": "prod",
+        },
+        "on_behalf_of": {"subject": "user:bob@acme.example", "tenant": "acme"},
+        "task": {"id": "FIN-PAY-0412", "purpose": "payroll reconciliation", "session": "sess-91c2"},
+        "data": {"sensitivity": "restricted", "categories": ["credentials"]},
+    }
+
+
+def test_big_integers_have_distinct_digests_and_rounded_ones_none() -> None:
+    assert arguments_digest({"n": 10**23 + 1}) != arguments_digest({"n": 10**23 + 999})
+    for bad in ({"n": 1e23}, {"a": [float("nan")]}, {"x": {"y": float("-inf")}}):
+        with pytest.raises(Unbindable):
+            arguments_digest(bad)
+    assert arguments_digest({"n": 0.5}) == arguments_digest({"n": 0.5})
+
+
+def test_an_approval_stored_under_an_older_binding_matches_no_call() -> None:
+    old = {k: v for k, v in asdict(BINDING).items() if k in OLD_FIELDS}
+    loaded = Approval.loads(orjson.dumps({**asdict(fresh()), "binding": old}))
+    assert loaded.binding.version == 1 and loaded.binding != BINDING
+    assert loaded.refusal(BINDING, T0) == "approval_mismatch"
+
+
 async def test_a_pending_or_denied_approval_does_not_let_the_call_through(
     pdp: Client, mint: Callable[..., str]
 ) -> None:
@@ -344,6 +527,15 @@ async def stores(
 
 
 BINDING = Binding(FINANCE, "acme", "secret.read", "payroll.x", "read", "vault", "0" * 64)
+OLD_FIELDS = {
+    "agent",
+    "tenant",
+    "action_type",
+    "action_name",
+    "operation",
+    "destination",
+    "arguments_digest",
+}
 
 
 T0 = float(int(time.time()))  # Redis keeps approvals until a real time

@@ -13,6 +13,8 @@ from click.testing import CliRunner
 from pdpctl import errors
 from pdpctl.main import cli
 
+from pdp.config import Settings
+
 from .bundle_keys import key_pair, tamper
 from .conftest import POLICIES
 
@@ -110,3 +112,11 @@ def test_inspect_shows_revision_roots_files_and_signer(tmp_path: Path) -> None:
 def test_key_id_without_a_signing_key_is_a_usage_error(tmp_path: Path) -> None:
     result = run("bundle", "build", "-o", str(tmp_path / "x.tar.gz"), "--key-id", "k")
     assert result.exit_code == errors.BAD_INPUT
+
+
+def test_without_key_id_the_signature_names_the_key_serve_expects_by_default(
+    tmp_path: Path,
+) -> None:
+    out, _ = _signed(tmp_path)  # no --key-id
+    doc = json.loads(run("bundle", "inspect", str(out), "--json").output)
+    assert doc["signer"]["key_id"] == "pdp-bundle-signing" == Settings().bundle_key_id

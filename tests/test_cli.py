@@ -541,6 +541,16 @@ def test_decide_example_of_unknown_trust_domain_exits_9(tmp_path: Path) -> None:
     assert "trust domain 'beta.example' has no dev signing key" in result.output
 
 
+def test_dev_token_outside_a_state_dir_says_where_serve_ran(tmp_path: Path) -> None:
+    result = run(
+        "dev", "token", "--spiffe-id", "spiffe://acme.example/agents/a",
+        "--state-dir", str(tmp_path / "nothing-here"),
+    )  # fmt: skip
+    assert result.exit_code == errors.BAD_INPUT
+    assert "where `pdpctl serve` ran" in result.output and "--state-dir" in result.output
+    assert "ensure_dev_trust" not in result.output  # no internal names in a user's hint
+
+
 def test_examples_cover_allow_and_deny() -> None:
     expects = [load_example(p)["expect"]["allow"] for p in EXAMPLES]
     assert True in expects and False in expects

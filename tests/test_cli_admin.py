@@ -198,6 +198,17 @@ def test_approvals_list_grant_and_the_granted_call(
     line = next(x for x in listed.output.splitlines() if x.startswith(approval_id))
     assert line.split()[1:3] == ["pending", VAULT["spiffe_id"]]
     assert "secret.read payroll.db_readonly_credential read -> vault" in line
+    # Every bound fact is shown under the approval's line: what the approver approves.
+    block = listed.output.split(line, 1)[1]
+    for shown in (
+        "destination: service vault https://vault.acme.internal:443/v1/secret/data/payroll/"
+        "db-readonly env=prod",
+        "on behalf of: user:bob@acme.example (tenant acme)",
+        "task: FIN-PAY-0412 purpose=payroll reconciliation session=sess-91c2",
+        "data: restricted [credentials]",
+        "arguments sha256: ",
+    ):
+        assert shown in block, listed.output
     assert granted.exit_code == 0, granted.output
     assert "granted" in granted.output and "by admin (carol)  note: payroll" in granted.output
     assert allowed["allow"] is True and "credential" in allowed

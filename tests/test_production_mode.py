@@ -3,8 +3,9 @@ file, registry address substituted through the environment) with a real OCI regi
 loopback, a real OPA sidecar and bundle-signing keys generated here.
 
 publish v1 -> served; publish v2 -> active without a restart; unsigned or tampered v3 ->
-refused, v2 stays, the refusal shows in /readyz, metrics and the log; restart with the
-registry down -> the persisted v2 is served; --max-bundle-age -> not ready when too old;
+refused, v2 stays, the refusal shows in /readyz, metrics and the log; a signed v4 ->
+active, the refusal no longer shows; restart with the registry down -> the persisted v4 is
+served; --max-bundle-age -> not ready when too old;
 a bundle signed by an unknown key and a registry serving other bytes than the manifest
 promised -> refused.
 """
@@ -155,11 +156,18 @@ def test_publish_activate_refuse_and_restart_on_the_persisted_bundle(supply: Sup
     assert wait_until(lambda: failures(serve, "activation") > before, timeout=20)
     assert revision(serve) == "v2"
 
-    # restart with the registry down: the persisted last-known-good v2 is served
+    # a signed v4 activates: the refusal is past, /readyz no longer reports it
+    supply.publish(supply.build("v4"))
+    assert wait_until(lambda: revision(serve) == "v4", timeout=20), serve.output()
+    assert wait_until(lambda: http_get(serve.url + "/readyz")[1]["detail"] == "ok", timeout=5)
+    status, body = http_get(serve.url + "/readyz")
+    assert status == 200 and body["bundles"]["pdp"]["last_error"] is None, body
+
+    # restart with the registry down: the persisted last-known-good v4 is served
     assert serve.terminate() == 0
     supply.registry.stop()
     again = supply.serve()
-    assert revision(again) == "v2"
+    assert revision(again) == "v4"
     assert wait_until(lambda: failures(again, "download") > 0, timeout=20)
     status, body = http_get(again.url + "/readyz")
     assert status == 200 and "last update refused" in body["detail"]
@@ -170,8 +178,8 @@ def test_publish_activate_refuse_and_restart_on_the_persisted_bundle(supply: Sup
     assert wait_until(lambda: http_get(old.url + "/readyz")[0] == 503, timeout=20)
     status, body = http_get(old.url + "/readyz")
     assert "more than --max-bundle-age 1 s" in body["detail"], body
-    assert body["bundles"]["pdp"]["revision"] == "v2"
-    assert decide(old)["policy"]["revision"] == "v2"  # still answers: readiness is the signal
+    assert body["bundles"]["pdp"]["revision"] == "v4"
+    assert decide(old)["policy"]["revision"] == "v4"  # still answers: readiness is the signal
 
 
 def test_a_bundle_signed_by_an_unknown_key_is_never_activated(supply: Supply) -> None:

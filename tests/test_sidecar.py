@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
+import socket
 import stat
+import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from pdp.app import create_app
-from pdp.bundle import BundleError, content_revision
+from pdp.bundle import BuiltBundle, BundleError, content_revision
 from pdp.config import Settings
 from pdp.devtrust import mint_svid
 from pdp.sidecar import OPASidecar, SidecarError, pid_alive, socket_path
@@ -29,7 +33,9 @@ from .conftest import (
     DEV_DOMAINS,
     EXAMPLES,
     POLICIES,
+    ROOT,
     ServeProcess,
+    free_port,
     load_example,
     process_running,
     wait_until,
@@ -237,6 +243,89 @@ def test_serve_stops_cleanly_on_sigterm_and_leaves_no_opa(
     assert not process_running(opa_pid)
     assert not sock.exists()
     assert "Traceback" not in serve.output()
+
+
+def _decide(serve: ServeProcess) -> dict[str, Any]:
+    request = example_request(serve.state_dir)
+    req = urllib.request.Request(
+        serve.url + "/v1/decisions",
+        data=json.dumps(request).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        answer: dict[str, Any] = json.loads(resp.read())
+        return answer
+
+
+@pytest.mark.parametrize("other_policies", [False, True], ids=["same", "other-policies"])
+def test_a_second_serve_on_the_same_state_dir_exits_9_and_leaves_the_first_serving(
+    serve_process: Callable[..., ServeProcess], other_policies: bool
+) -> None:
+    first = serve_process()
+    assert _decide(first)["allow"] is True
+    sock = socket_path(first.state_dir)
+    bundle = first.state_dir / "bundles" / "policies.tar.gz"
+    sock_id, bundle_bytes = sock.stat().st_ino, bundle.read_bytes()
+    opa_pid = first.opa_pid()
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDP_")}
+    policies = ROOT / "examples" / "authzen" / "todo" if other_policies else POLICIES
+    second = subprocess.run(
+        [sys.executable, "-m", "pdpctl", "serve", "--policies", str(policies),
+         "--port", str(free_port()), "--state-dir", str(first.state_dir)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert second.returncode == 9, second.stderr
+    assert second.stderr.count("\n") == 1, second.stderr  # one line
+    assert "is in use by another `pdpctl serve`" in second.stderr
+    assert f"(pid {first.pid})" in second.stderr and "--state-dir" in second.stderr
+    assert "serving" not in second.stderr and "Traceback" not in second.stderr
+    # nothing of the first's was touched: socket, bundle, OPA; and it keeps deciding
+    assert sock.stat().st_ino == sock_id and bundle.read_bytes() == bundle_bytes
+    assert first.opa_pid() == opa_pid
+    assert _decide(first)["allow"] is True
+    assert first.terminate() == 0, first.output()
+
+
+async def test_sidecar_refuses_a_socket_another_process_listens_on_and_leaves_it(
+    tmp_path: Path, opa_bin: str
+) -> None:
+    sock = socket_path(tmp_path)
+    sock.parent.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        other.bind(str(sock))
+        other.listen(1)
+        sidecar = OPASidecar(opa_bin, POLICIES, sock)
+        with pytest.raises(SidecarError, match="another process serves on"):
+            await sidecar.start()
+        await sidecar.stop()
+        assert sock.exists()  # not ours: never deleted
+
+
+async def test_sidecar_stop_leaves_a_socket_file_it_did_not_create(
+    tmp_path: Path, opa_bin: str, policy_bundle: BuiltBundle
+) -> None:
+    sock = socket_path(tmp_path)
+    sock.parent.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as other:
+        other.bind(str(sock))  # another process's socket at the path
+        await OPASidecar(opa_bin, policy_bundle.path, sock).stop()  # never started
+        assert sock.exists()
+
+
+async def test_sidecar_removes_a_stale_socket_left_by_a_dead_opa(
+    tmp_path: Path, opa_bin: str, policy_bundle: BuiltBundle
+) -> None:
+    sock = socket_path(tmp_path)
+    sock.parent.mkdir(parents=True)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as dead:
+        dead.bind(str(sock))  # bound, never listening: what a killed OPA leaves behind
+    sidecar = OPASidecar(opa_bin, policy_bundle.path, sock)
+    await sidecar.start()
+    assert stat.S_ISSOCK(sock.stat().st_mode)
+    await sidecar.stop()
+    assert not sock.exists()  # ours: removed
 
 
 # --------------------------------------------------------------------------- start-up failures

@@ -53,7 +53,24 @@ def _line(a: dict[str, Any]) -> str:
     return safe(
         f"{a['id']}  {a['status']}  {a['agent']}  {a['tenant']}  {call} -> {a['destination']}"
         f"  expires {a['expires_at']}{decided}{note}"
-    )
+    ) + "".join(f"\n    {line}" for line in _bound(a.get("binding")))
+
+
+def _bound(b: dict[str, Any] | None) -> list[str]:
+    """The facts the approval is bound to, one per line (what the approver approves)."""
+    if not b:
+        return []
+    dest, user, task, data = b["destination"], b["on_behalf_of"], b["task"], b["data"]
+    lines = [
+        f"destination: {dest['type']} {dest['name']} {dest['url'] or '-'}"
+        f" env={dest['environment'] or '-'}",
+        f"on behalf of: {user['subject'] or '-'} (tenant {user['tenant'] or '-'})",
+        f"task: {task['id'] or '-'} purpose={task['purpose'] or '-'}"
+        f" session={task['session'] or '-'}",
+        f"data: {data['sensitivity'] or '-'} [{', '.join(data['categories'])}]",
+        f"arguments sha256: {b['action']['arguments_digest']}",
+    ]
+    return [safe(line) for line in lines]
 
 
 @approvals.command("list")

@@ -18,6 +18,7 @@ from pdp.config import ConfigError, Settings, parse_trust_bundles
 from pdp.devtrust import mint_svid
 from pdp.errors import PDPError
 from pdp.eventloop import loop_name
+from pdp.statelock import lock_state_dir
 from pdp.textsafe import safe
 from pdp.tools import ToolNotFoundError
 
@@ -269,8 +270,13 @@ def serve(
             ext_authz_grpc_port=ext_authz_grpc_port,
             ext_authz_routes=routes_file,
         )
+        # Before anything in the state dir is touched (bundle, OPA socket, audit, keys):
+        # a second serve on the same directory stops here, exit 9, the first unharmed.
+        state_lock = lock_state_dir(settings.state_dir)
     except ConfigError as exc:
         raise CLIError(str(exc), exc.exit_code) from None
+    except OSError as exc:  # the state dir cannot be created or locked
+        raise CLIError(f"could not start: {exc}", BAD_INPUT) from None
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
@@ -309,6 +315,8 @@ def serve(
         raise CLIError(f"could not start: {exc}", exc.exit_code) from None
     except OSError as exc:  # the address is in use, the state dir is not writable
         raise CLIError(f"could not start: {exc}", FAILED) from None
+    finally:
+        state_lock.close()  # the kernel releases it at exit anyway
 
 
 @cli.group()

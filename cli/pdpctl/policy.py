@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator
 from pdp import cache_safety
 from pdp.bundle import BundleError, build_bundle
 from pdp.bundlesign import SIGNING_ALGS, BundleSigningError, sign_bundle
+from pdp.config import DEFAULT_BUNDLE_KEY_ID
 from pdp.schema import load_schema
 
 from .errors import BAD_INPUT, DOES_NOT_COMPILE, LINT_FAILED, NOT_FORMATTED, TESTS_FAILED, CLIError
@@ -245,7 +246,12 @@ def bundle() -> None:
     show_default=True,
     help="Algorithm of --signing-key.",
 )
-@click.option("--key-id", default=None, help="Key id recorded in the signature (keyid claim).")
+@click.option(
+    "--key-id",
+    default=None,
+    help="Key id recorded in the signature (keyid claim) [pdp-bundle-signing: the default "
+    "of `serve --bundle-key-id`].",
+)
 @pass_project
 def build(
     project: Project,
@@ -271,6 +277,9 @@ def build(
             raise CLIError(str(exc), BAD_INPUT) from None
         raise CLIError("bundle build failed: policies do not compile", DOES_NOT_COMPILE) from None
     if signing_key is not None:
+        # The name `serve --bundle-key-id` gives the verification key by default, so a bundle
+        # built and served with the defaults verifies (OPA's own default would be "default").
+        key_id = key_id or DEFAULT_BUNDLE_KEY_ID
         try:
             sign_bundle(
                 project.opa(),

@@ -7,7 +7,7 @@ same call with its ``approval_id`` (docs/approvals.md).
     service.py  ApprovalService: request, check, use, decide, list; each step audited
 """
 
-from .model import APPROVAL_CODES, Approval, Binding
+from .model import APPROVAL_CODES, Approval, Binding, Unbindable
 from .service import ApprovalService
 from .store import ApprovalConflict, ApprovalStore
 
@@ -18,4 +18,5 @@ __all__ = [
     "ApprovalService",
     "ApprovalStore",
     "Binding",
+    "Unbindable",
 ]

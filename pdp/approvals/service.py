@@ -150,6 +150,7 @@ class ApprovalService:
                 "action": {"type": b.action_type, "name": b.action_name, "operation": b.operation},
                 "destination": b.destination,
                 "arguments_digest": b.arguments_digest,
+                "binding": b.view(),
                 "uses_left": approval.uses_left,
                 "decided_by": approval.decided_by,
                 "approver": approval.approver,
