@@ -36,6 +36,10 @@ class RefreshLoop:
         self.clock = clock
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: Store events ("agents", "keys") heard but not yet passed on: listeners (the
+        #: decision cache) hear them only after the refresh that loads the new state, so a
+        #: decision between the two cannot re-cache an answer made on the old state.
+        self._held: list[str] = []
         #: When the last refresh round finished (seconds since the epoch).
         self.last_refresh: float | None = None
         #: Called with every store event, this replica's own announcements included: the
@@ -59,9 +63,11 @@ class RefreshLoop:
                 await task
 
     def _on_event(self, event: str) -> None:
-        self.tell(event)
         if event in EVENTS:
+            self._held.append(event)
             self._wake.set()
+            return
+        self.tell(event)
 
     def tell(self, event: str) -> None:
         """Pass ``event`` to every listener (one listener's bug does not stop the others)."""
@@ -83,9 +89,13 @@ class RefreshLoop:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.interval_s)
             self._wake.clear()
+            held, self._held = self._held, []
             try:
                 await self.refresh()
             except StoreError as exc:
                 log.warning("store refresh failed (keeping the cached state): %s", exc)
             except Exception:  # the task's outermost boundary: log, keep refreshing
                 log.exception("store refresh failed")
+            # Told even when the refresh failed: dropping cached decisions is always safe.
+            for event in dict.fromkeys(held):
+                self.tell(event)
