@@ -8,11 +8,12 @@ into the state directory on first start (the dev trust domains).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -476,7 +477,7 @@ class Settings:
         for f in dataclasses.fields(cls):
             var = "PDP_" + f.name.upper()
             if var in env:
-                values[f.name] = _parse(f.name, var, env[var])
+                values[f.name] = _parse(var, _field_types()[f.name], env[var], f.default)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -486,116 +487,55 @@ def _check(ok: bool, key: str, value: object, message: str) -> None:
         raise ConfigError(f"{key}={value!r}: {message}")
 
 
-_INT_FIELDS = {
-    "port",
-    "opa_timeout_ms",
-    "max_body_bytes",
-    "clock_skew_seconds",
-    "token_cache_size",
-    "credential_max_ttl_s",
-    "credential_default_ttl_s",
-    "decision_cache_size",
-    "decision_cache_max_ttl_s",
-    "decision_cache_bundle_check_ms",
-    "approval_pending_ttl_s",
-}
+#: The one boolean vocabulary of every PDP_* switch (case-insensitive).
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
-_AUDIT_PARSERS: dict[str, str] = {
-    "audit_enabled": "bool",
-    "audit_dir": "path",
-    "audit_commit_delay_ms": "float",
-    "audit_segment_max_bytes": "int",
-    "audit_segment_max_age_s": "float",
-    "audit_retention_days": "float",
-    "audit_retention_max_bytes": "int",
-    "audit_forward_url": "optional",
-    "audit_forward_batch": "int",
-    "audit_forward_max_backoff_s": "float",
-    "audit_signing": "bool",
-    "audit_keys_dir": "path",
-    "audit_checkpoint_every": "int",
-    "audit_checkpoint_interval_s": "float",
-    "audit_forward_token": "optional",
-    "audit_forward_token_file": "path",
-    "audit_forward_tls_cert": "path",
-    "audit_forward_tls_key": "path",
-    "audit_forward_tls_ca": "path",
-    "prompt_hash_key": "optional",
-    "prompt_hash_key_file": "path",
-    "opa_config": "path",
-    "bundle_verification_key": "path",
-    "max_bundle_age_s": "float",
-    "shadow_bundle": "optional",
-    "shadow_queue_max": "int",
-}
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    """Settings field name -> its annotated type (resolved once, on first use)."""
+    return get_type_hints(Settings)
 
 
-def _parse_audit(kind: str, var: str, raw: str) -> Any:
-    """Parse one PDP_AUDIT_* variable of the given kind."""
-    if kind == "bool":
-        if raw.lower() not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
-            raise ConfigError(f"{var}={raw!r}: must be true or false")
-        return raw.lower() in {"1", "true", "yes", "on"}
-    if kind in {"int", "float"}:
+def parse_bool(var: str, raw: str, default: bool) -> bool:
+    """A switch: TRUE_WORDS or FALSE_WORDS; empty means the default."""
+    word = raw.strip().lower()
+    if word == "":
+        return default
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{var}={raw!r}: must be true or false")
+
+
+def _parse(var: str, kind: Any, raw: str, default: Any) -> Any:
+    """Parse one PDP_* variable by the type of its Settings field.
+
+    Numbers must parse; booleans use one vocabulary; an empty value is None for optional
+    fields, an empty tuple or mapping for lists, the default for switches.
+    """
+    if kind is bool:
+        return parse_bool(var, raw, bool(default))
+    if kind is int or kind is float:
         try:
-            return int(raw) if kind == "int" else float(raw)
+            return kind(raw)
         except ValueError:
-            noun = "an integer" if kind == "int" else "a number"
+            noun = "an integer" if kind is int else "a number"
             raise ConfigError(f"{var}={raw!r}: must be {noun}") from None
-    if kind == "path":
-        return Path(raw) if raw else None
-    return raw or None
-
-
-def _parse(name: str, var: str, raw: str) -> Any:
-    if name in _AUDIT_PARSERS:
-        return _parse_audit(_AUDIT_PARSERS[name], var, raw)
-    if name in _INT_FIELDS:
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{var}={raw!r}: must be an integer") from None
-    if name in {"opa_start_timeout_s", "store_refresh_s", "session_ttl_s"}:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"{var}={raw!r}: must be a number") from None
-    if name == "prompt_to_policy":
-        if raw.lower() not in {"1", "true", "yes", "0", "false", "no", ""}:
-            raise ConfigError(f"{var}={raw!r}: must be true or false")
-        return raw.lower() in {"1", "true", "yes"}
-    if name in {"state_dir", "policies_dir"}:
+    optional = [a for a in get_args(kind) if a is not type(None)]
+    if len(optional) == 1 and type(None) in get_args(kind):  # X | None: empty is None
+        return _parse(var, optional[0], raw, None) if raw else None
+    if kind is Path:
         return Path(raw)
-    if name in {"dev_trust_domains", "opa_set"}:
+    if kind == tuple[str, ...]:
         return tuple(d.strip() for d in raw.split(",") if d.strip())
-    if name == "trust_bundles":
+    if kind == Mapping[str, Path]:
         return parse_trust_bundles(raw.split(",") if raw else [], var)
-    if name in {
-        "opa_url",
-        "opa_binary",
-        "admin_token",
-        "introspection_token",
-        "store_url",
-        "approver_token",
-        "user_assertion_issuer",
-        "user_assertion_audience",
-    }:
-        return raw or None
-    if name == "ext_authz_grpc_port":
-        try:
-            return int(raw) if raw else None
-        except ValueError:
-            raise ConfigError(f"{var}={raw!r}: must be an integer") from None
-    if name in {
-        "admin_token_file",
-        "introspection_token_file",
-        "ext_authz_routes",
-        "approver_token_file",
-        "user_assertion_jwks",
-    }:
-        return Path(raw) if raw else None
-    return raw
+    if kind is str:
+        return raw
+    raise TypeError(f"Settings has a field of a type the loader cannot parse: {kind!r}")
 
 
 def parse_trust_bundles(items: list[str] | tuple[str, ...], key: str) -> dict[str, Path]:

@@ -23,6 +23,7 @@ from pdp.config import Settings
 from pdp.devtrust import ensure_dev_trust, mint_svid
 from pdp.tools import find_opa
 
+from . import process_helpers
 from .opa_process import OPAProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -254,9 +255,7 @@ class ServeProcess:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        process_helpers.kill(self.proc)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from pdp.bundle import BuiltBundle
 from tests.conftest import EXAMPLES, ClientFactory, load_example
-from tests.http_helpers import is_uuid, metric
+from tests.http_helpers import decide, is_uuid, metric
 from tests.identity_helpers import (
     KeyPair,
     claims,
@@ -92,13 +92,6 @@ async def get_metrics(client: Client) -> str:
     resp = await client.get("/metrics")
     assert resp.status == 200
     return await resp.text()
-
-
-async def decide(client: Client, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    resp = await client.post("/v1/decisions", json=request)
-    assert resp.content_type == "application/json"
-    body: dict[str, Any] = await resp.json()
-    return resp.status, body
 
 
 def codes(body: dict[str, Any]) -> list[str]:

@@ -32,6 +32,7 @@ from pdp.schema import load_schema
 from pdp.state import AUDIT
 
 from .conftest import EXAMPLES, ClientFactory, load_example
+from .http_helpers import decide
 from .opa_process import OPAProcess
 
 Client = TestClient[Any, Any]
@@ -47,12 +48,6 @@ def request_for(path: Path, mint: Callable[..., str] | None, **extra: Any) -> di
         request["agent"]["token"] = mint(example["spiffe_id"])
     request.update(extra)
     return request
-
-
-async def decide(client: Client, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    resp = await client.post("/v1/decisions", json=request)
-    body: dict[str, Any] = await resp.json()
-    return resp.status, body
 
 
 def decisions(audit: Path) -> list[dict[str, Any]]:
@@ -169,11 +164,15 @@ async def test_a_decision_record_joins_identity_request_decision_and_policy(
     }
     assert rec["policy"] == {"revision": policy_bundle.revision, "opa_decision_id": None}
     assert isinstance(rec["latency_us"], int) and rec["latency_us"] > 0
-    if "credential" in body:  # minted on allow: recorded by id only
-        assert (
-            rec["credential"]["jti"]
-            == jwt.decode(body["credential"]["token"], options={"verify_signature": False})["jti"]
-        )
+    # Minted on allow (minting is on by default): recorded by id only, never the token.
+    credential = body["credential"]
+    minted = jwt.decode(credential["token"], options={"verify_signature": False})
+    assert rec["credential"] == {
+        "jti": minted["jti"],
+        "aud": "jira",
+        "scope": "tool.call:jira.search_issues:read",
+        "exp": minted["exp"],
+    }
     # The replayable input is exactly what OPA saw, and matches the OPA input schema.
     assert rec["input"]["now"]["rfc3339"] == rec["time"]
     assert rec["input"]["identity"]["jti"] == claims["jti"]
@@ -182,8 +181,8 @@ async def test_a_decision_record_joins_identity_request_decision_and_policy(
     raw = b"".join(s.path.read_bytes() for s in list_segments(audit_dir))
     assert token.encode() not in raw and token.split(".")[2].encode() not in raw
     assert b"PELICAN-7731" not in raw
-    if "credential" in body:
-        assert body["credential"]["token"].encode() not in raw
+    assert credential["token"].encode() not in raw
+    assert credential["token"].split(".")[2].encode() not in raw
 
 
 async def test_a_503_decision_is_recorded_as_a_deny_under_its_decision_id(

@@ -24,6 +24,7 @@ from pdp.audit.segment import iter_records, list_segments
 from pdp.audit.verify import verify
 from pdp.bundle import BuiltBundle, build_bundle
 
+from . import process_helpers
 from .audit_helpers import delete, edit, make_trail, records, swap
 from .conftest import POLICIES, ROOT
 
@@ -260,8 +261,7 @@ def test_tail_follow_prints_decisions_as_they_become_durable(tmp_path: Path) -> 
         log.append([{"type": "decision", "time": "t", "decision_id": f"new-{i}"} for i in range(2)])
         got = [json.loads(proc.stdout.readline())["decision_id"] for _ in range(2)]
     finally:
-        proc.kill()
-        proc.wait(5)
+        process_helpers.kill(proc)
         assert proc.stdout is not None
         proc.stdout.close()
         log.close()

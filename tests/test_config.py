@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pdp import config
 from pdp.config import DEFAULT_DEV_TRUST_DOMAINS, ConfigError, Settings, parse_trust_bundles
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -68,6 +71,9 @@ ENV_CASES: list[tuple[str, str, str, Any]] = [
     ("PDP_PROMPT_TO_POLICY", "no", "prompt_to_policy", False),
     ("PDP_PROMPT_TO_POLICY", "0", "prompt_to_policy", False),
     ("PDP_PROMPT_TO_POLICY", "", "prompt_to_policy", False),
+    # One boolean vocabulary for every switch: 1/0, true/false, yes/no, on/off.
+    ("PDP_PROMPT_TO_POLICY", "on", "prompt_to_policy", True),
+    ("PDP_PROMPT_TO_POLICY", "Off", "prompt_to_policy", False),
     ("PDP_LOG_LEVEL", "debug", "log_level", "debug"),
     ("PDP_LOG_LEVEL", "WARNING", "log_level", "WARNING"),
 ]
@@ -75,6 +81,9 @@ ENV_CASES: list[tuple[str, str, str, Any]] = [
 ENV_CASES += [
     ("PDP_AUDIT_ENABLED", "false", "audit_enabled", False),
     ("PDP_AUDIT_ENABLED", "on", "audit_enabled", True),
+    ("PDP_AUDIT_ENABLED", "no", "audit_enabled", False),
+    ("PDP_AUDIT_ENABLED", "0", "audit_enabled", False),
+    ("PDP_AUDIT_ENABLED", "", "audit_enabled", True),  # empty: the default (on)
     ("PDP_AUDIT_DIR", "/var/log/pdp-audit", "audit_dir", Path("/var/log/pdp-audit")),
     ("PDP_AUDIT_DIR", "", "audit_dir", None),
     ("PDP_AUDIT_FSYNC", "always", "audit_fsync", "always"),
@@ -301,7 +310,8 @@ INVALID_ENV: list[tuple[str, str, str]] = [
     ("PDP_CLOCK_SKEW_SECONDS", "301", "PDP_CLOCK_SKEW_SECONDS=301: must be 0..300"),
     ("PDP_TOKEN_CACHE_SIZE", "-1", "PDP_TOKEN_CACHE_SIZE=-1: >= 0"),
     ("PDP_PROMPT_TO_POLICY", "maybe", "PDP_PROMPT_TO_POLICY='maybe': must be true or false"),
-    ("PDP_PROMPT_TO_POLICY", "on", "PDP_PROMPT_TO_POLICY='on': must be true or false"),
+    ("PDP_PROMPT_TO_POLICY", "enabled", "PDP_PROMPT_TO_POLICY='enabled': must be true or false"),
+    ("PDP_AUDIT_ENABLED", "2", "PDP_AUDIT_ENABLED='2': must be true or false"),
     ("PDP_LOG_LEVEL", "verbose", "PDP_LOG_LEVEL='verbose': must be DEBUG, INFO, WARNING or ERROR"),
     ("PDP_LOG_LEVEL", "", "PDP_LOG_LEVEL='': must be DEBUG, INFO, WARNING or ERROR"),
     ("PDP_OPA_URL", "ftp://opa:8181", "PDP_OPA_URL='ftp://opa:8181': " + "{url}"),
@@ -426,3 +436,46 @@ def test_config_error_is_a_value_error() -> None:
 def test_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().port = 1  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- one loader
+
+
+def test_every_setting_is_read_from_its_variable_by_its_type() -> None:
+    """The loader parses by the field's type: a new field needs no parser of its own."""
+    for f in dataclasses.fields(Settings):
+        assert f.name in config._field_types(), f.name
+        kind = config._field_types()[f.name]
+        if kind in (int, float):
+            raw = "7"
+        elif kind is bool:
+            raw = "on"
+        else:
+            continue
+        parsed = config._parse("PDP_" + f.name.upper(), kind, raw, f.default)
+        assert parsed == (True if kind is bool else kind(raw)), f.name
+
+
+def test_every_setting_is_documented_once_in_operations_md_with_its_default() -> None:
+    table = (ROOT / "docs" / "operations.md").read_text().split("## Settings", 1)[1]
+    rows = [line for line in table.split("\n## ", 1)[0].splitlines() if line.startswith("| `PDP_")]
+    documented: dict[str, str] = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        names = re.findall(r"`(PDP_[A-Z0-9_]+)`", cells[0])
+        defaults = [d.strip() for d in cells[2].split(",")] if len(names) > 1 else [cells[2]]
+        for name, default in zip(names, defaults + [""] * len(names), strict=False):
+            assert name not in documented, f"{name} is documented twice"
+            documented[name] = default
+    for f in dataclasses.fields(Settings):
+        var = "PDP_" + f.name.upper()
+        assert var in documented, f"{var} is not documented in docs/operations.md"
+        default = documented[var]
+        value = f.default if f.default is not dataclasses.MISSING else None
+        literal = re.match(r"`([^`]*)`", default)
+        if isinstance(value, bool):
+            assert literal and literal.group(1) == str(value).lower(), var
+        elif isinstance(value, int | float):
+            assert literal and float(literal.group(1)) == float(value), var
+        elif isinstance(value, str) and literal:
+            assert literal.group(1) == value, var
