@@ -501,3 +501,18 @@ async def test_search_ignores_the_searched_entitys_id(records: Client) -> None:
 async def test_search_of_a_type_without_candidates_is_empty(records: Client) -> None:
     request = {"subject": ALICE, "action": {"name": "view"}, "resource": {"type": "spaceship"}}
     assert await post(records, "/access/v1/search/resource", request) == (200, {"results": []})
+
+
+async def test_agent_needing_approval_gets_the_pending_approval_in_context(
+    client: Client, mint: Callable[..., str]
+) -> None:
+    vault = load_example(
+        ROOT / "examples/requests/deny-finance-analyst-vault-secret-approval-required.json"
+    )
+    status, body = await post(
+        client, "/access/v1/evaluation", to_authzen(vault, mint(vault["spiffe_id"]))
+    )
+    assert status == 200 and body["decision"] is False
+    assert [r["code"] for r in body["context"]["reasons"]] == ["approval_required"]
+    assert body["context"]["approval"]["status"] == "pending"
+    assert body["context"]["approval"]["id"]

@@ -43,7 +43,8 @@ Factory = Callable[..., Any]
 
 def test_the_example_route_file_loads() -> None:
     table = RouteTable.load(ROUTES)
-    assert [r.name for r in table.routes] == ["jira-search", "jira-create-issue", "wiki-pages"]
+    names = [r.name for r in table.routes]
+    assert names == ["jira-search", "jira-create-issue", "wiki-pages", "vault-payroll-secret"]
     assert (table.token_header, table.token_scheme) == ("authorization", "Bearer")
 
 
@@ -410,3 +411,55 @@ async def test_each_check_is_one_recorded_decision_with_its_id(
     )
     info = await resp.json()
     assert info["active"] is True and info["sub"] == SUPPORT_BOT
+
+
+# --------------------------------------------------------------------------- approvals
+
+FINANCE = "spiffe://acme.example/agents/finance-analyst"
+VAULT = "/v1/secret/data/payroll/db-readonly"
+
+
+@pytest.mark.opa
+async def test_http_approval_pending_is_a_403_with_the_approval_then_granted_allows(
+    pdp: Client, mint: Callable[..., str]
+) -> None:
+    svid = mint(FINANCE)
+    first = await pdp.get("/ext_authz" + VAULT, headers=bearer(svid))
+    assert first.status == 403
+    body = await first.json()
+    assert [r["code"] for r in body["reasons"]] == ["approval_required"]
+    assert body["approval"]["status"] == "pending"
+    approval_id = body["approval"]["id"]
+    granted = await pdp.post(
+        f"/v1/approvals/{approval_id}/grant",
+        json={"approver": "alice"},
+        headers={"Authorization": f"Bearer {ADMIN}"},
+    )
+    assert granted.status == 200
+    retry = await pdp.get(
+        "/ext_authz" + VAULT, headers={**bearer(svid), "x-pdp-approval-id": approval_id}
+    )
+    assert retry.status == 200
+    claims = jwt.decode(retry.headers["Authorization"][7:], options={"verify_signature": False})
+    assert claims["sub"] == FINANCE and claims["aud"] == "vault"
+
+
+@pytest.mark.opa
+async def test_grpc_approval_pending_carries_the_approval_object(
+    pdp: Client, mint: Callable[..., str]
+) -> None:
+    resp = await grpc_check(pdp, VAULT, bearer(mint(FINANCE)))
+    assert resp.status.code == code_pb2.PERMISSION_DENIED
+    body = json.loads(resp.denied_response.body)
+    assert body["approval"]["status"] == "pending" and body["approval"]["id"]
+
+
+@pytest.mark.opa
+async def test_a_malformed_approval_id_header_is_denied(
+    pdp: Client, mint: Callable[..., str]
+) -> None:
+    headers = {**bearer(mint(FINANCE)), "x-pdp-approval-id": "not/an id"}
+    resp = await pdp.get("/ext_authz" + VAULT, headers=headers)
+    assert resp.status == 403
+    codes = [r["code"] for r in (await resp.json())["reasons"]]
+    assert codes == ["request.invalid_approval_id"]

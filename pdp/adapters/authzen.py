@@ -315,6 +315,7 @@ _POINTERS = (
     ("/tenant", "/context/tenant"),
     ("/task", "/context/task"),
     ("/prompt", "/context/prompt"),
+    ("/approval_id", "/context/approval_id"),
     ("/action/type", "/action/properties/type"),
     ("/action/operation", "/action/properties/operation"),
     ("/action/arguments", "/action/properties/arguments"),
@@ -344,8 +345,8 @@ def agent_request(
     subject.properties.token -> agent.token; .on_behalf_of -> agent.on_behalf_of;
     action.name -> action.name, action.properties.{type, operation, arguments};
     resource.type/id -> destination.type/name, resource.properties.{url, environment};
-    resource.properties.{sensitivity, categories} -> data; context.{tenant, task, prompt}
-    -> the request's; the rest of context -> context.
+    resource.properties.{sensitivity, categories} -> data; context.{tenant, task, prompt,
+    approval_id} -> the request's; the rest of context -> context.
 
     ``subject.id``, when the token verifies, must be the token's SPIFFE ID: the acting
     agent comes from the token, and two readings of who acts are refused.
@@ -359,7 +360,7 @@ def agent_request(
     if request_id is not None and _ID_PATTERN.match(request_id):
         req["request_id"] = request_id
     req["agent"] = {k: sprops[k] for k in ("token", "on_behalf_of") if k in sprops}
-    for key in ("tenant", "task", "prompt"):
+    for key in ("tenant", "task", "prompt", "approval_id"):
         if key in context:
             req[key] = context.pop(key)
     req["action"] = {"name": action["name"]}

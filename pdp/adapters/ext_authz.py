@@ -31,9 +31,12 @@ log = logging.getLogger("pdp.ext_authz")
 
 #: Response header carrying the decision id (to the upstream on allow, the client on deny).
 DECISION_HEADER = "x-pdp-decision-id"
+#: Request header naming a granted approval for this call (docs/approvals.md).
+APPROVAL_HEADER = "x-pdp-approval-id"
 #: Longest original path (with query) considered; longer is denied.
 MAX_PATH = 4096
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
+_APPROVAL_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +117,11 @@ async def check(service: DecisionService, table: RouteTable, attrs: HttpAttribut
     request = route.decision_request(
         token, rid if rid is not None and _ID_PATTERN.match(rid) else None, context
     )
+    approval_id = attrs.headers.get(APPROVAL_HEADER)
+    if approval_id is not None:
+        if not _APPROVAL_PATTERN.match(approval_id):
+            return _deny("request.invalid_approval_id", f"{APPROVAL_HEADER} is not an approval id")
+        request["approval_id"] = approval_id
     remove = (table.token_header,) if table.token_header != "authorization" else ()
     try:
         response = await service.decide(request)
