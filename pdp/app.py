@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import admin
+from . import admin, outcomes
 from .adapters import authzen
 from .audit.record import LogRecorder, Recorder
 from .audit.trail import AuditRecorder, AuditTrail
@@ -305,6 +305,7 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
         ]
     )
     admin.add_routes(app)
+    outcomes.add_routes(app)
     app.router.add_post("/v1/decisions", post_decision)
     # Front doors over the same decision service (pdp/adapters/).
     authzen.add_routes(app)

@@ -30,6 +30,7 @@ from .errors import (
     CLIError,
 )
 from .keys import keys
+from .mcp import DEFAULT_LISTEN, embed, gateway_config, mcp_gateway, parse_listen, parse_upstreams
 from .policy import bundle, policy
 from .project import Project
 from .replay import replay_command
@@ -77,6 +78,7 @@ cli.add_command(agents)
 cli.add_command(audit)
 cli.add_command(replay_command)
 cli.add_command(ci)
+cli.add_command(mcp_gateway)
 
 
 @cli.command()
@@ -123,6 +125,21 @@ cli.add_command(ci)
     help="Serve this policy directory (the bundle is built from it); same as "
     "`pdpctl --policies DIR serve`. Example: examples/authzen/todo.",
 )
+@click.option(
+    "--mcp-upstream",
+    "mcp_upstreams",
+    multiple=True,
+    metavar="NAME=URL",
+    help="Also run the MCP gateway (`pdpctl mcp-gateway`) in this process, in front of "
+    "this upstream MCP server (repeatable); it calls this server's decision API.",
+)
+@click.option(
+    "--mcp-listen",
+    default=DEFAULT_LISTEN,
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where the embedded MCP gateway listens.",
+)
 @click.pass_obj
 def serve(
     project: Project,
@@ -135,6 +152,8 @@ def serve(
     opa_timeout_ms: int | None,
     no_dev_trust: bool,
     serve_policies: Path | None,
+    mcp_upstreams: tuple[str, ...],
+    mcp_listen: str,
 ) -> None:
     """Serve the decision API (embedded OPA unless --opa-url is given)."""
     from aiohttp import web
@@ -168,9 +187,20 @@ def serve(
         f"({'embedded OPA' if settings.embedded else settings.opa_url}; "
         f"state in {settings.state_dir})"
     )
+    app = create_app(settings)
+    if mcp_upstreams:
+        own = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        gateway = gateway_config(
+            f"http://{own}:{settings.port}",
+            parse_upstreams(mcp_upstreams, "--mcp-upstream"),
+            parse_listen(mcp_listen, "--mcp-listen"),
+            settings,
+        )
+        embed(app, gateway)
+        banner += f"; MCP gateway on http://{gateway.host}:{gateway.port}/mcp"
     try:
         web.run_app(
-            create_app(settings),
+            app,
             host=settings.host,
             port=settings.port,
             access_log=None,
