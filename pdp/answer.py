@@ -19,6 +19,16 @@ __all__ = ["AGENT_DISABLED", "POLICY_RULE", "answer", "reason"]
 AGENT_DISABLED: Final = "agent_disabled"
 #: ``rule`` of the reasons the PDP itself adds (not from a policy module).
 POLICY_RULE: Final = "pdp"
+#: Messages of the approval_* reasons (the approval named by approval_id does not apply).
+APPROVAL_MESSAGES: Final = {
+    "approval_unknown": "the request names an approval that does not exist",
+    "approval_pending": "the approval has not been granted yet",
+    "approval_denied": "an approver denied the approval",
+    "approval_expired": "the approval, or its grant, has expired",
+    "approval_used": "the approval's grant has no uses left",
+    "approval_mismatch": "the approval is bound to another agent, tenant, action, destination "
+    "or arguments",
+}
 
 
 def reason(code: str, message: str) -> dict[str, Any]:
@@ -34,11 +44,14 @@ def answer(
     agent_status: str | None = None,
     *,
     asserted: bool = False,
+    approval_refusal: str | None = None,
 ) -> dict[str, Any]:
     """The decision response for ``result`` (without a credential, which minting adds).
 
     ``asserted``: the subject is asserted by the PEP (AuthZEN, no agent token; see
     :func:`pdp.normalize.is_asserted`), so the policy alone decides it.
+    ``approval_refusal``: the request named an ``approval_id`` that does not let it through
+    (an ``approval_*`` code, as ``input.approval.refusal`` records it): always a deny.
     """
     if result.decision is None:
         allow = False
@@ -65,6 +78,11 @@ def answer(
         reasons.append(
             reason(AGENT_DISABLED, f"agent {identity.spiffe_id!r} is disabled in the PDP")
         )
+    if approval_refusal is not None:
+        allow = False
+        if approval_refusal not in {r.get("code") for r in reasons}:
+            reasons.append(reason(approval_refusal, APPROVAL_MESSAGES.get(approval_refusal, "")))
+            reasons.sort(key=lambda r: (str(r.get("code")), str(r.get("message"))))
     response: dict[str, Any] = {"decision_id": decision_id}
     if "request_id" in request:
         response["request_id"] = request["request_id"]

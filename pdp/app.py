@@ -16,8 +16,10 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import admin, outcomes
-from .adapters import authzen
+from . import admin, approvals_api, outcomes
+from .adapters import authzen, ext_authz_http
+from .adapters.ext_authz_grpc import grpc_ctx
+from .approvals import ApprovalService
 from .audit.record import LogRecorder, Recorder
 from .audit.trail import AuditRecorder, AuditTrail
 from .bundle import build_bundle
@@ -33,10 +35,12 @@ from .identity import Identity, SVIDVerifier, TrustBundles
 from .metrics import Metrics
 from .normalize import normalize
 from .opa import OPAClient
+from .routes import RouteTable
 from .schema import validate_request
 from .sessions import SessionHistory
 from .sidecar import OPASidecar, socket_path
 from .state import (
+    APPROVALS,
     AUDIT,
     CREDENTIALS,
     DECISION_CACHE,
@@ -49,6 +53,7 @@ from .state import (
     VERIFIER,
 )
 from .tools import find_opa
+from .users import UserAssertionVerifier
 
 log = logging.getLogger("pdp")
 
@@ -187,6 +192,16 @@ async def _credentials_ctx(app: web.Application) -> AsyncIterator[None]:
         await service.close()
 
 
+async def _approvals_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Approvals in the same store as the credentials, audited by the same recorder."""
+    service = await ApprovalService.start(app[SETTINGS], app[RECORDER])
+    app[APPROVALS] = service
+    try:
+        yield
+    finally:
+        await service.close()
+
+
 async def _verifier_ctx(app: web.Application) -> AsyncIterator[None]:
     """Trust bundles are read (and dev ones generated) before OPA is started."""
     app[VERIFIER], _ = build_verifier(app[SETTINGS])
@@ -279,8 +294,22 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
             app[VERIFIER].bundles, s.audience, leeway_seconds=s.clock_skew_seconds
         ),
         cache=app[DECISION_CACHE],
+        approvals=app[APPROVALS],
+        users=_user_verifier(s),
     )
     yield
+
+
+def _user_verifier(s: Settings) -> UserAssertionVerifier | None:
+    """The user assertion verifier (PDP_USER_ASSERTION_ISSUER + _JWKS), or None."""
+    if s.user_assertion_issuer is None or s.user_assertion_jwks is None:
+        return None
+    return UserAssertionVerifier.from_file(
+        s.user_assertion_issuer,
+        s.user_assertion_jwks,
+        s.user_assertion_audience or s.audience,
+        leeway_s=s.clock_skew_seconds,
+    )
 
 
 def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.Application:
@@ -297,6 +326,7 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
         [
             _audit_ctx(recorder or LogRecorder()),
             _credentials_ctx,
+            _approvals_ctx,
             _verifier_ctx,
             _sidecar_ctx,
             _opa_ctx,
@@ -306,9 +336,16 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
     )
     admin.add_routes(app)
     outcomes.add_routes(app)
+    approvals_api.add_routes(app)
     app.router.add_post("/v1/decisions", post_decision)
     # Front doors over the same decision service (pdp/adapters/).
     authzen.add_routes(app)
+    routes = (
+        RouteTable.load(settings.ext_authz_routes) if settings.ext_authz_routes else RouteTable()
+    )
+    ext_authz_http.add_routes(app, routes)
+    if settings.ext_authz_grpc_port is not None:  # opens after (closes before) the decisions
+        app.cleanup_ctx.append(grpc_ctx(settings.host, settings.ext_authz_grpc_port, routes))
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)

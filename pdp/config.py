@@ -117,6 +117,12 @@ class Settings:
     #: Seconds between store refreshes (keys, disabled agents, activity write-behind): the
     #: staleness bound when a pub/sub message is lost.
     store_refresh_s: float = 1.0
+    #: TCP port of the Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization),
+    #: on PDP_HOST. None: not served; 0: any free port (tests).
+    ext_authz_grpc_port: int | None = None
+    #: Route file of the ext_authz front doors (docs/gateways.md): host/path/method patterns
+    #: -> the decision request. None: every ext_authz check is denied (no route matches).
+    ext_authz_routes: Path | None = None
     #: How long a task's or session's call history (input.session) is kept after its last
     #: allowed call, seconds.
     session_ttl_s: float = 86_400.0
@@ -128,6 +134,20 @@ class Settings:
     #: How often the PDP asks OPA which bundle is active, milliseconds: the longest a
     #: cached decision can outlive the activation of a new bundle.
     decision_cache_bundle_check_ms: int = 500
+    #: How long a pending approval waits for an approver, seconds (docs/approvals.md).
+    approval_pending_ttl_s: int = 3600
+    #: Bearer credential of approvers: lists, grants and denies approvals, nothing else.
+    #: None: only the admin credential may (or approver_token_file). Never logged.
+    approver_token: str | None = field(default=None, repr=False)
+    #: File holding the approver credential.
+    approver_token_file: Path | None = None
+    #: Issuer (`iss`) of the user assertions gateways pass as agent.user_assertion; None:
+    #: user assertions are not accepted (delegations stay unverified).
+    user_assertion_issuer: str | None = None
+    #: JWKS file with the issuer's public keys (like a trust bundle, read at start).
+    user_assertion_jwks: Path | None = None
+    #: Audience user assertions must name; None: PDP_AUDIENCE.
+    user_assertion_audience: str | None = None
 
     def __post_init__(self) -> None:
         _check(self.host != "", "PDP_HOST", self.host, "must not be empty")
@@ -193,12 +213,22 @@ class Settings:
                 "must be sqlite:///path, redis://host:port/db, rediss://... or unix:///sock",
             )
         _check(0 < self.store_refresh_s <= 60, "PDP_STORE_REFRESH_S", self.store_refresh_s, "0..60")
+        port = self.ext_authz_grpc_port
+        _check(port is None or 0 <= port < 65536, "PDP_EXT_AUTHZ_GRPC_PORT", port, "0..65535")
+        routes = self.ext_authz_routes
+        _check(
+            routes is None or Path(routes).is_file(),
+            "PDP_EXT_AUTHZ_ROUTES",
+            str(routes),
+            "file does not exist",
+        )
         _check(
             1 <= self.session_ttl_s <= 30 * 86_400,
             "PDP_SESSION_TTL_S",
             self.session_ttl_s,
             "must be 1..2592000 (30 days)",
         )
+        self._check_approvals()
         self._check_audit()
         _check(
             0 <= self.decision_cache_size <= 10_000_000,
@@ -228,6 +258,39 @@ class Settings:
         for domain, path in self.trust_bundles.items():
             _check(domain != "", "PDP_TRUST_BUNDLES", domain, "trust domain must not be empty")
             _check(Path(path).is_file(), "PDP_TRUST_BUNDLES", str(path), "file does not exist")
+
+    def _check_approvals(self) -> None:
+        _check(
+            60 <= self.approval_pending_ttl_s <= 7 * 24 * 3600,
+            "PDP_APPROVAL_PENDING_TTL_S",
+            self.approval_pending_ttl_s,
+            "must be 60..604800 seconds",
+        )
+        _check(
+            self.approver_token is None or len(self.approver_token) >= 16,
+            "PDP_APPROVER_TOKEN",
+            "<hidden>",
+            "must be >= 16 chars",
+        )
+        _check(
+            self.approver_token_file is None or Path(self.approver_token_file).is_file(),
+            "PDP_APPROVER_TOKEN_FILE",
+            str(self.approver_token_file),
+            "file does not exist",
+        )
+        issuer, jwks = self.user_assertion_issuer, self.user_assertion_jwks
+        _check(
+            (issuer is None) == (jwks is None),
+            "PDP_USER_ASSERTION_ISSUER",
+            issuer,
+            "needs PDP_USER_ASSERTION_JWKS (and the reverse)",
+        )
+        _check(
+            jwks is None or Path(jwks).is_file(),
+            "PDP_USER_ASSERTION_JWKS",
+            str(jwks),
+            "file does not exist",
+        )
 
     def _check_audit(self) -> None:
         _check(
@@ -324,6 +387,7 @@ _INT_FIELDS = {
     "decision_cache_size",
     "decision_cache_max_ttl_s",
     "decision_cache_bundle_check_ms",
+    "approval_pending_ttl_s",
 }
 
 
@@ -381,9 +445,29 @@ def _parse(name: str, var: str, raw: str) -> Any:
         return tuple(d.strip() for d in raw.split(",") if d.strip())
     if name == "trust_bundles":
         return parse_trust_bundles(raw.split(",") if raw else [], var)
-    if name in {"opa_url", "opa_binary", "admin_token", "introspection_token", "store_url"}:
+    if name in {
+        "opa_url",
+        "opa_binary",
+        "admin_token",
+        "introspection_token",
+        "store_url",
+        "approver_token",
+        "user_assertion_issuer",
+        "user_assertion_audience",
+    }:
         return raw or None
-    if name in {"admin_token_file", "introspection_token_file"}:
+    if name == "ext_authz_grpc_port":
+        try:
+            return int(raw) if raw else None
+        except ValueError:
+            raise ConfigError(f"{var}={raw!r}: must be an integer") from None
+    if name in {
+        "admin_token_file",
+        "introspection_token_file",
+        "ext_authz_routes",
+        "approver_token_file",
+        "user_assertion_jwks",
+    }:
         return Path(raw) if raw else None
     return raw
 

@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from .answer import answer
+from .answer import AGENT_DISABLED, answer, reason
+from .approvals import ApprovalService, Binding
 from .audit.record import Recorder, build_record
 from .credentials import CredentialService
 from .decision_cache import CacheEntry, DecisionCache
@@ -23,6 +24,7 @@ from .metrics import Metrics
 from .normalize import is_asserted, normalize
 from .opa import OPAClient, OPAResult
 from .sessions import SessionHistory, session_keys, unavailable_snapshot
+from .users import UserAssertionVerifier
 
 __all__ = ["DecisionService"]
 
@@ -44,6 +46,8 @@ class DecisionService:
         sessions: SessionHistory | None = None,
         delegation: DelegationVerifier | None = None,
         cache: DecisionCache | None = None,
+        approvals: ApprovalService | None = None,
+        users: UserAssertionVerifier | None = None,
     ) -> None:
         self.verifier = verifier
         self.opa = opa
@@ -62,6 +66,10 @@ class DecisionService:
         self.delegation = delegation
         #: Policy-declared decision cache (None: every decision goes to OPA).
         self.cache = cache
+        #: Pending approvals and grants (None: an approval_id is never accepted).
+        self.approvals = approvals
+        #: Verifies agent.user_assertion (None: no user assertion is accepted).
+        self.users = users
 
     async def decide(self, request: dict[str, Any], *, mint: bool = True) -> dict[str, Any]:
         """Decide a schema-valid request. Raises :class:`EngineUnavailableError` (-> 503).
@@ -108,6 +116,18 @@ class DecisionService:
         creds = self.credentials
         status = creds.agent_status(identity) if creds is not None else None
         now_ns = self.clock_ns()
+        binding = (
+            Binding.of(request, identity.spiffe_id)
+            if identity.authenticated and identity.spiffe_id is not None and not asserted
+            else None
+        )
+        check = request.get("mode") == "check"  # no credential, no history: a preview
+        approval_id = request.get("approval_id")
+        approval_doc = await self._approval_input(approval_id, binding)
+        user = None
+        assertion = (request.get("agent") or {}).get("user_assertion")
+        if assertion is not None and self.users is not None:
+            user = self.users.verify(assertion)
         input_doc = normalize(
             request,
             identity,
@@ -116,6 +136,8 @@ class DecisionService:
             agent_status=status,
             session=await self._session(request, now_ns),
             chain=self._chain(request),
+            approval=approval_doc,
+            user=user,
         )
         # Counted only once the request is decided: normalize may still refuse it (400).
         if not identity.authenticated and not asserted:
@@ -140,19 +162,78 @@ class DecisionService:
             self.metrics.opa_latency.observe(result.duration_s)
         if result.decision is None:
             self.metrics.opa_errors.labels(result.error_code or "policy.error").inc()
-        response = answer(decision_id, request, identity, result, status, asserted=asserted)
-        for r in response["reasons"]:
-            self.metrics.reasons.labels(str(r.get("code", ""))).inc()
         cache_note = self._cache_store(
             key, generation, hit, input_doc, request, result, decision_id
         )
+        refusal = (approval_doc or {}).get("refusal")
+        response = answer(
+            decision_id,
+            request,
+            identity,
+            result,
+            status,
+            asserted=asserted,
+            approval_refusal=refusal,
+        )
+        obligation = ((result.decision or {}).get("obligations") or {}).get("approval")
+        granted = approval_doc is not None and approval_doc["status"] == "granted"
+        if response["allow"] and isinstance(obligation, dict) and obligation.get("required"):
+            if not granted:
+                # Defense in depth: a policy that allows what it says needs approval.
+                _deny(response, reason("approval_required", "the policy requires approval"))
+        if (
+            not response["allow"]
+            and binding is not None
+            and self.approvals is not None
+            and isinstance(obligation, dict)
+            and obligation.get("required") is True
+            and approval_id is None
+            and not check
+            and {r.get("code") for r in response["reasons"]} == {"approval_required"}
+        ):
+            # Denied only for want of approval: open (or find) the pending approval.
+            pending = await self.approvals.request(decision_id, binding, obligation)
+            response["approval"] = pending.pending_view()
+        if (
+            response["allow"]
+            and granted
+            and binding is not None
+            and self.approvals is not None
+            and not check
+        ):
+            used = await self.approvals.use(str(approval_id), binding, decision_id)
+            if used is not None:
+                _deny(response, reason(used, "the approval could not be used for this call"))
+                refused = {"id": approval_id, "status": "refused", "refusal": used}
+                input_doc = {**input_doc, "approval": refused}  # the record says so
         credential = None
-        check = request.get("mode") == "check"  # no credential, no history: a preview
         if creds is not None and not check:
+            # The agent's status again, after every await above: a decision that straddles
+            # a disable is denied. Checked and minted with no await in between (atomic).
+            if response["allow"] and creds.agent_status(identity) == "disabled":
+                _deny(
+                    response,
+                    reason(
+                        AGENT_DISABLED,
+                        f"agent {identity.spiffe_id!r} was disabled while its decision was "
+                        "being made",
+                    ),
+                )
+                # The record says so (and replays so): a copy, the cache may hold the input.
+                input_doc = {**input_doc, "agent": {**input_doc["agent"], "status": "disabled"}}
             # Minted only on allow; the token goes in the answer, its jti in the record.
-            credential = creds.after_decision(decision_id, request, identity, response, mint=mint)
+            credential = creds.after_decision(
+                decision_id,
+                request,
+                identity,
+                response,
+                mint=mint,
+                approval_id=str(approval_id) if granted and response["allow"] else None,
+            )
             if credential is not None:
                 response["credential"] = credential.response()
+        for r in response["reasons"]:
+            self.metrics.reasons.labels(str(r.get("code", ""))).inc()
         await self._record(
             decision_id,
             input_doc,
@@ -214,6 +295,20 @@ class DecisionService:
         ttl = self.cache.put(key, generation, input_doc, request, result, decision_id)
         return {"hit": False, "decision_id": None, "ttl_seconds": ttl} if ttl else None
 
+    async def _approval_input(
+        self, approval_id: str | None, binding: Binding | None
+    ) -> dict[str, Any] | None:
+        """input.approval for the request's approval_id: granted (bound, unexpired, with a
+        use left) or refused with its approval_* code; None when it names none."""
+        if approval_id is None:
+            return None
+        if binding is None or self.approvals is None:
+            return {"id": approval_id, "status": "refused", "refusal": "approval_unknown"}
+        approval, refusal = await self.approvals.check(approval_id, binding)
+        if approval is None or refusal is not None:
+            return {"id": approval_id, "status": "refused", "refusal": refusal}
+        return approval.input_view()
+
     async def _record(
         self,
         decision_id: str,
@@ -245,3 +340,14 @@ class DecisionService:
                 cache=cache,
             )
         )
+
+
+def _deny(response: dict[str, Any], why: dict[str, Any]) -> None:
+    """Turn ``response`` into a deny carrying ``why`` (no obligations, no credential)."""
+    if response["allow"]:
+        response["reasons"] = []
+    response["allow"] = False
+    response["obligations"] = {}
+    if why["code"] not in {r.get("code") for r in response["reasons"]}:
+        response["reasons"].append(why)
+        response["reasons"].sort(key=lambda r: (str(r.get("code")), str(r.get("message"))))

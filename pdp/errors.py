@@ -70,6 +70,8 @@ BAD_INPUT = 9
 AUDIT_INVALID = 10
 #: Replay found changed decisions that --fail-on refuses (e.g. access gained).
 REPLAY_CHANGED = 11
+#: `pdpctl policy fuzz` found an input that breaks an invariant (policies/invariants/).
+INVARIANT_VIOLATED = 13
 
 
 @dataclass(frozen=True, slots=True)

@@ -36,8 +36,16 @@ def normalize(
     agent_status: str | None = None,
     session: dict[str, Any] | None = None,
     chain: dict[str, Any] | None = None,
+    approval: dict[str, Any] | None = None,
+    user: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Build the OPA input from a schema-valid decision request.
+
+    ``approval`` is what the approval service found for the request's ``approval_id``
+    (``input.approval``: granted and bound, or refused with its code); ``user`` the claims
+    of a verified user assertion (``input.user``). A delegation is marked
+    ``verified: true`` only when ``user`` names its subject (and tenant, if it has one);
+    it is ``false`` otherwise. Neither ever comes from the request body itself.
 
     ``identity`` comes only from token verification; nothing in ``request`` can set it.
     ``agent_status`` is the PDP's lifecycle status of the authenticated agent ("active" or
@@ -58,6 +66,9 @@ def normalize(
     action = request["action"]
     data = request.get("data", {})
     sensitivity = data.get("sensitivity", DEFAULT_SENSITIVITY)
+    on_behalf_of = dict(agent.get("on_behalf_of", {}))
+    if on_behalf_of:
+        on_behalf_of["verified"] = _verified(on_behalf_of, user)
     doc: dict[str, Any] = {
         "version": INPUT_VERSION,
         "now": {"rfc3339": now, "unix_ns": now_ns},
@@ -65,7 +76,7 @@ def normalize(
         "agent": {
             "id": identity.path[-1] if identity.authenticated and identity.path else None,
             "status": agent_status if identity.authenticated else None,
-            "on_behalf_of": dict(agent.get("on_behalf_of", {})),
+            "on_behalf_of": on_behalf_of,
         },
         "tenant": request["tenant"],
         "task": dict(request.get("task", {})),
@@ -87,6 +98,10 @@ def normalize(
         "session": session if session is not None else no_history(now_ns),
         "chain": chain if chain is not None else dict(NO_CHAIN),
     }
+    if approval is not None:
+        doc["approval"] = approval
+    if user is not None:
+        doc["user"] = user
     return doc
 
 
@@ -113,6 +128,14 @@ def no_history(now_ns: int) -> dict[str, Any]:
         "task": None,
         "session": None,
     }
+
+
+def _verified(on_behalf_of: dict[str, Any], user: dict[str, Any] | None) -> bool:
+    """The delegation names the user a verified assertion names (and the same tenant)."""
+    if user is None or on_behalf_of.get("subject") != user.get("sub"):
+        return False
+    tenant = on_behalf_of.get("tenant")
+    return tenant is None or user.get("tenant") in (None, tenant)
 
 
 def is_asserted(request: dict[str, Any]) -> bool:

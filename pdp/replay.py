@@ -273,6 +273,7 @@ async def replay(
                 result,
                 agent_status=(input_doc.get("agent") or {}).get("status"),
                 asserted=(input_doc.get("subject") or {}).get("asserted") is True,
+                approval_refusal=(input_doc.get("approval") or {}).get("refusal"),
             )
             change = _change(rec, outcome_of(rec["decision"]), outcome_of(replayed))
             if change is not None:

@@ -47,16 +47,18 @@ def fast_validator(name: str) -> Any:
 
 
 @functools.cache
-def _def_validator(name: str, definition: str) -> Draft202012Validator:
+def _def_validator(name: str, definition: str | None) -> Draft202012Validator:
     schema = load_schema(name)
-    sub = {"$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"}
-    Draft202012Validator.check_schema(sub)
-    return Draft202012Validator(sub)
+    if definition is not None:
+        schema = {"$defs": schema["$defs"], "$ref": f"#/$defs/{definition}"}
+    Draft202012Validator.check_schema(schema)
+    return Draft202012Validator(schema)
 
 
-def validate_def(name: str, definition: str, body: Any) -> dict[str, Any]:
-    """Return ``body`` if it matches ``$defs/<definition>`` of schema ``name``, else raise
-    :class:`RequestError` naming the fields (never their values)."""
+def validate_def(name: str, definition: str | None, body: Any) -> dict[str, Any]:
+    """Return ``body`` if it matches ``$defs/<definition>`` of schema ``name`` (the whole
+    schema when ``definition`` is None), else raise :class:`RequestError` naming the
+    fields (never their values)."""
     validator = _def_validator(name, definition)
     if validator.is_valid(body):
         return body  # type: ignore[no-any-return]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from .approvals import ApprovalService
 from .audit.record import Recorder
 from .audit.trail import AuditTrail
 from .config import Settings
@@ -22,6 +23,7 @@ from .opa import OPAClient
 from .sidecar import OPASidecar
 
 __all__ = [
+    "APPROVALS",
     "AUDIT",
     "CREDENTIALS",
     "DECISION_CACHE",
@@ -54,3 +56,5 @@ OPA = web.AppKey("opa", OPAClient)
 DECISION_CACHE: web.AppKey[DecisionCache | None] = web.AppKey("decision_cache")
 #: The decision path every front door calls.
 DECISIONS = web.AppKey("decisions", DecisionService)
+#: Pending approvals and grants (pdp.approvals_api and the decision path).
+APPROVALS = web.AppKey("approvals", ApprovalService)

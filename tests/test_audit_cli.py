@@ -419,7 +419,7 @@ def test_ci_passes_on_the_repository_and_writes_a_summary(tmp_path: Path) -> Non
 
     assert result.exit_code == 0, result.output
     assert ci_rows(result.output) == {
-        "fmt": "✅", "check": "✅", "lint": "✅", "test": "✅", "bundle": "✅",
+        "fmt": "✅", "check": "✅", "lint": "✅", "test": "✅", "bundle": "✅", "fuzz": "✅",
         "replay corpus": "✅",
     }  # fmt: skip
     text = summary.read_text()
@@ -438,7 +438,7 @@ def test_ci_fails_with_the_replay_code_when_a_data_change_widens_access(
     rows = ci_rows(result.output)
     assert rows["replay corpus"] == "❌ exit 11"
     assert {k: v for k, v in rows.items() if k != "replay corpus"} == dict.fromkeys(
-        ["fmt", "check", "lint", "test", "bundle"], "✅"
+        ["fmt", "check", "lint", "test", "bundle", "fuzz"], "✅"
     )
     assert "## agent-pdp policy gate: ❌ failed (exit 11: replay corpus)" in result.output
     assert result.output.splitlines()[-1] == "error: policy gate failed at replay corpus"

@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,7 @@ from aiohttp.test_utils import TestClient
 
 from pdp.bundle import build_bundle
 
-from .conftest import ROOT, ClientFactory
+from .conftest import ROOT, ClientFactory, ServeProcess, free_port, http_get
 from .opa_process import OPAProcess
 
 pytestmark = pytest.mark.opa
@@ -146,3 +148,29 @@ def test_scenario_policies_pass_the_policy_gate(scenario: str, command: list[str
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_pdpctl_serve_policies_serves_a_scenario_with_all_front_doors(
+    serve_process: Callable[..., ServeProcess],
+) -> None:
+    """`pdpctl serve --policies DIR` builds and serves DIR's bundle (the group's own
+    --policies names the repository's library: the serve option wins), with the AuthZEN
+    routes, the ext_authz HTTP mode and the gRPC listener up."""
+    grpc_port = free_port()
+    serve = serve_process(
+        "--policies", str(SCENARIOS / "todo"),
+        "--ext-authz-grpc-port", str(grpc_port),
+        "--routes", str(ROOT / "examples" / "gateways" / "routes.yaml"),
+    )  # fmt: skip
+    case = json.loads((VECTORS / DECISION_FILES[1][1]).read_text())["evaluation"][12]
+    request = urllib.request.Request(
+        serve.url + "/access/v1/evaluation",
+        data=json.dumps(case["request"]).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as resp:
+        assert json.loads(resp.read())["decision"] is case["expected"] is False
+    status, body = http_get(serve.url + "/.well-known/authzen-configuration")
+    assert status == 200 and body["policy_decision_point"] == serve.url
+    with socket.create_connection(("127.0.0.1", grpc_port), timeout=5):
+        pass

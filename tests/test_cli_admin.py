@@ -138,3 +138,66 @@ def test_the_admin_token_file_option_is_used(
                     env={"PDP_STATE_DIR": "/nonexistent"})  # fmt: skip
 
     assert result.exit_code == 0
+
+
+VAULT = load_example(
+    ROOT / "examples" / "requests" / "deny-finance-analyst-vault-secret-approval-required.json"
+)
+
+
+def vault_decision(
+    served: ServeProcess, pdpctl: Callable[..., Result], **extra: Any
+) -> dict[str, Any]:
+    request = {**VAULT["request"], **extra}
+    request["agent"] = {
+        **request["agent"],
+        "token": mint_svid(served.state_dir, VAULT["spiffe_id"]),
+    }
+    path = served.state_dir.parent / "vault-request.json"
+    path.write_text(json.dumps(request))
+    result = pdpctl("decide", str(path), "--json")
+    answer: dict[str, Any] = json.loads(result.output)
+    return answer
+
+
+def test_approvals_list_grant_and_the_granted_call(
+    served: ServeProcess, pdpctl: Callable[..., Result]
+) -> None:
+    pending = vault_decision(served, pdpctl)
+    approval_id = pending["approval"]["id"]
+
+    listed = pdpctl("approvals", "list")
+    granted = pdpctl("approvals", "grant", approval_id, "--approver", "carol", "--note", "payroll")
+    allowed = vault_decision(served, pdpctl, approval_id=approval_id)
+    after = pdpctl("approvals", "list", "--status", "used", "--json")
+
+    assert listed.exit_code == 0, listed.output
+    line = next(x for x in listed.output.splitlines() if x.startswith(approval_id))
+    assert line.split()[1:3] == ["pending", VAULT["spiffe_id"]]
+    assert "secret.read payroll.db_readonly_credential read -> vault" in line
+    assert granted.exit_code == 0, granted.output
+    assert "granted" in granted.output and "by admin (carol)  note: payroll" in granted.output
+    assert allowed["allow"] is True and "credential" in allowed
+    assert approval_id in [a["id"] for a in json.loads(after.output)["approvals"]]
+
+
+def test_approvals_deny_and_deciding_twice_fails(
+    served: ServeProcess, pdpctl: Callable[..., Result]
+) -> None:
+    approval_id = vault_decision(served, pdpctl, task={"purpose": "payroll reconciliation"})[
+        "approval"
+    ]["id"]
+
+    denied = pdpctl("approvals", "deny", approval_id, "--note", "not now")
+    again = pdpctl("approvals", "grant", approval_id)
+
+    assert denied.exit_code == 0 and " denied " in denied.output
+    assert again.exit_code == errors.SERVICE_ERROR
+    assert "HTTP 409: the approval is denied, not pending" in again.output
+
+
+def test_approvals_with_a_wrong_approver_token_fail(pdpctl: Callable[..., Result]) -> None:
+    result = pdpctl("approvals", "list", "--approver-token", "wrong-approver-token-0123")
+
+    assert result.exit_code == errors.SERVICE_ERROR
+    assert "HTTP 403" in result.output

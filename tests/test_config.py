@@ -123,6 +123,23 @@ ENV_CASES += [
     ("PDP_DECISION_CACHE_BUNDLE_CHECK_MS", "100", "decision_cache_bundle_check_ms", 100),
 ]
 
+# The Envoy ext_authz front doors (docs/gateways.md).
+ENV_CASES += [
+    ("PDP_EXT_AUTHZ_GRPC_PORT", "9191", "ext_authz_grpc_port", 9191),
+    ("PDP_EXT_AUTHZ_GRPC_PORT", "0", "ext_authz_grpc_port", 0),
+    ("PDP_EXT_AUTHZ_GRPC_PORT", "", "ext_authz_grpc_port", None),
+    ("PDP_EXT_AUTHZ_ROUTES", _A_FILE, "ext_authz_routes", Path(_A_FILE)),
+    ("PDP_EXT_AUTHZ_ROUTES", "", "ext_authz_routes", None),
+]
+
+# Approvals and user assertions (docs/approvals.md, docs/policy-authoring.md).
+ENV_CASES += [
+    ("PDP_APPROVAL_PENDING_TTL_S", "600", "approval_pending_ttl_s", 600),
+    ("PDP_APPROVER_TOKEN", "c" * 16, "approver_token", "c" * 16),
+    ("PDP_APPROVER_TOKEN_FILE", _A_FILE, "approver_token_file", Path(_A_FILE)),
+    ("PDP_USER_ASSERTION_AUDIENCE", "pdp-users", "user_assertion_audience", "pdp-users"),
+]
+
 
 @pytest.mark.parametrize(
     ("var", "raw", "name", "expected"), ENV_CASES, ids=[f"{c[0]}={c[1]!r}" for c in ENV_CASES]
@@ -137,8 +154,39 @@ def test_from_env_parses_each_variable(var: str, raw: str, name: str, expected: 
 
 def test_every_setting_has_an_env_case() -> None:
     assert {f.name for f in dataclasses.fields(Settings)} == {c[2] for c in ENV_CASES} | {
-        "trust_bundles"  # needs files: tested below
+        "trust_bundles",  # needs files: tested below
+        "user_assertion_issuer",  # a pair: tested below
+        "user_assertion_jwks",
     }
+
+
+def test_user_assertions_need_both_issuer_and_jwks() -> None:
+    s = Settings.from_env(
+        {"PDP_USER_ASSERTION_ISSUER": "https://idp.example", "PDP_USER_ASSERTION_JWKS": _A_FILE}
+    )
+    assert (s.user_assertion_issuer, s.user_assertion_jwks) == (
+        "https://idp.example",
+        Path(_A_FILE),
+    )
+    with pytest.raises(ConfigError, match="PDP_USER_ASSERTION_ISSUER"):
+        Settings.from_env({"PDP_USER_ASSERTION_ISSUER": "https://idp.example"})
+    with pytest.raises(ConfigError, match="PDP_USER_ASSERTION_JWKS"):
+        Settings.from_env(
+            {"PDP_USER_ASSERTION_ISSUER": "https://idp.example", "PDP_USER_ASSERTION_JWKS": "/no"}
+        )
+
+
+@pytest.mark.parametrize(
+    ("env", "key"),
+    [
+        ({"PDP_APPROVAL_PENDING_TTL_S": "10"}, "PDP_APPROVAL_PENDING_TTL_S"),
+        ({"PDP_APPROVER_TOKEN": "short"}, "PDP_APPROVER_TOKEN"),
+        ({"PDP_APPROVER_TOKEN_FILE": "/no/such/file"}, "PDP_APPROVER_TOKEN_FILE"),
+    ],
+)
+def test_bad_approval_settings_are_refused(env: dict[str, str], key: str) -> None:
+    with pytest.raises(ConfigError, match=key):
+        Settings.from_env(env)
 
 
 def test_trust_bundles_parse_domain_file_pairs(bundle_files: tuple[Path, Path]) -> None:
@@ -285,6 +333,11 @@ INVALID_ENV += [
         "1",
         "PDP_DECISION_CACHE_BUNDLE_CHECK_MS=1: must be 10..60000",
     ),
+]
+INVALID_ENV += [
+    ("PDP_EXT_AUTHZ_GRPC_PORT", "65536", "PDP_EXT_AUTHZ_GRPC_PORT=65536: 0..65535"),
+    ("PDP_EXT_AUTHZ_GRPC_PORT", "grpc", "PDP_EXT_AUTHZ_GRPC_PORT='grpc': must be an integer"),
+    ("PDP_EXT_AUTHZ_ROUTES", "/no/such", "PDP_EXT_AUTHZ_ROUTES='/no/such': file does not exist"),
 ]
 _URL_MESSAGE = "must be http(s)://host:port or unix:///path"
 

@@ -77,7 +77,12 @@ def test_full_request_matches_the_input_schema_and_the_documented_shape() -> Non
         "agent": {
             "id": "support-bot",
             "status": None,  # no lifecycle given (see the agent_status tests)
-            "on_behalf_of": {"subject": "user:alice@acme.example", "tenant": "acme"},
+            # Marked unverified: no user assertion named alice.
+            "on_behalf_of": {
+                "subject": "user:alice@acme.example",
+                "tenant": "acme",
+                "verified": False,
+            },
         },
         "tenant": "acme",
         "task": {"id": "T-42", "purpose": "triage support tickets", "session": "s-9"},

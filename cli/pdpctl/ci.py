@@ -15,6 +15,7 @@ from pdp.audit.verify import verify as verify_trail
 from pdp.replay import ReplayReport
 
 from .errors import AUDIT_INVALID, BAD_INPUT, OK, CLIError
+from .fuzz import fuzz
 from .policy import build, check, fmt, lint, test
 from .project import Project, pass_project
 from .replay import FAIL_ON, load, raise_for_report, render_markdown, render_text, run_replay
@@ -133,6 +134,13 @@ def summary(steps: list[Step], fail_on: str) -> str:
     default=None,
     help="Append the Markdown summary to this file (e.g. $GITHUB_STEP_SUMMARY).",
 )
+@click.option(
+    "--fuzz-cases",
+    type=click.IntRange(0),
+    default=300,
+    show_default=True,
+    help="Inputs `policy fuzz` generates against the new bundle (0 skips the step).",
+)
 @pass_project
 @click.pass_context
 def ci(
@@ -144,13 +152,16 @@ def ci(
     fail_on: str,
     bundle_output: Path,
     summary_file: Path | None,
+    fuzz_cases: int,
 ) -> None:
     """Run the whole policy gate: fmt, check --strict, Regal, tests with coverage, bundle
-    build, replay of the recorded corpus (and of --audit trails) on the new bundle.
+    build, invariants proven on the new bundle (`policy fuzz`, bounded by --fuzz-cases),
+    replay of the recorded corpus (and of --audit trails) on the new bundle.
 
     Every step runs (replays need the bundle); the exit code is the first failing step's:
     7 not formatted, 4 does not compile, 6 lint, 5 tests or coverage, 10 an audit trail
-    is not intact, 11 replay found refused changes, 8 OPA failed during replay, 9 bad
+    is not intact, 11 replay found refused changes, 13 an invariant is violated (a shrunk
+    counterexample is printed), 8 OPA failed during replay or fuzzing, 9 bad
     input (e.g. no corpus), 3 a tool is missing. The Markdown summary goes to stdout last.
     """
     steps = [
@@ -167,6 +178,24 @@ def ci(
         ),
     ]
     built = steps[-1].passed
+    fuzz_step = Step("fuzz")
+    if not built:
+        fuzz_step.skipped, fuzz_step.detail = True, "no bundle (the bundle step failed)"
+    elif fuzz_cases == 0:
+        fuzz_step.skipped, fuzz_step.detail = True, "--fuzz-cases 0"
+    else:
+        fuzz_step = _run(
+            fuzz_step,
+            lambda: ctx.invoke(
+                fuzz,
+                cases=fuzz_cases,
+                seed=0,
+                bundle_path=bundle_output,
+                invariants=None,
+                fmt="text",
+            ),
+        )
+    steps.append(fuzz_step)
 
     def replay_step(name: str, source: Path) -> Step:
         step = Step(name)

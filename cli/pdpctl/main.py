@@ -20,6 +20,7 @@ from pdp.errors import PDPError
 from pdp.tools import ToolNotFoundError
 
 from .agents import agents
+from .approvals import approvals
 from .audit import audit
 from .ci import ci
 from .credentials import credentials
@@ -29,6 +30,7 @@ from .errors import (
     SERVICE_ERROR,
     CLIError,
 )
+from .fuzz import fuzz
 from .keys import keys
 from .mcp import DEFAULT_LISTEN, embed, gateway_config, mcp_gateway, parse_listen, parse_upstreams
 from .policy import bundle, policy
@@ -70,11 +72,13 @@ def cli(ctx: click.Context, policies_dir: Path, opa_binary: str | None) -> None:
     ctx.obj = Project(policies_dir=policies_dir, opa_binary=opa_binary)
 
 
+policy.add_command(fuzz)
 cli.add_command(policy)
 cli.add_command(bundle)
 cli.add_command(keys)
 cli.add_command(credentials)
 cli.add_command(agents)
+cli.add_command(approvals)
 cli.add_command(audit)
 cli.add_command(replay_command)
 cli.add_command(ci)
@@ -140,6 +144,18 @@ cli.add_command(mcp_gateway)
     metavar="HOST:PORT",
     help="Where the embedded MCP gateway listens.",
 )
+@click.option(
+    "--ext-authz-grpc-port",
+    type=int,
+    help="Serve Envoy ext_authz gRPC (envoy.service.auth.v3.Authorization) on this port "
+    "of --host. Env: PDP_EXT_AUTHZ_GRPC_PORT.",
+)
+@click.option(
+    "--routes",
+    "routes_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    help="ext_authz route file (YAML, docs/gateways.md). Env: PDP_EXT_AUTHZ_ROUTES.",
+)
 @click.pass_obj
 def serve(
     project: Project,
@@ -154,6 +170,8 @@ def serve(
     serve_policies: Path | None,
     mcp_upstreams: tuple[str, ...],
     mcp_listen: str,
+    ext_authz_grpc_port: int | None,
+    routes_file: Path | None,
 ) -> None:
     """Serve the decision API (embedded OPA unless --opa-url is given)."""
     from aiohttp import web
@@ -174,6 +192,8 @@ def serve(
             opa_binary=project.opa_binary,
             policies_dir=serve_policies or project.policies_dir,
             dev_trust_domains=() if no_dev_trust else None,
+            ext_authz_grpc_port=ext_authz_grpc_port,
+            ext_authz_routes=routes_file,
         )
     except ConfigError as exc:
         raise CLIError(str(exc), exc.exit_code) from None

@@ -75,10 +75,11 @@ def check(project: Project) -> None:
 
 
 def _module_asts(project: Project) -> list[tuple[str, dict[str, Any]]]:
-    """(path, OPA's JSON AST) of every policy module but tests, from `opa parse`."""
+    """(path, OPA's JSON AST) of every bundled policy module but tests, from `opa parse`
+    (not the invariants: `policy fuzz` loads them beside a bundle, never into one)."""
     opa = project.opa()
     out = []
-    for root in project.roots():
+    for root in project.bundle_roots():
         for path in sorted(Path(root).rglob("*.rego")):
             if path.name.endswith("_test.rego"):
                 continue

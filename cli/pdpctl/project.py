@@ -34,12 +34,23 @@ class Project:
         except ToolNotFoundError as exc:
             raise CLIError(str(exc), TOOL_MISSING) from None
 
-    def roots(self) -> list[str]:
-        """The policy source folders OPA loads (pdp/ and data/)."""
+    def bundle_roots(self) -> list[str]:
+        """The folders that go into a bundle (pdp/ and data/): what the PDP evaluates."""
         try:
             return [str(p) for p in source_roots(self.policies_dir)]
         except BundleError as exc:
             raise CLIError(str(exc), BAD_INPUT) from None
+
+    def roots(self) -> list[str]:
+        """The policy source folders OPA loads (pdp/ and data/), plus invariants/ (the
+        properties `policy fuzz` proves: formatted, checked and tested with the policies,
+        never part of a bundle)."""
+        try:
+            roots = [str(p) for p in source_roots(self.policies_dir)]
+        except BundleError as exc:
+            raise CLIError(str(exc), BAD_INPUT) from None
+        invariants = self.policies_dir / "invariants"
+        return roots + [str(invariants)] if invariants.is_dir() else roots
 
     def run(self, cmd: list[str]) -> subprocess.CompletedProcess[str]:
         """Run a tool, capturing its output (shown by the caller as needed)."""

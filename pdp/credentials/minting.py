@@ -83,8 +83,10 @@ class Minter:
         request: dict[str, Any],
         identity: Identity,
         obligations: dict[str, Any] | None,
+        approval_id: str | None = None,
     ) -> IssuedCredential:
-        """Sign the credential for one allowed, schema-valid request."""
+        """Sign the credential for one allowed, schema-valid request (``approval_id``: the
+        human approval the allow used, carried as the ``approval_id`` claim)."""
         obligations = obligations or {}
         wanted = obligations.get("credential") or {}
         ttl = wanted.get("ttl_seconds") or self.default_ttl_s
@@ -127,6 +129,8 @@ class Minter:
                 claims["act"]["tenant"] = on_behalf_of["tenant"]
         if obligations.get("recheck_at_target") is True:
             claims["recheck_at_target"] = True
+        if approval_id is not None:
+            claims["approval_id"] = approval_id
         key = self.keyring.current
         token = key.sign(orjson.dumps(claims))
         self.keyring.note_exp(now + ttl)

@@ -19,7 +19,7 @@ from ..store import Store, open_store
 from .adminauth import AdminAuth
 from .minting import IssuedCredential, Minter
 from .refresh import RefreshLoop
-from .tokenfiles import introspection_token, resolve_admin_token
+from .tokenfiles import approver_token, introspection_token, resolve_admin_token
 
 __all__ = ["CredentialService"]
 
@@ -40,6 +40,7 @@ _INTROSPECTION_CLAIMS: Final = (
     "tctx",
     "act",
     "recheck_at_target",
+    "approval_id",
 )
 
 
@@ -83,7 +84,9 @@ class CredentialService:
     ) -> CredentialService:
         """Open the store, load or create the signing key, load the disabled set, and start
         the refresh loop and the store's change listener."""
-        auth = AdminAuth(resolve_admin_token(settings), introspection_token(settings))
+        auth = AdminAuth(
+            resolve_admin_token(settings), introspection_token(settings), approver_token(settings)
+        )
         url = settings.store_url or f"sqlite://{settings.state_dir / 'pdp.sqlite3'}"
         store = await open_store(url)
         try:
@@ -143,15 +146,18 @@ class CredentialService:
         response: dict[str, Any],
         *,
         mint: bool = True,
+        approval_id: str | None = None,
     ) -> IssuedCredential | None:
         """Mint the credential of an allow (never of a deny, nor when ``mint`` is false)
-        and count the decision."""
+        and count the decision. ``approval_id``: the grant the allow used, as a claim."""
         if not identity.authenticated or identity.spiffe_id is None:
             return None
         allowed = response.get("allow") is True
         credential = None
         if allowed and mint and self.agents.status(identity.spiffe_id) == "active":
-            credential = self.mint(decision_id, request, identity, response.get("obligations"))
+            credential = self.minter.mint(
+                decision_id, request, identity, response.get("obligations"), approval_id
+            )
         action = request["action"]
         self.agents.observe(
             identity.spiffe_id,

@@ -12,7 +12,13 @@ from ..config import Settings
 from ..errors import ConfigError
 from ..keys import private_dir, write_private
 
-__all__ = ["ADMIN_TOKEN_FILE", "introspection_token", "read_secret", "resolve_admin_token"]
+__all__ = [
+    "ADMIN_TOKEN_FILE",
+    "approver_token",
+    "introspection_token",
+    "read_secret",
+    "resolve_admin_token",
+]
 
 log = logging.getLogger("pdp.credentials")
 
@@ -44,6 +50,15 @@ def introspection_token(settings: Settings) -> str | None:
         return settings.introspection_token
     if settings.introspection_token_file is not None:
         return read_secret(settings.introspection_token_file)
+    return None
+
+
+def approver_token(settings: Settings) -> str | None:
+    """The approvers' credential (PDP_APPROVER_TOKEN[_FILE]), if any."""
+    if settings.approver_token:
+        return settings.approver_token
+    if settings.approver_token_file is not None:
+        return read_secret(settings.approver_token_file)
     return None
 
 

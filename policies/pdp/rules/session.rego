@@ -7,7 +7,8 @@
 #   that is not internal once confidential or restricted data was touched in the task
 #   (the toxic flow), a per-task budget of state-changing calls, and forbidden sequences
 #   of calls declared in data.sessions.forbidden_sequences. A history the PDP could not
-#   read denies every call that names a task or session.
+#   read denies the call, whether or not it names a task or session: leaving the task out
+#   must never get a call past an unreadable history (pdpctl policy fuzz, monotonicity).
 # custom:
 #   controls:
 #     - OWASP-ASI01
@@ -28,7 +29,6 @@ import data.pdp.rules.egress
 #   code: session_unavailable
 deny contains lib.reason(rego.metadata.chain(), message) if {
 	input.session.available == false
-	named
 	message := sprintf("the history of this task or session could not be read: %s", [input.session.error])
 }
 
@@ -83,13 +83,6 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 		[sequence.name, sequence.description, input.action.type, input.action.name, input.destination.name],
 	)
 }
-
-# METADATA
-# scope: document
-# description: The request names a task or a session, so it has a history.
-named if input.task.id
-
-named if input.task.session
 
 # METADATA
 # description: The task's and the session's histories, those that exist.

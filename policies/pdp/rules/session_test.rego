@@ -140,10 +140,10 @@ deny_cases := {
 		"patch": {"session": {"available": false, "error": "redis down"}},
 		"want": {"session_unavailable"},
 	},
-	"a call that names neither task nor session needs no history": {
+	"a history the store could not read denies a call that names neither task nor session too": {
 		"patch": {"session": {"available": false, "error": "redis down"}},
 		"remove": ["task/id", "task/session"],
-		"want": set(),
+		"want": {"session_unavailable"},
 	},
 	"an input without session (a decision recorded before histories) is judged on its own": {
 		"remove": ["session"],

@@ -127,7 +127,8 @@ trust_domains := data.inventory.tenants[input.tenant].trust_domains
 
 # METADATA
 # scope: document
-# description: The request says the agent acts on behalf of someone (a subject or a tenant).
-delegation if "subject" in object.keys(input.agent.on_behalf_of)
-
-delegation if "tenant" in object.keys(input.agent.on_behalf_of)
+# description: |
+#   The request says the agent acts on behalf of someone: agent.on_behalf_of has any field
+#   (subject, tenant, or even only the PDP's verified flag). Only an empty object is no
+#   delegation.
+delegation if count(input.agent.on_behalf_of) > 0

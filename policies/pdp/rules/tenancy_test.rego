@@ -29,6 +29,11 @@ deny_cases := {
 		"remove": ["agent/on_behalf_of/subject"],
 		"want": {"delegation_subject_invalid"},
 	},
+	"a delegation of only a verified flag is delegation_subject_invalid and delegation_tenant_missing": {
+		"remove": ["agent/on_behalf_of/subject", "agent/on_behalf_of/tenant"],
+		"patch": {"agent": {"on_behalf_of": {"verified": true}}},
+		"want": {"delegation_subject_invalid", "delegation_tenant_missing"},
+	},
 	"no delegation at all is not checked": {
 		"remove": ["agent/on_behalf_of/subject", "agent/on_behalf_of/tenant"],
 		"want": set(),
