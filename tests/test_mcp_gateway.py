@@ -428,3 +428,46 @@ async def test_pdpctl_serve_runs_the_gateway_in_process_too(tmp_path: Path) -> N
     [seen] = example.seen
     assert seen["claims"]["aud"] == "hr-files"
     assert "MCP gateway on http://127.0.0.1" in log.read_text()
+
+
+async def test_an_outcome_is_written_only_with_its_decisions_credential(
+    stack: Stack, mint: Callable[..., str]
+) -> None:
+    token = mint(ASSISTANT)
+    async with agent(stack, token) as client:
+        await client.call_tool("hr.list_employees", {})
+    [seen] = stack.seen("hr-files")
+    decision = next(
+        r for r in records(stack) if (r.get("credential") or {}).get("jti") == seen["claims"]["jti"]
+    )
+    outcome = {"target": "hr-files", "status": "ok", "latency_us": 5}
+    async with httpx2.AsyncClient(timeout=10) as http:
+        url = f"{stack.pdp_url}/v1/decisions/{decision['decision_id']}/outcome"
+        assert (await http.post(url, json=outcome)).status_code == 401
+        forged = {"Authorization": f"Bearer {token}"}  # the agent's SVID is no credential
+        assert (await http.post(url, json=outcome, headers=forged)).status_code == 403
+        # A credential of another decision cannot write this one's outcome; its own can.
+        other = (
+            await http.post(
+                f"{stack.pdp_url}/v1/decisions",
+                json={
+                    "agent": {"token": token},
+                    "tenant": "acme",
+                    "task": {"purpose": PURPOSE},
+                    "action": {
+                        "type": "tool.call",
+                        "name": "hr.list_employees",
+                        "operation": "read",
+                    },
+                    "destination": {"type": "tool", "name": "hr-files"},
+                    "data": {"sensitivity": "internal"},
+                },
+            )
+        ).json()
+        bearer = {"Authorization": f"Bearer {other['credential']['token']}"}
+        assert (await http.post(url, json=outcome, headers=bearer)).status_code == 403
+        own = f"{stack.pdp_url}/v1/decisions/{other['decision_id']}/outcome"
+        assert (await http.post(own, json={"bad": 1}, headers=bearer)).status_code == 400
+        assert (await http.post(own, json=outcome, headers=bearer)).status_code == 204
+    written = [r for r in records(stack) if r["type"] == "outcome"]
+    assert [r["decision_id"] for r in written if r["latency_us"] == 5] == [other["decision_id"]]
