@@ -156,6 +156,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=30)
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PDP_")}
+    # A shared machine stalls OPA now and then; the default 100 ms deadline would turn such a
+    # stall into a refused call (fail closed) rather than a slow one, and this measures time.
+    env["PDP_OPA_TIMEOUT_MS"] = "2000"
     procs: list[subprocess.Popen[bytes]] = []
     with tempfile.TemporaryDirectory(prefix="bench-mcp-") as tmp:
         state = Path(tmp) / "state"

@@ -12,6 +12,8 @@ import contextlib
 import json
 import os
 import sys
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,7 @@ class Uvicorn:
         self.server.should_exit = True
         if self.task is not None:
             await self.task
+            self.task = None
 
 
 class Stack:
@@ -71,6 +74,7 @@ class Stack:
         self.upstreams = upstreams
         self.audit: Path | None = None
         self.upstream_urls: dict[str, str] = {}
+        self.servers: dict[str, Uvicorn] = {}
 
     @property
     def pdp_url(self) -> str:
@@ -98,9 +102,9 @@ async def stack(shared_opa: OPAProcess, dev_state: Path, tmp_path: Path) -> Asyn
     pdp_url = f"http://127.0.0.1:{pdp.port}"
     examples = {name: example_server(name, pdp_url) for name in ("hr-files", "web")}
     async with contextlib.AsyncExitStack() as stack_:
-        upstream_urls = {}
+        upstream_urls, servers = {}, {}
         for name, example in examples.items():
-            served = await stack_.enter_async_context(Uvicorn(example.app()))
+            served = servers[name] = await stack_.enter_async_context(Uvicorn(example.app()))
             upstream_urls[name] = served.url + "/mcp"
         config = GatewayConfig(
             pdp_url=pdp_url,
@@ -114,6 +118,7 @@ async def stack(shared_opa: OPAProcess, dev_state: Path, tmp_path: Path) -> Asyn
         result = Stack(pdp, gateway, examples)
         result.audit = tmp_path / "audit"
         result.upstream_urls = upstream_urls
+        result.servers = servers
         try:
             yield result
         finally:
@@ -360,7 +365,19 @@ async def wait_listening(port: int, proc: asyncio.subprocess.Process, log: Path)
 
 
 def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("PDP_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDP_")}
+    env["PDP_OPA_TIMEOUT_MS"] = "5000"  # a loaded test machine must not turn slow into 503
+    return env
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
 
 
 async def test_pdpctl_mcp_gateway_is_that_gateway(
@@ -410,16 +427,14 @@ async def test_pdpctl_serve_runs_the_gateway_in_process_too(tmp_path: Path) -> N
         try:
             await wait_listening(pdp_port, proc, log)
             await wait_listening(mcp_port, proc, log)
-            token = mint_svid(state, ASSISTANT)
-            url = f"http://127.0.0.1:{mcp_port}/mcp"
-            for _ in range(200):  # the embedded OPA activates its bundle
-                try:
-                    async with agent(url, token) as client:
-                        result = await client.call_tool("hr.list_employees", {})
+            for _ in range(600):  # the embedded OPA activates its bundle
+                status = await asyncio.to_thread(_status, f"http://127.0.0.1:{pdp_port}/readyz")
+                if status == 200:
                     break
-                except MCPError as exc:
-                    assert exc.code == -32603, exc
-                    await asyncio.sleep(0.1)
+                await asyncio.sleep(0.05)
+            token = mint_svid(state, ASSISTANT)
+            async with agent(f"http://127.0.0.1:{mcp_port}/mcp", token) as client:
+                result = await client.call_tool("hr.list_employees", {})
         finally:
             proc.terminate()
             await proc.wait()
@@ -471,3 +486,52 @@ async def test_an_outcome_is_written_only_with_its_decisions_credential(
         assert (await http.post(own, json=outcome, headers=bearer)).status_code == 204
     written = [r for r in records(stack) if r["type"] == "outcome"]
     assert [r["decision_id"] for r in written if r["latency_us"] == 5] == [other["decision_id"]]
+
+
+@pytest.mark.parametrize(
+    ("answer", "message", "has_approval"),
+    [
+        ({"decision_id": "d", "allow": False, "reasons": [{"code": "x"}]}, "x", False),
+        (
+            {
+                "decision_id": "d",
+                "allow": False,
+                "reasons": [{"code": "approval_required"}],
+                "approval": {"id": "apr-1", "status": "pending"},
+            },
+            "approval_required",
+            True,
+        ),
+        ({"decision_id": "d", "allow": True, "reasons": []}, "no credential", False),
+    ],
+    ids=["deny", "approval-pending", "allow-without-credential"],
+)
+def test_every_answer_but_an_allow_with_a_credential_is_refused(
+    answer: dict[str, Any], message: str, has_approval: bool
+) -> None:
+    from pdp.mcp.gateway import McpGateway
+
+    refusal = McpGateway.refusal(answer)
+    assert refusal is not None and refusal.code == DENIED
+    assert message in refusal.message
+    assert refusal.data["decision_id"] == "d"
+    assert ("approval" in refusal.data) is has_approval
+    allowed = {**answer, "allow": True, "credential": {"token": "t"}, "reasons": []}
+    assert McpGateway.refusal(allowed) is None
+
+
+async def test_a_restarted_upstream_is_reached_again(
+    stack: Stack, mint: Callable[..., str]
+) -> None:
+    """The shared upstream client breaks with its connection; the next call opens anew."""
+    token = mint(ASSISTANT)
+    async with agent(stack, token) as client:
+        await client.call_tool("web.fetch", {"url": "https://example.org"})
+        web = stack.servers["web"]
+        await web.__aexit__(None, None, None)
+        with pytest.raises(MCPError) as raised:
+            await client.call_tool("web.fetch", {"url": "https://example.org"})
+        assert raised.value.code == -32603
+        async with Uvicorn(stack.upstreams["web"].app(), web.port):
+            await client.call_tool("web.fetch", {"url": "https://example.org"})
+    assert len(stack.seen("web")) == 2

@@ -70,7 +70,7 @@ from mcp.shared.inbound import (
     decode_header_value,
     find_duplicated_routing_header,
 )
-from mcp_types.jsonrpc import HEADER_MISMATCH, INTERNAL_ERROR, INVALID_PARAMS
+from mcp_types.jsonrpc import CONNECTION_CLOSED, HEADER_MISMATCH, INTERNAL_ERROR, INVALID_PARAMS
 from pydantic import AnyHttpUrl
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -402,6 +402,9 @@ class McpGateway:
                 status = "error"
             return result
         except MCPError as exc:
+            if exc.code == CONNECTION_CLOSED:  # no answer: the connection went away
+                status, error = "unreachable", exc.message[:512]
+                raise MCPError(INTERNAL_ERROR, f"upstream {upstream.name!r} failed") from None
             status, error = "error", f"{exc.code}: {exc.message}"[:512]
             raise
         except TimeoutError:
