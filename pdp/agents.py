@@ -13,11 +13,20 @@ the identities the trust domains issue, not by what callers send.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Callable
 from typing import Final, Literal
 
-from .store import AgentActivity, AgentRecord, AgentState, Store, StoreError
+from .store import (
+    OTHER_TOOLS,
+    AgentActivity,
+    AgentRecord,
+    AgentState,
+    Store,
+    StoreError,
+    count_tool,
+)
 
 log = logging.getLogger("pdp.agents")
 
@@ -25,6 +34,9 @@ log = logging.getLogger("pdp.agents")
 MAX_PENDING_CREDENTIALS: Final = 10_000
 
 Status = Literal["active", "disabled"]
+
+#: The documented character set of action and tool names (policies/pdp/lib/defaults.rego).
+_TOOL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 class AgentRegistry:
@@ -63,7 +75,9 @@ class AgentRegistry:
         if allowed:
             activity.allowed += 1
             if tool:
-                activity.tools.add(tool)
+                # Only names of the documented form are kept as given (policies refuse the
+                # others, but a policy without that rule must not grow the registry either).
+                count_tool(activity.tools, tool if _TOOL_NAME.fullmatch(tool) else OTHER_TOOLS)
         else:
             activity.denied += 1
         if credential is not None and len(activity.credentials) < MAX_PENDING_CREDENTIALS:
@@ -94,7 +108,8 @@ class AgentRegistry:
         current.last_seen = max(current.last_seen, a.last_seen)
         current.allowed += a.allowed
         current.denied += a.denied
-        current.tools |= a.tools
+        for tool, n in a.tools.items():
+            count_tool(current.tools, tool, n)
         room = MAX_PENDING_CREDENTIALS - len(current.credentials)
         current.credentials = live[: max(room, 0)] + current.credentials
 

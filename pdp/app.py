@@ -16,13 +16,14 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import admin, approvals_api, outcomes
+from . import admin, approvals_api, audit_api, opaconfig, outcomes, shadow
 from .adapters import authzen, ext_authz_http
 from .adapters.ext_authz_grpc import grpc_ctx
 from .approvals import ApprovalService
 from .audit.record import LogRecorder, Recorder
 from .audit.trail import AuditRecorder, AuditTrail
 from .bundle import build_bundle
+from .bundlestatus import BundleStatus
 from .config import Settings
 from .credentials import CredentialService
 from .decision import DecisionService
@@ -35,6 +36,7 @@ from .identity import Identity, SVIDVerifier, TrustBundles
 from .metrics import Metrics
 from .normalize import normalize
 from .opa import OPAClient
+from .prompthash import resolve_prompt_hasher
 from .routes import RouteTable
 from .schema import validate_request
 from .sessions import SessionHistory
@@ -42,6 +44,7 @@ from .sidecar import OPASidecar, socket_path
 from .state import (
     APPROVALS,
     AUDIT,
+    BUNDLE_STATUS,
     CREDENTIALS,
     DECISION_CACHE,
     DECISIONS,
@@ -49,6 +52,7 @@ from .state import (
     OPA,
     RECORDER,
     SETTINGS,
+    SHADOW,
     SIDECAR,
     VERIFIER,
 )
@@ -124,12 +128,24 @@ async def get_readyz(request: web.Request) -> web.Response:
     if ready and audit is not None and not audit.available:
         ready, detail = False, f"audit trail unavailable: {audit.error}"
     body = {"ready": ready, "detail": detail, "policy": {"revision": revision}}
+    bundles = request.app[BUNDLE_STATUS]
+    if bundles is not None:  # production mode: OPA's bundle status (pdp.bundlestatus)
+        await bundles.refresh()
+        problem, note = bundles.problem(), bundles.note()
+        if ready and problem is not None:
+            ready, body["ready"], body["detail"] = False, False, problem
+        elif note is not None:
+            body["detail"] = f"{body['detail']}; {note}"
+        body["bundles"] = bundles.to_json()
     return json_response(body, 200 if ready else 503)
 
 
 async def get_metrics(request: web.Request) -> web.Response:
     """GET /metrics: Prometheus text format."""
     metrics, sidecar = request.app[METRICS], request.app[SIDECAR]
+    bundles = request.app[BUNDLE_STATUS]
+    if bundles is not None:
+        await bundles.refresh()  # the bundle metrics as OPA has them now
     if sidecar is not None:
         metrics.opa_restarts.set(sidecar.restarts)
     return web.Response(
@@ -209,25 +225,78 @@ async def _verifier_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _sidecar_ctx(app: web.Application) -> AsyncIterator[None]:
-    """Embedded mode: build the bundle from policies_dir and run OPA as a child process."""
+    """Embedded mode: build the bundle from policies_dir and run OPA as a child process;
+    production mode (--opa-config): run OPA with that configuration (pdp.opaconfig), it
+    pulls signed bundles itself."""
     s = app[SETTINGS]
     if s.opa_url is not None:
         app[SIDECAR] = None
         yield
         return
     opa_bin = find_opa(s.opa_binary)
-    built = await asyncio.to_thread(
-        build_bundle, opa_bin, s.policies_dir, s.state_dir / "bundles" / "policies.tar.gz"
-    )
-    log.info("built bundle %s revision %s", built.path, built.revision)
-    sidecar = OPASidecar(
-        opa_bin, built.path, socket_path(s.state_dir), start_timeout_s=s.opa_start_timeout_s
-    )
+    if s.opa_config is not None:
+        sidecar = OPASidecar(
+            opa_bin,
+            None,
+            socket_path(s.state_dir),
+            start_timeout_s=s.opa_start_timeout_s,
+            source_args=opaconfig.source_args(s),
+            wait_for_bundles=False,  # readiness says when a bundle is active
+        )
+    else:
+        built = await asyncio.to_thread(
+            build_bundle, opa_bin, s.policies_dir, s.state_dir / "bundles" / "policies.tar.gz"
+        )
+        log.info("built bundle %s revision %s", built.path, built.revision)
+        sidecar = OPASidecar(
+            opa_bin, built.path, socket_path(s.state_dir), start_timeout_s=s.opa_start_timeout_s
+        )
     await sidecar.start()
     app[SIDECAR] = sidecar
     try:
         yield
     finally:
+        await sidecar.stop()
+
+
+async def _bundle_status_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Production mode (or --max-bundle-age): follow OPA's bundle status (pdp.bundlestatus)."""
+    s = app[SETTINGS]
+    if s.opa_config is None and not s.max_bundle_age_s:
+        app[BUNDLE_STATUS] = None
+        yield
+        return
+    status = BundleStatus(
+        app[OPA],
+        persistence_dir=opaconfig.persistence_dir(s) if s.opa_config is not None else None,
+        max_age_s=s.max_bundle_age_s,
+    )
+    await status.start()
+    app[METRICS].registry.register(status)
+    app[BUNDLE_STATUS] = status
+    try:
+        yield
+    finally:
+        await status.close()
+
+
+async def _shadow_ctx(app: web.Application) -> AsyncIterator[None]:
+    """--shadow-bundle: a second OPA on the candidate, fed every answered decision
+    (pdp.shadow); stopped before the decision path's resources."""
+    s = app[SETTINGS]
+    if s.shadow_bundle is None:
+        app[SHADOW] = None
+        yield
+        return
+    sidecar, client, evaluator = await shadow.start_shadow(s, app[METRICS].registry)
+    app[SHADOW] = evaluator
+    app[DECISIONS].observer = evaluator.submit
+    try:
+        yield
+    finally:
+        app[DECISIONS].observer = None
+        await evaluator.close()
+        await client.close()
         await sidecar.stop()
 
 
@@ -289,6 +358,7 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         prompt_to_policy=s.prompt_to_policy,
         credentials=app[CREDENTIALS],
         audit_prompt=s.audit_prompt,
+        prompt_hasher=await asyncio.to_thread(resolve_prompt_hasher, s),
         sessions=SessionHistory(app[CREDENTIALS].store, ttl_s=s.session_ttl_s),
         delegation=DelegationVerifier(
             app[VERIFIER].bundles, s.audience, leeway_seconds=s.clock_skew_seconds
@@ -330,13 +400,16 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
             _verifier_ctx,
             _sidecar_ctx,
             _opa_ctx,
+            _bundle_status_ctx,
             _cache_ctx,
             _decisions_ctx,
+            _shadow_ctx,
         ]
     )
     admin.add_routes(app)
     outcomes.add_routes(app)
     approvals_api.add_routes(app)
+    audit_api.add_routes(app)
     app.router.add_post("/v1/decisions", post_decision)
     # Front doors over the same decision service (pdp/adapters/).
     authzen.add_routes(app)

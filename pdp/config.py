@@ -8,11 +8,12 @@ into the state directory on first start (the dev trust domains).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args, get_type_hints
 from urllib.parse import urlsplit
 
 from .errors import ConfigError
@@ -117,6 +118,49 @@ class Settings:
     #: Seconds between store refreshes (keys, disabled agents, activity write-behind): the
     #: staleness bound when a pub/sub message is lost.
     store_refresh_s: float = 1.0
+    # -- signed checkpoints, forwarding auth, keyed prompt hashes (docs/audit.md) --------
+    #: Sign the trail at checkpoints with a dedicated ES256 audit-signing key.
+    audit_signing: bool = True
+    #: Audit-signing keys and their JWKS. None: STATE_DIR/audit-keys.
+    audit_keys_dir: Path | None = None
+    #: A signed checkpoint after this many records (0: only by time and at shutdown).
+    audit_checkpoint_every: int = 1000
+    #: ...or once records have waited this long unsealed, seconds (0: only by count).
+    audit_checkpoint_interval_s: float = 60.0
+    #: Bearer token sent to the collector. Never logged.
+    audit_forward_token: str | None = field(default=None, repr=False)
+    #: File holding the collector's bearer token (instead of PDP_AUDIT_FORWARD_TOKEN).
+    audit_forward_token_file: Path | None = None
+    #: Client certificate (PEM; may hold the key too) and its key for mTLS to the collector.
+    audit_forward_tls_cert: Path | None = None
+    audit_forward_tls_key: Path | None = None
+    #: CA bundle (PEM) the collector's certificate must chain to (default: system CAs).
+    audit_forward_tls_ca: Path | None = None
+    #: Per-deployment secret prompt hashes are keyed with (HMAC-SHA256). Share it between
+    #: replicas. None: read prompt_hash_key_file, else STATE_DIR/prompt-hash-key
+    #: (generated 0600 on first start). Never logged.
+    prompt_hash_key: str | None = field(default=None, repr=False)
+    #: File holding the prompt-hash secret.
+    prompt_hash_key_file: Path | None = None
+    # -- production mode: OPA pulls signed bundles (docs/bundles.md) ----------------------
+    #: OPA configuration file (bundle service, signing, polling, persist): the sidecar OPA
+    #: runs with it instead of a bundle built from policies_dir. None: the embedded default.
+    opa_config: Path | None = None
+    #: PEM public key bundles must be signed with, given to OPA as
+    #: ``--set-file keys.<bundle_key_id>.key=FILE``.
+    bundle_verification_key: Path | None = None
+    #: Name of that key in the OPA configuration's ``keys`` (what bundles' keyid names).
+    bundle_key_id: str = "pdp-bundle-signing"
+    #: Extra ``--set KEY=VALUE`` overrides for OPA's configuration (comma-separated).
+    opa_set: tuple[str, ...] = ()
+    #: Readiness fails when the active bundle was last confirmed current by the registry
+    #: longer ago than this, seconds (0: no limit).
+    max_bundle_age_s: float = 0.0
+    #: Candidate bundle evaluated beside the live one, never enforced (pdp.shadow): a file
+    #: or oci://HOST[:PORT]/REPO:TAG. None: no shadow evaluation.
+    shadow_bundle: str | None = None
+    #: Shadow evaluations that may wait; past it they are dropped and counted.
+    shadow_queue_max: int = 1000
     #: TCP port of the Envoy ext_authz gRPC service (envoy.service.auth.v3.Authorization),
     #: on PDP_HOST. None: not served; 0: any free port (tests).
     ext_authz_grpc_port: int | None = None
@@ -230,6 +274,8 @@ class Settings:
         )
         self._check_approvals()
         self._check_audit()
+        self._check_audit_signing()
+        self._check_bundles()
         _check(
             0 <= self.decision_cache_size <= 10_000_000,
             "PDP_DECISION_CACHE_SIZE",
@@ -344,6 +390,71 @@ class Settings:
                 "must be an http(s):// URL",
             )
 
+    def _check_audit_signing(self) -> None:
+        _check(
+            self.audit_checkpoint_every >= 0,
+            "PDP_AUDIT_CHECKPOINT_EVERY",
+            self.audit_checkpoint_every,
+            "must be >= 0 (0: only by time and at shutdown)",
+        )
+        _check(
+            self.audit_checkpoint_interval_s >= 0,
+            "PDP_AUDIT_CHECKPOINT_INTERVAL_S",
+            self.audit_checkpoint_interval_s,
+            "must be >= 0 (0: only by count and at shutdown)",
+        )
+        for key, file in (
+            ("PDP_AUDIT_FORWARD_TOKEN_FILE", self.audit_forward_token_file),
+            ("PDP_AUDIT_FORWARD_TLS_CERT", self.audit_forward_tls_cert),
+            ("PDP_AUDIT_FORWARD_TLS_KEY", self.audit_forward_tls_key),
+            ("PDP_AUDIT_FORWARD_TLS_CA", self.audit_forward_tls_ca),
+            ("PDP_PROMPT_HASH_KEY_FILE", self.prompt_hash_key_file),
+        ):
+            _check(file is None or Path(file).is_file(), key, str(file), "file does not exist")
+        _check(
+            self.prompt_hash_key is None or len(self.prompt_hash_key) >= 16,
+            "PDP_PROMPT_HASH_KEY",
+            "<hidden>",
+            "must be >= 16 chars",
+        )
+
+    def _check_bundles(self) -> None:
+        for key, file in (
+            ("PDP_OPA_CONFIG", self.opa_config),
+            ("PDP_BUNDLE_VERIFICATION_KEY", self.bundle_verification_key),
+        ):
+            _check(file is None or Path(file).is_file(), key, str(file), "file does not exist")
+        _check(
+            self.opa_config is None or self.opa_url is None,
+            "PDP_OPA_CONFIG",
+            str(self.opa_config),
+            "cannot be combined with PDP_OPA_URL (a remote OPA has its own configuration)",
+        )
+        _check(
+            self.max_bundle_age_s >= 0,
+            "PDP_MAX_BUNDLE_AGE_S",
+            self.max_bundle_age_s,
+            "must be >= 0 (0: no limit)",
+        )
+        _check(bool(self.bundle_key_id.strip()), "PDP_BUNDLE_KEY_ID", self.bundle_key_id, "empty")
+        _check(
+            1 <= self.shadow_queue_max <= 1_000_000,
+            "PDP_SHADOW_QUEUE_MAX",
+            self.shadow_queue_max,
+            "must be 1..1000000",
+        )
+        for item in self.opa_set:
+            _check("=" in item, "PDP_OPA_SET", item, "expected KEY=VALUE")
+
+    @property
+    def audit_keys_path(self) -> Path:
+        """Where the audit-signing keys are: PDP_AUDIT_KEYS_DIR, else STATE_DIR/audit-keys."""
+        return (
+            self.audit_keys_dir
+            if self.audit_keys_dir is not None
+            else (self.state_dir / "audit-keys")
+        )
+
     @property
     def audit_path(self) -> Path:
         """Where the audit trail is written: PDP_AUDIT_DIR, else STATE_DIR/audit."""
@@ -366,7 +477,7 @@ class Settings:
         for f in dataclasses.fields(cls):
             var = "PDP_" + f.name.upper()
             if var in env:
-                values[f.name] = _parse(f.name, var, env[var])
+                values[f.name] = _parse(var, _field_types()[f.name], env[var], f.default)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -376,100 +487,55 @@ def _check(ok: bool, key: str, value: object, message: str) -> None:
         raise ConfigError(f"{key}={value!r}: {message}")
 
 
-_INT_FIELDS = {
-    "port",
-    "opa_timeout_ms",
-    "max_body_bytes",
-    "clock_skew_seconds",
-    "token_cache_size",
-    "credential_max_ttl_s",
-    "credential_default_ttl_s",
-    "decision_cache_size",
-    "decision_cache_max_ttl_s",
-    "decision_cache_bundle_check_ms",
-    "approval_pending_ttl_s",
-}
+#: The one boolean vocabulary of every PDP_* switch (case-insensitive).
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 
 
-_AUDIT_PARSERS: dict[str, str] = {
-    "audit_enabled": "bool",
-    "audit_dir": "path",
-    "audit_commit_delay_ms": "float",
-    "audit_segment_max_bytes": "int",
-    "audit_segment_max_age_s": "float",
-    "audit_retention_days": "float",
-    "audit_retention_max_bytes": "int",
-    "audit_forward_url": "optional",
-    "audit_forward_batch": "int",
-    "audit_forward_max_backoff_s": "float",
-}
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    """Settings field name -> its annotated type (resolved once, on first use)."""
+    return get_type_hints(Settings)
 
 
-def _parse_audit(kind: str, var: str, raw: str) -> Any:
-    """Parse one PDP_AUDIT_* variable of the given kind."""
-    if kind == "bool":
-        if raw.lower() not in {"1", "true", "yes", "on", "0", "false", "no", "off"}:
-            raise ConfigError(f"{var}={raw!r}: must be true or false")
-        return raw.lower() in {"1", "true", "yes", "on"}
-    if kind in {"int", "float"}:
+def parse_bool(var: str, raw: str, default: bool) -> bool:
+    """A switch: TRUE_WORDS or FALSE_WORDS; empty means the default."""
+    word = raw.strip().lower()
+    if word == "":
+        return default
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{var}={raw!r}: must be true or false")
+
+
+def _parse(var: str, kind: Any, raw: str, default: Any) -> Any:
+    """Parse one PDP_* variable by the type of its Settings field.
+
+    Numbers must parse; booleans use one vocabulary; an empty value is None for optional
+    fields, an empty tuple or mapping for lists, the default for switches.
+    """
+    if kind is bool:
+        return parse_bool(var, raw, bool(default))
+    if kind is int or kind is float:
         try:
-            return int(raw) if kind == "int" else float(raw)
+            return kind(raw)
         except ValueError:
-            noun = "an integer" if kind == "int" else "a number"
+            noun = "an integer" if kind is int else "a number"
             raise ConfigError(f"{var}={raw!r}: must be {noun}") from None
-    if kind == "path":
-        return Path(raw) if raw else None
-    return raw or None
-
-
-def _parse(name: str, var: str, raw: str) -> Any:
-    if name in _AUDIT_PARSERS:
-        return _parse_audit(_AUDIT_PARSERS[name], var, raw)
-    if name in _INT_FIELDS:
-        try:
-            return int(raw)
-        except ValueError:
-            raise ConfigError(f"{var}={raw!r}: must be an integer") from None
-    if name in {"opa_start_timeout_s", "store_refresh_s", "session_ttl_s"}:
-        try:
-            return float(raw)
-        except ValueError:
-            raise ConfigError(f"{var}={raw!r}: must be a number") from None
-    if name == "prompt_to_policy":
-        if raw.lower() not in {"1", "true", "yes", "0", "false", "no", ""}:
-            raise ConfigError(f"{var}={raw!r}: must be true or false")
-        return raw.lower() in {"1", "true", "yes"}
-    if name in {"state_dir", "policies_dir"}:
+    optional = [a for a in get_args(kind) if a is not type(None)]
+    if len(optional) == 1 and type(None) in get_args(kind):  # X | None: empty is None
+        return _parse(var, optional[0], raw, None) if raw else None
+    if kind is Path:
         return Path(raw)
-    if name == "dev_trust_domains":
+    if kind == tuple[str, ...]:
         return tuple(d.strip() for d in raw.split(",") if d.strip())
-    if name == "trust_bundles":
+    if kind == Mapping[str, Path]:
         return parse_trust_bundles(raw.split(",") if raw else [], var)
-    if name in {
-        "opa_url",
-        "opa_binary",
-        "admin_token",
-        "introspection_token",
-        "store_url",
-        "approver_token",
-        "user_assertion_issuer",
-        "user_assertion_audience",
-    }:
-        return raw or None
-    if name == "ext_authz_grpc_port":
-        try:
-            return int(raw) if raw else None
-        except ValueError:
-            raise ConfigError(f"{var}={raw!r}: must be an integer") from None
-    if name in {
-        "admin_token_file",
-        "introspection_token_file",
-        "ext_authz_routes",
-        "approver_token_file",
-        "user_assertion_jwks",
-    }:
-        return Path(raw) if raw else None
-    return raw
+    if kind is str:
+        return raw
+    raise TypeError(f"Settings has a field of a type the loader cannot parse: {kind!r}")
 
 
 def parse_trust_bundles(items: list[str] | tuple[str, ...], key: str) -> dict[str, Path]:

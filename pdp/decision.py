@@ -23,6 +23,7 @@ from .identity import Identity, SVIDVerifier
 from .metrics import Metrics
 from .normalize import is_asserted, normalize
 from .opa import OPAClient, OPAResult
+from .prompthash import PromptHasher
 from .sessions import SessionHistory, session_keys, unavailable_snapshot
 from .users import UserAssertionVerifier
 
@@ -43,6 +44,7 @@ class DecisionService:
         clock_ns: Callable[[], int] = time.time_ns,
         credentials: CredentialService | None = None,
         audit_prompt: str = "hash",
+        prompt_hasher: PromptHasher | None = None,
         sessions: SessionHistory | None = None,
         delegation: DelegationVerifier | None = None,
         cache: DecisionCache | None = None,
@@ -59,6 +61,11 @@ class DecisionService:
         self.credentials = credentials
         #: How records keep prompts: hash, redacted or full (PDP_AUDIT_PROMPT).
         self.audit_prompt = audit_prompt
+        #: Keys prompt digests (HMAC-SHA256 with the deployment's secret).
+        self.prompt_hasher = prompt_hasher
+        #: Told (decision id, OPA input, answer) of every answered decision, after it is
+        #: recorded; must not block (pdp.shadow queues it). None: nobody.
+        self.observer: Callable[[str, dict[str, Any], dict[str, Any]], None] | None = None
         #: Task/session histories (input.session); None: no store, so a request naming a
         #: task or session sees an unavailable history (fail closed).
         self.sessions = sessions
@@ -134,6 +141,7 @@ class DecisionService:
             now_ns,
             prompt_to_policy=self.prompt_to_policy,
             agent_status=status,
+            prompt_hasher=self.prompt_hasher,
             session=await self._session(request, now_ns),
             chain=self._chain(request),
             approval=approval_doc,
@@ -257,6 +265,8 @@ class DecisionService:
                 ) from exc
         # Counted once recorded: a decision whose record failed was answered 503, not this.
         self.metrics.decisions.labels("allow" if response["allow"] else "deny").inc()
+        if self.observer is not None:  # e.g. shadow evaluation: queued, never awaited
+            self.observer(decision_id, input_doc, response)
         return response
 
     def set_verifier(self, verifier: SVIDVerifier) -> None:

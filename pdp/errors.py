@@ -19,14 +19,18 @@ naive client fails closed.
     │   ├── AuditUnavailableError   503           the decision could not be made durable
     │   ├── HistoryUnavailableError 503           an allow could not enter its session history
     │   ├── StoreError              503           the shared store (pdp.store)
-    │   └── SidecarError            503           the embedded OPA did not start (pdp.sidecar)
+    │   ├── SidecarError            503           the embedded OPA did not start (pdp.sidecar)
+    │   └── OCIError                503           the OCI registry is unreachable (pdp.oci)
     ├── ConfigError                 500  exit 9   a setting or input file is wrong (pdp.config)
     │   ├── TrustBundleError                      a trust bundle is unusable (pdp.identity)
     │   ├── DevTrustError                         a dev trust domain cannot be used (pdp.devtrust)
-    │   └── AuditReadError                        an audit file is not records (pdp.audit.segment)
+    │   ├── AuditReadError                        an audit file is not records (pdp.audit.segment)
+    │   └── CheckpointError                       a checkpoint / audit JWKS is bad (.checkpoint)
     ├── ToolNotFoundError           500  exit 3   opa / regal missing (pdp.tools)
     ├── BundleError                 500  exit 4   policies do not compile (pdp.bundle)
-    └── AuditError                  503  exit 8   the trail cannot be written (pdp.audit.log)
+    ├── AuditError                  503  exit 8   the trail cannot be written (pdp.audit.log)
+    └── BundleSigningError          500  exit 9   opa could not sign a bundle (pdp.bundlesign)
+        └── BundleInvalidError           exit 12  the bundle's signature does not verify
 
 ``ConfigError``, ``TrustBundleError``, ``DevTrustError`` and ``AuditReadError`` are also
 ``ValueError``\\ s; ``BundleError`` and ``ToolNotFoundError`` also ``RuntimeError``\\ s
@@ -70,6 +74,8 @@ BAD_INPUT = 9
 AUDIT_INVALID = 10
 #: Replay found changed decisions that --fail-on refuses (e.g. access gained).
 REPLAY_CHANGED = 11
+#: A bundle's signature does not verify (unsigned, tampered with, another key).
+BUNDLE_INVALID = 12
 #: `pdpctl policy fuzz` found an input that breaks an invariant (policies/invariants/).
 INVARIANT_VIOLATED = 13
 

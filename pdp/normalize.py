@@ -6,12 +6,12 @@ A pure function: no I/O, no clock reads, no randomness. The shape is specified b
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import FieldError, RequestError
 from .identity import Identity
+from .prompthash import PromptHasher
 from .timefmt import rfc3339
 
 __all__ = ["DEFAULT_SENSITIVITY", "SENSITIVITY_RANKS", "normalize", "rfc3339"]
@@ -34,6 +34,7 @@ def normalize(
     *,
     prompt_to_policy: bool = False,
     agent_status: str | None = None,
+    prompt_hasher: PromptHasher | None = None,
     session: dict[str, Any] | None = None,
     chain: dict[str, Any] | None = None,
     approval: dict[str, Any] | None = None,
@@ -51,6 +52,8 @@ def normalize(
     ``agent_status`` is the PDP's lifecycle status of the authenticated agent ("active" or
     "disabled", from the credential service); it becomes ``input.agent.status`` and is
     null for an unauthenticated request or when the caller tracks no lifecycle.
+    ``prompt_hasher`` keys the prompt's digest (``input.prompt.hmac_sha256``); without one
+    the digest is null.
     ``session`` is the task/session history snapshot (:mod:`pdp.sessions`; default: no
     history, origin null) and ``chain`` the verified delegation chain (:mod:`pdp.delegation`;
     default: none); both are passed through as ``input.session`` and ``input.chain``.
@@ -92,7 +95,7 @@ def normalize(
             "sensitivity_rank": SENSITIVITY_RANKS[sensitivity],
             "categories": sorted(set(data.get("categories", ()))),
         },
-        "prompt": _prompt(request.get("prompt", {}), prompt_to_policy),
+        "prompt": _prompt(request.get("prompt", {}), prompt_to_policy, prompt_hasher),
         "context": request.get("context", {}),
         "request": {"id": request.get("request_id"), "received_at": now},
         "session": session if session is not None else no_history(now_ns),
@@ -198,11 +201,15 @@ def _destination(dest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _prompt(prompt: dict[str, Any], include_text: bool) -> dict[str, Any]:
+def _prompt(
+    prompt: dict[str, Any], include_text: bool, hasher: PromptHasher | None
+) -> dict[str, Any]:
     text = prompt.get("text")
+    keyed = isinstance(text, str) and hasher is not None
     out: dict[str, Any] = {
         "present": text is not None,
-        "sha256": hashlib.sha256(text.encode()).hexdigest() if text is not None else None,
+        "hmac_sha256": hasher.digest(text) if isinstance(text, str) and hasher else None,
+        "hmac_key_id": hasher.key_id if keyed and hasher else None,
         "length": len(text) if text is not None else 0,
         "risk_signals": sorted(set(prompt.get("risk_signals", ()))),
     }

@@ -191,6 +191,19 @@ class OPAClient:
         except EngineUnavailableError:
             return False
 
+    async def metrics_text(self) -> str:
+        """OPA's own ``/metrics`` (Prometheus text): bundle status with
+        ``status.prometheus: true`` (read by :mod:`pdp.bundlestatus`)."""
+        timeout = max(self.timeout_s, 2.0)
+        with _unavailable(timeout):
+            async with self.session.get(
+                f"{self._base}/metrics", timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
+                text = await resp.text()
+        if resp.status != 200:
+            raise EngineUnavailableError(f"policy engine answered {resp.status} on /metrics")
+        return text
+
 
 def _revision(provenance: Any) -> str | None:
     """The bundle revision from OPA's provenance block ("name=rev,..." for several)."""

@@ -170,7 +170,7 @@ def select(
     return chosen
 
 
-def _identity(doc: dict[str, Any]) -> Identity:
+def identity_of(doc: dict[str, Any]) -> Identity:
     """The verified identity as the recorded input describes it."""
     error = doc.get("error") or {}
     return Identity(
@@ -269,7 +269,7 @@ async def replay(
             replayed = answer(
                 str(rec.get("decision_id")),
                 {},
-                _identity(input_doc.get("identity") or {}),
+                identity_of(input_doc.get("identity") or {}),
                 result,
                 agent_status=(input_doc.get("agent") or {}).get("status"),
                 asserted=(input_doc.get("subject") or {}).get("asserted") is True,

@@ -49,14 +49,22 @@ class OPASidecar:
     def __init__(
         self,
         opa: str,
-        bundle: Path,
+        bundle: Path | None,
         socket: Path,
         *,
         start_timeout_s: float = 30.0,
         max_backoff_s: float = 5.0,
+        source_args: list[str] | None = None,
+        wait_for_bundles: bool = True,
     ) -> None:
         self.opa = opa
         self.bundle = bundle
+        #: Instead of ``--bundle BUNDLE``: where OPA gets its policy (production mode:
+        #: ``--config-file opa-config.yaml --set-file ...``, see pdp.opaconfig).
+        self.source_args = source_args
+        #: Wait for ``/health?bundles`` at start (a local bundle); else only ``/health``
+        #: (bundles from a registry activate when they can: readiness reports it).
+        self.wait_for_bundles = wait_for_bundles
         self.socket = socket
         self.start_timeout_s = start_timeout_s
         self.max_backoff_s = max_backoff_s
@@ -128,8 +136,7 @@ class OPASidecar:
             f"unix://{self.socket}",
             "--unix-socket-perm",
             "600",
-            "--bundle",
-            str(self.bundle),
+            *(self.source_args if self.source_args is not None else ["--bundle", str(self.bundle)]),
             "--log-level",
             "error",
             "--log-format",
@@ -168,7 +175,10 @@ class OPASidecar:
                     )
                 with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
                     async with session.get(
-                        "http://opa/health?bundles", timeout=aiohttp.ClientTimeout(total=1)
+                        "http://opa/health?bundles"
+                        if self.wait_for_bundles
+                        else "http://opa/health",
+                        timeout=aiohttp.ClientTimeout(total=1),
                     ) as resp:
                         if resp.status == 200:
                             return

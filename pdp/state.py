@@ -13,6 +13,7 @@ from aiohttp import web
 from .approvals import ApprovalService
 from .audit.record import Recorder
 from .audit.trail import AuditTrail
+from .bundlestatus import BundleStatus
 from .config import Settings
 from .credentials import CredentialService
 from .decision import DecisionService
@@ -20,11 +21,13 @@ from .decision_cache import DecisionCache
 from .identity import SVIDVerifier
 from .metrics import Metrics
 from .opa import OPAClient
+from .shadow import ShadowEvaluator
 from .sidecar import OPASidecar
 
 __all__ = [
     "APPROVALS",
     "AUDIT",
+    "BUNDLE_STATUS",
     "CREDENTIALS",
     "DECISION_CACHE",
     "DECISIONS",
@@ -32,6 +35,7 @@ __all__ = [
     "OPA",
     "RECORDER",
     "SETTINGS",
+    "SHADOW",
     "SIDECAR",
     "VERIFIER",
 ]
@@ -50,6 +54,10 @@ CREDENTIALS = web.AppKey("credentials", CredentialService)
 VERIFIER = web.AppKey("verifier", SVIDVerifier)
 #: The embedded OPA child process; None with a remote OPA (PDP_OPA_URL).
 SIDECAR: web.AppKey[OPASidecar | None] = web.AppKey("sidecar")
+#: OPA's bundle status in production mode (--opa-config / --max-bundle-age), else None.
+BUNDLE_STATUS: web.AppKey[BundleStatus | None] = web.AppKey("bundle_status")
+#: Shadow evaluation of a candidate bundle (--shadow-bundle), else None.
+SHADOW: web.AppKey[ShadowEvaluator | None] = web.AppKey("shadow")
 #: The one OPA client.
 OPA = web.AppKey("opa", OPAClient)
 #: The policy-declared decision cache; None when PDP_DECISION_CACHE_SIZE=0.

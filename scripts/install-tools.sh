@@ -2,10 +2,13 @@
 # Install the Go-built tools agent-pdp depends on into .tools/bin:
 #   opa   — Open Policy Agent, the policy engine (pinned)
 #   regal — the Rego linter (pinned; built from tools/regal/go.mod)
+#   registry — CNCF distribution's OCI registry (pinned), for the bundle-publishing tests
+#              only: they start it on 127.0.0.1 with a config of their own
 # Idempotent: a matching binary already in .tools/bin or on PATH is reused.
 set -euo pipefail
 
 OPA_VERSION="${OPA_VERSION:-1.22.3}"
+REGISTRY_VERSION="${REGISTRY_VERSION:-3.1.2}"
 REGAL_VERSION="$(awk '/open-policy-agent\/regal v/{print $NF}' "$(dirname "$0")/../tools/regal/go.mod")"
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -60,5 +63,20 @@ link_or_build_regal() {
   echo "$REGAL_VERSION" > "$bin/.regal-version"
 }
 
+link_or_build_registry() {
+  # `registry --version` prints "registry github.com/distribution/distribution/v3 v3.1.2+unknown"
+  local reported=""
+  [ -x "$bin/registry" ] && reported="$("$bin/registry" --version 2>/dev/null || true)"
+  if [[ "$reported" == *" v$REGISTRY_VERSION"* ]]; then
+    echo "registry $REGISTRY_VERSION: $bin/registry"; return
+  fi
+  need_go registry "$REGISTRY_VERSION"
+  echo "building registry v$REGISTRY_VERSION with go install..."
+  GOBIN="$bin" go install "github.com/distribution/distribution/v3/cmd/registry@v$REGISTRY_VERSION"
+  reported="$("$bin/registry" --version)"
+  [[ "$reported" == *" v$REGISTRY_VERSION"* ]]
+}
+
 link_or_build_opa
 link_or_build_regal
+link_or_build_registry

@@ -23,6 +23,7 @@ from pdp.config import Settings
 from pdp.devtrust import ensure_dev_trust, mint_svid
 from pdp.tools import find_opa
 
+from . import process_helpers
 from .opa_process import OPAProcess
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -197,8 +198,10 @@ def http_get(url: str, timeout: float = 2.0) -> tuple[int, dict[str, Any]]:
 class ServeProcess:
     """`python -m pdpctl serve` on a free port with its own state dir (embedded OPA)."""
 
-    def __init__(self, state_dir: Path, *args: str) -> None:
+    def __init__(self, state_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
+        #: Extra environment for the service (and the OPA it starts).
+        self.env = env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = state_dir.parent / f"{state_dir.name}-serve.log"
@@ -210,9 +213,10 @@ class ServeProcess:
         assert self.proc is not None
         return self.proc.pid
 
-    def start(self, timeout: float = 30.0) -> ServeProcess:
-        """Start and wait (bounded) until /readyz answers 200."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("PDP_")}
+    def start(self, timeout: float = 30.0, *, ready: bool = True) -> ServeProcess:
+        """Start and wait (bounded) until /readyz answers 200 (``ready=False``: until the
+        service answers at all)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PDP_")} | self.env
         cmd = [
             sys.executable, "-m", "pdpctl", "--policies", str(POLICIES), "serve",
             "--port", str(self.port), "--state-dir", str(self.state_dir), *self.args,
@@ -226,7 +230,7 @@ class ServeProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"pdpctl serve exited {self.proc.returncode}: {self.output()}")
             try:
-                if http_get(self.url + "/readyz", timeout=1.0)[0] == 200:
+                if http_get(self.url + "/readyz", timeout=1.0)[0] == 200 or not ready:
                     return self
             except OSError:
                 pass
@@ -251,9 +255,7 @@ class ServeProcess:
         return self.proc.wait(timeout)
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        process_helpers.kill(self.proc)
 
 
 @pytest.fixture

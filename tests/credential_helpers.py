@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 from pdp.app import create_app
 from pdp.config import Settings
 from tests.conftest import DEV_DOMAINS, EXAMPLES, load_example
+from tests.http_helpers import decide as http_decide
 from tests.opa_process import OPAProcess
 
 Client = TestClient[Any, Any]
@@ -60,8 +61,9 @@ async def pdp_fixture(make_pdp: Factory) -> Client:
 
 
 async def decide(client: Client, mint: Callable[..., str], example: dict[str, Any]) -> Any:
+    """Decide an example with a token minted for its agent; the 200 answer's body."""
     request = dict(example["request"])
     request["agent"] = {**request.get("agent", {}), "token": mint(example["spiffe_id"])}
-    resp = await client.post("/v1/decisions", json=request)
-    assert resp.status == 200
-    return await resp.json()
+    status, body = await http_decide(client, request)
+    assert status == 200
+    return body

@@ -1,11 +1,22 @@
-"""Small assertions shared by the HTTP-level tests."""
+"""Small helpers shared by the HTTP-level tests: one decide(), metric and UUID checks."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
+from aiohttp.test_utils import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+
+Client = TestClient[Any, Any]
+
+
+async def decide(client: Client, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+    """POST /v1/decisions; the status and the JSON body (every answer is JSON)."""
+    resp = await client.post("/v1/decisions", json=request)
+    assert resp.content_type == "application/json"
+    body: dict[str, Any] = await resp.json()
+    return resp.status, body
 
 
 def is_uuid(value: Any) -> bool:

@@ -10,6 +10,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests import process_helpers
+
 
 class _UnixHTTPConnection(http.client.HTTPConnection):
     def __init__(self, path: str, timeout: float = 1.0) -> None:
@@ -100,10 +102,5 @@ class OPAProcess:
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
-        os.kill(self.proc.pid, signal.SIGCONT)
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        os.kill(self.proc.pid, signal.SIGCONT)  # a paused OPA would not see SIGTERM
+        process_helpers.stop(self.proc)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from . import process_helpers
 from .conftest import free_port
 
 
@@ -64,13 +65,7 @@ class RedisProcess:
             assert sock.recv(16).startswith(b"+OK")
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        process_helpers.stop(self.proc)
         if self.proc is not None and self.proc.stderr is not None:
             self.proc.stderr.close()
 

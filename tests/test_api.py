@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 
 from pdp.bundle import BuiltBundle
 from tests.conftest import EXAMPLES, ClientFactory, load_example
-from tests.http_helpers import is_uuid, metric
+from tests.http_helpers import decide, is_uuid, metric
 from tests.identity_helpers import (
     KeyPair,
     claims,
@@ -92,13 +92,6 @@ async def get_metrics(client: Client) -> str:
     resp = await client.get("/metrics")
     assert resp.status == 200
     return await resp.text()
-
-
-async def decide(client: Client, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    resp = await client.post("/v1/decisions", json=request)
-    assert resp.content_type == "application/json"
-    body: dict[str, Any] = await resp.json()
-    return resp.status, body
 
 
 def codes(body: dict[str, Any]) -> list[str]:
@@ -675,7 +668,8 @@ async def test_decision_log_names_token_and_prompt_without_revealing_them(
     [record] = [r.getMessage() for r in caplog.records if r.name == "pdp.decisions"]
     assert body["decision_id"] in record
     assert jti in record
-    assert hashlib.sha256(prompt.encode()).hexdigest() in record
+    assert json.loads(record)["prompt"]["hmac_sha256"] in record  # keyed, not guessable
+    assert hashlib.sha256(prompt.encode()).hexdigest() not in record
     everything = "\n".join(r.getMessage() for r in caplog.records)
     assert token not in everything
     assert token.split(".")[2] not in everything

@@ -27,10 +27,12 @@ from pdp.audit.segment import iter_records, list_segments
 from pdp.audit.verify import verify
 from pdp.bundle import BuiltBundle
 from pdp.normalize import normalize
+from pdp.prompthash import PromptHasher
 from pdp.schema import load_schema
 from pdp.state import AUDIT
 
 from .conftest import EXAMPLES, ClientFactory, load_example
+from .http_helpers import decide
 from .opa_process import OPAProcess
 
 Client = TestClient[Any, Any]
@@ -46,12 +48,6 @@ def request_for(path: Path, mint: Callable[..., str] | None, **extra: Any) -> di
         request["agent"]["token"] = mint(example["spiffe_id"])
     request.update(extra)
     return request
-
-
-async def decide(client: Client, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    resp = await client.post("/v1/decisions", json=request)
-    body: dict[str, Any] = await resp.json()
-    return resp.status, body
 
 
 def decisions(audit: Path) -> list[dict[str, Any]]:
@@ -109,10 +105,13 @@ async def test_each_decision_is_durable_in_the_trail_when_its_answer_arrives(
 async def test_a_decision_record_joins_identity_request_decision_and_policy(
     start: Callable[..., Any],
     audit_dir: Path,
+    dev_state: Path,
     mint: Callable[..., str],
     policy_bundle: BuiltBundle,
 ) -> None:
     client = await start()
+    # The deployment's prompt-hash secret, generated into the state dir at start.
+    hasher = PromptHasher((dev_state / "prompt-hash-key").read_bytes().strip())
     request = request_for(ALLOW, mint, prompt={"text": PROMPT, "risk_signals": ["pii"]})
     token = request["agent"]["token"]
     claims = jwt.decode(token, options={"verify_signature": False})
@@ -150,7 +149,8 @@ async def test_a_decision_record_joins_identity_request_decision_and_policy(
     assert rec["prompt"] == {
         "mode": "hash",
         "present": True,
-        "sha256": hashlib.sha256(PROMPT.encode()).hexdigest(),
+        "hmac_sha256": hasher.digest(PROMPT),
+        "hmac_key_id": hasher.key_id,
         "length": len(PROMPT),
         "risk_signals": ["pii"],
         "to_policy": False,
@@ -164,11 +164,15 @@ async def test_a_decision_record_joins_identity_request_decision_and_policy(
     }
     assert rec["policy"] == {"revision": policy_bundle.revision, "opa_decision_id": None}
     assert isinstance(rec["latency_us"], int) and rec["latency_us"] > 0
-    if "credential" in body:  # minted on allow: recorded by id only
-        assert (
-            rec["credential"]["jti"]
-            == jwt.decode(body["credential"]["token"], options={"verify_signature": False})["jti"]
-        )
+    # Minted on allow (minting is on by default): recorded by id only, never the token.
+    credential = body["credential"]
+    minted = jwt.decode(credential["token"], options={"verify_signature": False})
+    assert rec["credential"] == {
+        "jti": minted["jti"],
+        "aud": "jira",
+        "scope": "tool.call:jira.search_issues:read",
+        "exp": minted["exp"],
+    }
     # The replayable input is exactly what OPA saw, and matches the OPA input schema.
     assert rec["input"]["now"]["rfc3339"] == rec["time"]
     assert rec["input"]["identity"]["jti"] == claims["jti"]
@@ -177,8 +181,8 @@ async def test_a_decision_record_joins_identity_request_decision_and_policy(
     raw = b"".join(s.path.read_bytes() for s in list_segments(audit_dir))
     assert token.encode() not in raw and token.split(".")[2].encode() not in raw
     assert b"PELICAN-7731" not in raw
-    if "credential" in body:
-        assert body["credential"]["token"].encode() not in raw
+    assert credential["token"].encode() not in raw
+    assert credential["token"].split(".")[2].encode() not in raw
 
 
 async def test_a_503_decision_is_recorded_as_a_deny_under_its_decision_id(
@@ -230,7 +234,8 @@ async def test_prompt_mode_decides_how_much_of_the_prompt_the_record_keeps(
     assert "text" not in rec["input"]["prompt"]
     # The log line keeps the hash only, whatever the mode.
     [line] = [r.getMessage() for r in caplog.records if r.name == "pdp.decisions"]
-    assert hashlib.sha256(PROMPT.encode()).hexdigest() in line
+    assert rec["prompt"]["hmac_sha256"] in line
+    assert hashlib.sha256(PROMPT.encode()).hexdigest() not in line
     assert "PELICAN" not in line and '"input"' not in line
 
 

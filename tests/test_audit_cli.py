@@ -24,6 +24,7 @@ from pdp.audit.segment import iter_records, list_segments
 from pdp.audit.verify import verify
 from pdp.bundle import BuiltBundle, build_bundle
 
+from . import process_helpers
 from .audit_helpers import delete, edit, make_trail, records, swap
 from .conftest import POLICIES, ROOT
 
@@ -102,7 +103,8 @@ def test_verify_reports_an_intact_trail(tmp_path: Path) -> None:
     assert (result.exit_code, result.output) == (
         errors.OK,
         f"ok: {last['seq']} records in {len(list_segments(d))} segment(s), "
-        f"seq 1..{last['seq']}, head {last['hash']}\n",
+        f"seq 1..{last['seq']}, head {last['hash']}\n"
+        f"checkpoints: none: all {last['seq']} record(s) are unsealed\n",
     )
 
 
@@ -179,7 +181,7 @@ def _decisions(source: Path) -> list[dict[str, Any]]:
     [
         (["--tenant", "globex"], lambda r: r["tenant"] == "globex"),
         (["--agent", SUPPORT_BOT], lambda r: r["identity"]["spiffe_id"] == SUPPORT_BOT),
-        (["--agent", "support-bot"], lambda r: r["agent"]["id"] == "support-bot"),
+        (["--agent-name", "support-bot"], lambda r: r["agent"]["id"] == "support-bot"),
         (["--allow"], lambda r: r["decision"]["allow"]),
         (["--deny", "--tenant", "acme"],
          lambda r: not r["decision"]["allow"] and r["tenant"] == "acme"),
@@ -259,8 +261,7 @@ def test_tail_follow_prints_decisions_as_they_become_durable(tmp_path: Path) -> 
         log.append([{"type": "decision", "time": "t", "decision_id": f"new-{i}"} for i in range(2)])
         got = [json.loads(proc.stdout.readline())["decision_id"] for _ in range(2)]
     finally:
-        proc.kill()
-        proc.wait(5)
+        process_helpers.kill(proc)
         assert proc.stdout is not None
         proc.stdout.close()
         log.close()

@@ -33,6 +33,7 @@ class Collector:
         self.port = port
         self.url = f"http://127.0.0.1:{port}/logs"
         self.events: list[dict[str, Any]] = []
+        self.checkpoints: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.fail_next = 0
         self._runner: web.AppRunner | None = None
@@ -47,7 +48,9 @@ class Collector:
         body = json.loads(await request.read())
         assert isinstance(body, list)
         self.headers.append(dict(request.headers))
-        self.events.extend(body)
+        # Decision events; the signed checkpoints that travel with them kept apart.
+        self.events.extend(e for e in body if e["path"] == "pdp/decision")
+        self.checkpoints.extend(e for e in body if e["path"] == "pdp/audit/checkpoint")
         return web.Response(status=204)
 
     async def start(self) -> None:

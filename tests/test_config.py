@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from pdp import config
 from pdp.config import DEFAULT_DEV_TRUST_DOMAINS, ConfigError, Settings, parse_trust_bundles
+from tests.conftest import ROOT
 
 
 @pytest.fixture
@@ -68,6 +71,9 @@ ENV_CASES: list[tuple[str, str, str, Any]] = [
     ("PDP_PROMPT_TO_POLICY", "no", "prompt_to_policy", False),
     ("PDP_PROMPT_TO_POLICY", "0", "prompt_to_policy", False),
     ("PDP_PROMPT_TO_POLICY", "", "prompt_to_policy", False),
+    # One boolean vocabulary for every switch: 1/0, true/false, yes/no, on/off.
+    ("PDP_PROMPT_TO_POLICY", "on", "prompt_to_policy", True),
+    ("PDP_PROMPT_TO_POLICY", "Off", "prompt_to_policy", False),
     ("PDP_LOG_LEVEL", "debug", "log_level", "debug"),
     ("PDP_LOG_LEVEL", "WARNING", "log_level", "WARNING"),
 ]
@@ -75,6 +81,9 @@ ENV_CASES: list[tuple[str, str, str, Any]] = [
 ENV_CASES += [
     ("PDP_AUDIT_ENABLED", "false", "audit_enabled", False),
     ("PDP_AUDIT_ENABLED", "on", "audit_enabled", True),
+    ("PDP_AUDIT_ENABLED", "no", "audit_enabled", False),
+    ("PDP_AUDIT_ENABLED", "0", "audit_enabled", False),
+    ("PDP_AUDIT_ENABLED", "", "audit_enabled", True),  # empty: the default (on)
     ("PDP_AUDIT_DIR", "/var/log/pdp-audit", "audit_dir", Path("/var/log/pdp-audit")),
     ("PDP_AUDIT_DIR", "", "audit_dir", None),
     ("PDP_AUDIT_FSYNC", "always", "audit_fsync", "always"),
@@ -121,6 +130,42 @@ ENV_CASES += [
     ("PDP_DECISION_CACHE_SIZE", "500", "decision_cache_size", 500),
     ("PDP_DECISION_CACHE_MAX_TTL_S", "5", "decision_cache_max_ttl_s", 5),
     ("PDP_DECISION_CACHE_BUNDLE_CHECK_MS", "100", "decision_cache_bundle_check_ms", 100),
+]
+
+# Signed checkpoints, forwarding auth, keyed prompt hashes (docs/audit.md).
+ENV_CASES += [
+    ("PDP_AUDIT_SIGNING", "false", "audit_signing", False),
+    (
+        "PDP_AUDIT_KEYS_DIR",
+        "/var/lib/pdp/audit-keys",
+        "audit_keys_dir",
+        Path("/var/lib/pdp/audit-keys"),
+    ),
+    ("PDP_AUDIT_CHECKPOINT_EVERY", "50", "audit_checkpoint_every", 50),
+    ("PDP_AUDIT_CHECKPOINT_INTERVAL_S", "2.5", "audit_checkpoint_interval_s", 2.5),
+    ("PDP_AUDIT_FORWARD_TOKEN", "c" * 20, "audit_forward_token", "c" * 20),
+    ("PDP_AUDIT_FORWARD_TOKEN_FILE", _A_FILE, "audit_forward_token_file", Path(_A_FILE)),
+    ("PDP_AUDIT_FORWARD_TLS_CERT", _A_FILE, "audit_forward_tls_cert", Path(_A_FILE)),
+    ("PDP_AUDIT_FORWARD_TLS_KEY", _A_FILE, "audit_forward_tls_key", Path(_A_FILE)),
+    ("PDP_AUDIT_FORWARD_TLS_CA", _A_FILE, "audit_forward_tls_ca", Path(_A_FILE)),
+    ("PDP_PROMPT_HASH_KEY", "d" * 32, "prompt_hash_key", "d" * 32),
+    ("PDP_PROMPT_HASH_KEY_FILE", _A_FILE, "prompt_hash_key_file", Path(_A_FILE)),
+]
+
+# Production mode and shadow evaluation (docs/bundles.md).
+ENV_CASES += [
+    ("PDP_OPA_CONFIG", _A_FILE, "opa_config", Path(_A_FILE)),
+    ("PDP_BUNDLE_VERIFICATION_KEY", _A_FILE, "bundle_verification_key", Path(_A_FILE)),
+    ("PDP_BUNDLE_KEY_ID", "team-key", "bundle_key_id", "team-key"),
+    ("PDP_OPA_SET", "a.b=1, c.d=2", "opa_set", ("a.b=1", "c.d=2")),
+    ("PDP_MAX_BUNDLE_AGE_S", "3600", "max_bundle_age_s", 3600.0),
+    (
+        "PDP_SHADOW_BUNDLE",
+        "oci://127.0.0.1:5000/p/pdp:v2",
+        "shadow_bundle",
+        "oci://127.0.0.1:5000/p/pdp:v2",
+    ),
+    ("PDP_SHADOW_QUEUE_MAX", "10", "shadow_queue_max", 10),
 ]
 
 # The Envoy ext_authz front doors (docs/gateways.md).
@@ -265,7 +310,8 @@ INVALID_ENV: list[tuple[str, str, str]] = [
     ("PDP_CLOCK_SKEW_SECONDS", "301", "PDP_CLOCK_SKEW_SECONDS=301: must be 0..300"),
     ("PDP_TOKEN_CACHE_SIZE", "-1", "PDP_TOKEN_CACHE_SIZE=-1: >= 0"),
     ("PDP_PROMPT_TO_POLICY", "maybe", "PDP_PROMPT_TO_POLICY='maybe': must be true or false"),
-    ("PDP_PROMPT_TO_POLICY", "on", "PDP_PROMPT_TO_POLICY='on': must be true or false"),
+    ("PDP_PROMPT_TO_POLICY", "enabled", "PDP_PROMPT_TO_POLICY='enabled': must be true or false"),
+    ("PDP_AUDIT_ENABLED", "2", "PDP_AUDIT_ENABLED='2': must be true or false"),
     ("PDP_LOG_LEVEL", "verbose", "PDP_LOG_LEVEL='verbose': must be DEBUG, INFO, WARNING or ERROR"),
     ("PDP_LOG_LEVEL", "", "PDP_LOG_LEVEL='': must be DEBUG, INFO, WARNING or ERROR"),
     ("PDP_OPA_URL", "ftp://opa:8181", "PDP_OPA_URL='ftp://opa:8181': " + "{url}"),
@@ -335,6 +381,20 @@ INVALID_ENV += [
     ),
 ]
 INVALID_ENV += [
+    (
+        "PDP_AUDIT_CHECKPOINT_EVERY",
+        "-1",
+        "PDP_AUDIT_CHECKPOINT_EVERY=-1: must be >= 0 (0: only by time and at shutdown)",
+    ),
+    ("PDP_PROMPT_HASH_KEY", "short", "PDP_PROMPT_HASH_KEY='<hidden>': must be >= 16 chars"),
+    ("PDP_OPA_SET", "novalue", "PDP_OPA_SET='novalue': expected KEY=VALUE"),
+    ("PDP_MAX_BUNDLE_AGE_S", "-1", "PDP_MAX_BUNDLE_AGE_S=-1.0: must be >= 0 (0: no limit)"),
+    ("PDP_SHADOW_QUEUE_MAX", "0", "PDP_SHADOW_QUEUE_MAX=0: must be 1..1000000"),
+    (
+        "PDP_AUDIT_FORWARD_TLS_CA",
+        "/no/such",
+        "PDP_AUDIT_FORWARD_TLS_CA='/no/such': file does not exist",
+    ),
     ("PDP_EXT_AUTHZ_GRPC_PORT", "65536", "PDP_EXT_AUTHZ_GRPC_PORT=65536: 0..65535"),
     ("PDP_EXT_AUTHZ_GRPC_PORT", "grpc", "PDP_EXT_AUTHZ_GRPC_PORT='grpc': must be an integer"),
     ("PDP_EXT_AUTHZ_ROUTES", "/no/such", "PDP_EXT_AUTHZ_ROUTES='/no/such': file does not exist"),
@@ -376,3 +436,46 @@ def test_config_error_is_a_value_error() -> None:
 def test_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().port = 1  # type: ignore[misc]
+
+
+# --------------------------------------------------------------------------- one loader
+
+
+def test_every_setting_is_read_from_its_variable_by_its_type() -> None:
+    """The loader parses by the field's type: a new field needs no parser of its own."""
+    for f in dataclasses.fields(Settings):
+        assert f.name in config._field_types(), f.name
+        kind = config._field_types()[f.name]
+        if kind in (int, float):
+            raw = "7"
+        elif kind is bool:
+            raw = "on"
+        else:
+            continue
+        parsed = config._parse("PDP_" + f.name.upper(), kind, raw, f.default)
+        assert parsed == (True if kind is bool else kind(raw)), f.name
+
+
+def test_every_setting_is_documented_once_in_operations_md_with_its_default() -> None:
+    table = (ROOT / "docs" / "operations.md").read_text().split("## Settings", 1)[1]
+    rows = [line for line in table.split("\n## ", 1)[0].splitlines() if line.startswith("| `PDP_")]
+    documented: dict[str, str] = {}
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        names = re.findall(r"`(PDP_[A-Z0-9_]+)`", cells[0])
+        defaults = [d.strip() for d in cells[2].split(",")] if len(names) > 1 else [cells[2]]
+        for name, default in zip(names, defaults + [""] * len(names), strict=False):
+            assert name not in documented, f"{name} is documented twice"
+            documented[name] = default
+    for f in dataclasses.fields(Settings):
+        var = "PDP_" + f.name.upper()
+        assert var in documented, f"{var} is not documented in docs/operations.md"
+        default = documented[var]
+        value = f.default if f.default is not dataclasses.MISSING else None
+        literal = re.match(r"`([^`]*)`", default)
+        if isinstance(value, bool):
+            assert literal and literal.group(1) == str(value).lower(), var
+        elif isinstance(value, int | float):
+            assert literal and float(literal.group(1)) == float(value), var
+        elif isinstance(value, str) and literal:
+            assert literal.group(1) == value, var

@@ -294,6 +294,7 @@ async def test_agents_list_shows_activity_status_and_outstanding_credentials(
         "decisions_allowed": 2,
         "decisions_denied": 0 if deny["spiffe_id"] != SUPPORT_BOT else 1,
         "tools_used": ["jira.search_issues"],
+        "tool_counts": {"jira.search_issues": 2},
         "credentials_outstanding": 2,
     }
     analyst = agents["spiffe://acme.example/agents/finance-analyst"]

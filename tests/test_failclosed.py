@@ -22,7 +22,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from pdp.bundle import BuiltBundle
 from tests.conftest import EXAMPLES, ClientFactory, load_example
-from tests.http_helpers import is_uuid, metric
+from tests.http_helpers import decide, is_uuid, metric
 from tests.opa_process import OPAProcess
 
 Client = TestClient[Any, Any]
@@ -58,12 +58,6 @@ def without_token(request: dict[str, Any]) -> dict[str, Any]:
     doc: dict[str, Any] = json.loads(json.dumps(request))
     del doc["agent"]["token"]
     return doc
-
-
-async def decide(client: Client, request: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    resp = await client.post("/v1/decisions", json=request)
-    body: dict[str, Any] = await resp.json()
-    return resp.status, body
 
 
 def assert_unavailable(status: int, body: dict[str, Any]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from typing import Any
 
 import pytest
@@ -11,6 +12,7 @@ from jsonschema import Draft202012Validator
 from pdp.errors import RequestError
 from pdp.identity import Identity
 from pdp.normalize import normalize, rfc3339
+from pdp.prompthash import PromptHasher
 from pdp.schema import load_schema
 
 NOW_NS = 1_764_090_000_123_456_789
@@ -58,9 +60,12 @@ FULL = minimal(
     context={"ip": "10.0.0.1"},
 )
 
+HASH_KEY = b"per-deployment-secret-0123456789"
+HASHER = PromptHasher(HASH_KEY)
+
 
 def test_full_request_matches_the_input_schema_and_the_documented_shape() -> None:
-    doc = normalize(FULL, ALICE, NOW_NS)
+    doc = normalize(FULL, ALICE, NOW_NS, prompt_hasher=HASHER)
     assert list(INPUT_SCHEMA.iter_errors(doc)) == []
     assert doc == {
         "version": 1,
@@ -108,7 +113,10 @@ def test_full_request_matches_the_input_schema_and_the_documented_shape() -> Non
         },
         "prompt": {
             "present": True,
-            "sha256": hashlib.sha256(b"summarise ticket SUP-1").hexdigest(),
+            "hmac_sha256": hmac.new(
+                HASH_KEY, b"summarise ticket SUP-1", hashlib.sha256
+            ).hexdigest(),
+            "hmac_key_id": HASHER.key_id,
             "length": 22,
             "risk_signals": ["a", "b"],
         },
@@ -141,7 +149,13 @@ def test_minimal_request_gets_defaults_and_matches_the_schema() -> None:
     assert list(INPUT_SCHEMA.iter_errors(doc)) == []
     # Unlabelled data is treated as the most sensitive (secure defaults).
     assert doc["data"] == {"sensitivity": "restricted", "sensitivity_rank": 3, "categories": []}
-    assert doc["prompt"] == {"present": False, "sha256": None, "length": 0, "risk_signals": []}
+    assert doc["prompt"] == {
+        "present": False,
+        "hmac_sha256": None,
+        "hmac_key_id": None,
+        "length": 0,
+        "risk_signals": [],
+    }
     assert doc["action"] == {"type": "tool.call", "name": None, "operation": None, "arguments": {}}
     assert doc["destination"]["host"] is None and doc["destination"]["port"] is None
     assert doc["agent"] == {"id": "support-bot", "status": None, "on_behalf_of": {}}
@@ -220,18 +234,18 @@ def test_unusable_destination_url_is_a_field_error(url: str, message: str) -> No
 
 def test_prompt_text_reaches_policy_only_when_configured() -> None:
     req = minimal(prompt={"text": "héllo"})
-    hidden = normalize(req, ALICE, NOW_NS)["prompt"]
+    hidden = normalize(req, ALICE, NOW_NS, prompt_hasher=HASHER)["prompt"]
     shown = normalize(req, ALICE, NOW_NS, prompt_to_policy=True)["prompt"]
     assert "text" not in hidden
     assert shown["text"] == "héllo"
     assert hidden["length"] == 5
-    assert hidden["sha256"] == hashlib.sha256("héllo".encode()).hexdigest()
+    assert hidden["hmac_sha256"] == HASHER.digest("héllo")
 
 
 def test_empty_prompt_text_is_present_with_zero_length() -> None:
-    p = normalize(minimal(prompt={"text": ""}), ALICE, NOW_NS)["prompt"]
+    p = normalize(minimal(prompt={"text": ""}), ALICE, NOW_NS, prompt_hasher=HASHER)["prompt"]
     assert p["present"] is True and p["length"] == 0
-    assert p["sha256"] == hashlib.sha256(b"").hexdigest()
+    assert p["hmac_sha256"] == hmac.new(HASH_KEY, b"", hashlib.sha256).hexdigest()
 
 
 def test_normalize_does_not_alias_or_mutate_the_request() -> None:
@@ -253,3 +267,16 @@ def test_same_inputs_give_the_same_document() -> None:
 )
 def test_rfc3339(ns: int, text: str) -> None:
     assert rfc3339(ns) == text
+
+
+def test_prompt_digest_is_keyed_so_a_guess_cannot_be_confirmed_without_the_secret() -> None:
+    req = {**minimal(), "prompt": {"text": "yes"}}
+    mine = normalize(req, ALICE, NOW_NS, prompt_hasher=HASHER)["prompt"]
+    other = normalize(req, ALICE, NOW_NS, prompt_hasher=PromptHasher(b"another-secret-0123456"))[
+        "prompt"
+    ]
+
+    assert mine["hmac_sha256"] != hashlib.sha256(b"yes").hexdigest()
+    assert mine["hmac_sha256"] != other["hmac_sha256"]
+    assert mine["hmac_key_id"] != other["hmac_key_id"]
+    assert HASH_KEY.hex() not in str(mine) and "sha256" not in mine

@@ -18,6 +18,7 @@ import pytest
 import redis
 
 from pdp.devtrust import mint_svid
+from tests import process_helpers
 from tests.conftest import POLICIES, ROOT, free_port, http_get, load_example, wait_until
 from tests.http_helpers import metric
 from tests.redis_process import redis_server, redis_url  # noqa: F401  (fixtures)
@@ -83,13 +84,7 @@ class Replica:
         return bool(self.call("/v1/credentials/introspect", {"token": token})["active"])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        process_helpers.stop(self.proc, timeout=15)
 
 
 @pytest.fixture

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from pdp.store import AgentActivity, KeyRecord, Store, StoreError, open_store
+from pdp.store import (
+    MAX_TOOLS_PER_AGENT,
+    OTHER_TOOLS,
+    AgentActivity,
+    KeyRecord,
+    Store,
+    StoreError,
+    open_store,
+)
 from tests.redis_process import redis_server, redis_url  # noqa: F401  (fixtures)
 
 NOW = 1_800_000_000.0
@@ -83,9 +91,9 @@ async def test_enable_revokes_credentials_minted_while_disabled(store: Store) ->
 
 
 async def test_activity_adds_up_across_batches(store: Store) -> None:
-    first = AgentActivity(BOT, NOW, NOW + 1, allowed=2, denied=1, tools={"jira.search"})
+    first = AgentActivity(BOT, NOW, NOW + 1, allowed=2, denied=1, tools={"jira.search": 2})
     first.credentials = [("c1", int(NOW) + 60), ("c2", int(NOW) + 60)]
-    second = AgentActivity(BOT, NOW - 5, NOW + 3, allowed=1, tools={"llm"})
+    second = AgentActivity(BOT, NOW - 5, NOW + 3, allowed=1, tools={"llm": 1})
     second.credentials = [("c3", int(NOW) + 60)]
     await store.record_activity([first], NOW)
     await store.record_activity([second, AgentActivity(OTHER, NOW, NOW, denied=1)], NOW)
@@ -104,7 +112,24 @@ async def test_activity_adds_up_across_batches(store: Store) -> None:
         3,
         "active",
     )
+    assert bot.tool_counts == {"jira.search": 2, "llm": 1}
     assert (records[OTHER].decisions_denied, records[OTHER].credentials_outstanding) == (1, 0)
+
+
+async def test_distinct_tool_names_per_agent_are_capped_and_the_rest_counted(store: Store) -> None:
+    many = {f"tool.n{i:03d}": 1 for i in range(MAX_TOOLS_PER_AGENT - 1)}
+    await store.record_activity([AgentActivity(BOT, NOW, NOW, allowed=63, tools=many)], NOW)
+    more = {"tool.last": 2, "tool.n000": 1}  # the 64th name, and a known one
+    await store.record_activity([AgentActivity(BOT, NOW, NOW, allowed=3, tools=more)], NOW)
+    again = {"tool.beyond": 3, "tool.further": 4}
+    await store.record_activity([AgentActivity(BOT, NOW, NOW, allowed=7, tools=again)], NOW)
+
+    (bot,) = await store.list_agents(NOW)
+
+    assert len(bot.tools_used) == MAX_TOOLS_PER_AGENT + 1  # the names, plus "(other)"
+    assert bot.tool_counts["tool.n000"] == 2 and bot.tool_counts["tool.last"] == 2
+    assert bot.tool_counts[OTHER_TOOLS] == 7  # tool.beyond and tool.further
+    assert "tool.beyond" not in bot.tool_counts
 
 
 async def test_outstanding_credentials_drop_when_revoked_expired_or_disabled(
@@ -181,3 +206,18 @@ async def test_an_unreachable_redis_is_a_store_error() -> None:
 async def test_an_unknown_store_scheme_is_refused() -> None:
     with pytest.raises(StoreError, match="unsupported store URL scheme"):
         await open_store("memcached://x")
+
+
+def test_the_registry_counts_tools_and_buckets_names_outside_the_character_set() -> None:
+    from pdp.agents import AgentRegistry
+
+    registry = AgentRegistry(None, clock=lambda: NOW)  # type: ignore[arg-type]
+    for name in ["jira.search", "jira.search", "jira.search:write", "jira.se\u200barch", None]:
+        registry.observe(BOT, allowed=True, tool=name, credential=None)
+    for i in range(2 * MAX_TOOLS_PER_AGENT):
+        registry.observe(BOT, allowed=True, tool=f"t{i}", credential=None)
+
+    tools = registry._pending[BOT].tools
+    assert tools["jira.search"] == 2
+    assert tools[OTHER_TOOLS] == 2 + (2 * MAX_TOOLS_PER_AGENT - (MAX_TOOLS_PER_AGENT - 1))
+    assert len(tools) == MAX_TOOLS_PER_AGENT + 1

@@ -13,9 +13,13 @@ from typing import Any
 
 import click
 
+from pdp.audit.checkpoint import CheckpointError, load_public_keys, read_expected
 from pdp.audit.segment import AuditReadError, iter_lines, iter_records, list_segments, parse
 from pdp.audit.verify import verify as verify_trail
+from pdp.identity import parse_spiffe_id
+from pdp.textsafe import safe
 
+from .admin_client import AdminClient, admin_options, echo_json
 from .errors import AUDIT_INVALID, BAD_INPUT, CLIError
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
@@ -77,12 +81,39 @@ def audit() -> None:
 
 @audit.command()
 @dir_option
+@click.option(
+    "--keys",
+    "keys_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="JWKS of the audit-signing keys (jwks.json, or /.well-known/audit-jwks.json): "
+    "check every checkpoint's signature.",
+)
+@click.option(
+    "--expect-checkpoint",
+    "expect_file",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="A checkpoint kept out of band (the collector's copy, `audit checkpoint`): the "
+    "trail must still reach it and match it.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object.")
-def verify(directory: Path | None, as_json: bool) -> None:
-    """Check every hash, link and seq of the trail (exit 10 naming the first bad seq)."""
+def verify(
+    directory: Path | None, keys_file: Path | None, expect_file: Path | None, as_json: bool
+) -> None:
+    """Check every hash, link and seq of the trail, and with --keys every checkpoint's
+    signature (exit 10 naming the first bad seq)."""
     d = _dir(directory)
-    result = verify_trail(d)
+    try:
+        keys = load_public_keys(keys_file) if keys_file is not None else None
+        expected = read_expected(expect_file, keys) if expect_file is not None else None
+    except CheckpointError as exc:
+        if expect_file is not None and keys_file is not None and "signature" in str(exc):
+            raise CLIError(f"--expect-checkpoint: {exc}", AUDIT_INVALID) from None
+        raise CLIError(str(exc), BAD_INPUT) from None
+    result = verify_trail(d, keys=keys, expected=expected)
     problem = result.problem
+    last = result.last_checkpoint
     if as_json:
         click.echo(
             json.dumps(
@@ -94,6 +125,13 @@ def verify(directory: Path | None, as_json: bool) -> None:
                     "last_seq": result.last_seq,
                     "head_hash": result.head_hash,
                     "live": result.live,
+                    "checkpoints": result.checkpoints,
+                    "last_checkpoint": None if last is None else last.to_json(),
+                    "unsealed": result.unsealed,
+                    "signatures_checked": result.signatures_checked,
+                    "expected_checkpoint": None
+                    if result.expected is None
+                    else {**result.expected.to_json(), "checked": result.expected_checked},
                     "problem": None
                     if problem is None
                     else {
@@ -114,11 +152,33 @@ def verify(directory: Path | None, as_json: bool) -> None:
             f"ok: {result.records} records in {result.segments} segment(s), "
             f"seq {result.first_seq}..{result.last_seq}, head {result.head_hash}{live}"
         )
+        if last is not None:
+            signed = "signatures checked" if result.signatures_checked else "signatures NOT "
+            signed += "" if result.signatures_checked else "checked (no --keys)"
+            click.echo(
+                f"checkpoints: {result.checkpoints} ({signed}); the last seals seq {last.seq} "
+                f"at {last.time} with key {last.kid}"
+            )
+        else:
+            click.echo(f"checkpoints: none: all {result.records} record(s) are unsealed")
+        if last is not None and result.unsealed:
+            click.echo(
+                f"unsealed: {result.unsealed} record(s) after the last checkpoint "
+                "(not covered by a signature yet)"
+            )
+        if result.expected is not None:
+            state = (
+                "reached and matches"
+                if result.expected_checked
+                else ("not checked: its seq is no longer in the trail (retention)")
+            )
+            click.echo(f"expected checkpoint seq {result.expected.seq}: {state}")
 
 
 def _matches(
     rec: dict[str, Any],
     agent: str | None,
+    agent_name: str | None,
     tenant: str | None,
     allow: bool | None,
     since: datetime | None,
@@ -130,10 +190,10 @@ def _matches(
     decision = rec.get("decision") or {}
     if allow is not None and (decision.get("allow") is True) != allow:
         return False
-    if agent is not None:
-        spiffe_id = (rec.get("identity") or {}).get("spiffe_id")
-        if agent not in {spiffe_id, (rec.get("agent") or {}).get("id")}:
-            return False
+    if agent is not None and (rec.get("identity") or {}).get("spiffe_id") != agent:
+        return False
+    if agent_name is not None and (rec.get("agent") or {}).get("id") != agent_name:
+        return False
     if since is not None:
         when = rec.get("time")
         if not isinstance(when, str) or datetime.fromisoformat(when) < since:
@@ -155,15 +215,18 @@ def _row(rec: dict[str, Any]) -> tuple[str, ...]:
         codes = [str(r.get("code")) for r in decision.get("reasons", [])]
         if codes:
             result += " " + ",".join(codes)
-    return (
-        str(rec.get("time") or "-"),
-        str(rec.get("seq", "-")),
-        str(rec.get("decision_id") or "-"),
-        str(identity.get("spiffe_id") or f"({identity.get('error') or 'unauthenticated'})"),
-        str(rec.get("tenant") or "-"),
-        " ".join(str(action[k]) for k in ("type", "name") if action.get(k)) or "-",
-        str((rec.get("destination") or {}).get("name") or "-"),
-        result,
+    return tuple(
+        safe(cell)
+        for cell in (
+            str(rec.get("time") or "-"),
+            str(rec.get("seq", "-")),
+            str(rec.get("decision_id") or "-"),
+            str(identity.get("spiffe_id") or f"({identity.get('error') or 'unauthenticated'})"),
+            str(rec.get("tenant") or "-"),
+            " ".join(str(action[k]) for k in ("type", "name") if action.get(k)) or "-",
+            str((rec.get("destination") or {}).get("name") or "-"),
+            result,
+        )
     )
 
 
@@ -185,7 +248,15 @@ def _records(d: Path) -> Iterator[dict[str, Any]]:
 
 @audit.command()
 @dir_option
-@click.option("--agent", help="SPIFFE ID or agent id (last path segment).")
+@click.option(
+    "--agent",
+    help="Full SPIFFE ID of the agent (spiffe://domain/path), matched exactly.",
+)
+@click.option(
+    "--agent-name",
+    help="Bare agent id (the last SPIFFE path segment): matches that name in every trust "
+    "domain and path, so only when that is what you mean.",
+)
 @click.option("--tenant", help="Tenant the request was made in.")
 @click.option("--allow/--deny", "allow", default=None, help="Only allowed / only denied decisions.")
 @click.option("--since", help="Only decisions since: a duration back (30m, 24h, 7d) or a time.")
@@ -194,6 +265,7 @@ def _records(d: Path) -> Iterator[dict[str, Any]]:
 def query(
     directory: Path | None,
     agent: str | None,
+    agent_name: str | None,
     tenant: str | None,
     allow: bool | None,
     since: str | None,
@@ -202,8 +274,17 @@ def query(
 ) -> None:
     """List the decisions that match every filter, oldest first."""
     d = _dir(directory)
+    if agent is not None:
+        try:
+            parse_spiffe_id(agent)
+        except ValueError as exc:
+            raise CLIError(
+                f"--agent {agent!r}: not a SPIFFE ID ({exc}); use --agent-name for a bare "
+                "agent name",
+                BAD_INPUT,
+            ) from None
     when = parse_since(since)
-    found = [r for r in _records(d) if _matches(r, agent, tenant, allow, when)]
+    found = [r for r in _records(d) if _matches(r, agent, agent_name, tenant, allow, when)]
     if limit is not None:
         found = found[-limit:]
     if fmt == "json":
@@ -297,3 +378,41 @@ def tail(directory: Path | None, n: int, follow: bool, interval: float, fmt: str
             _follow(d, end, fmt, interval)
         except KeyboardInterrupt:  # pragma: no cover - interactive
             pass
+
+
+@audit.command("checkpoint")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write the checkpoint here (for `audit verify --expect-checkpoint`).",
+)
+@admin_options
+def checkpoint_command(client: AdminClient, as_json: bool, output: Path | None) -> None:
+    """Seal the running service's trail now and print (or save) the signed checkpoint:
+    an anchor to keep out of band."""
+    answer = client.call("GET", "/v1/audit/checkpoint")
+    if output is not None:
+        output.write_text(json.dumps(answer) + "\n")
+    if as_json or output is None:
+        echo_json(answer)
+    if output is not None:
+        claims = answer.get("checkpoint") or {}
+        click.echo(f"checkpoint seq {claims.get('seq')} ({claims.get('kid')}) -> {output}")
+
+
+@audit.group("keys")
+def audit_keys() -> None:
+    """Audit-signing keys of the running service (admin API)."""
+
+
+@audit_keys.command("rotate")
+@admin_options
+def rotate_audit_key(client: AdminClient, as_json: bool) -> None:
+    """Sign checkpoints with a new key from now on; old public keys stay in the JWKS."""
+    answer = client.call("POST", "/v1/audit/keys/rotate", {})
+    if as_json:
+        echo_json(answer)
+        return
+    click.echo(f"rotated: {answer['previous']} -> {answer['current']}")

@@ -13,12 +13,21 @@ import click
 
 from pdp.audit.verify import verify as verify_trail
 from pdp.replay import ReplayReport
+from pdp.textsafe import safe
 
 from .errors import AUDIT_INVALID, BAD_INPUT, OK, CLIError
 from .fuzz import fuzz
 from .policy import build, check, fmt, lint, test
 from .project import Project, pass_project
-from .replay import FAIL_ON, load, raise_for_report, render_markdown, render_text, run_replay
+from .replay import (
+    FAIL_ON,
+    load,
+    md_cell,
+    raise_for_report,
+    render_markdown,
+    render_text,
+    run_replay,
+)
 
 DEFAULT_CORPUS = Path("tests/corpus/audit")
 
@@ -78,7 +87,7 @@ def summary(steps: list[Step], fail_on: str) -> str:
     ]
     for s in steps:
         mark = "⏭️ skipped" if s.skipped else ("✅" if s.code == OK else f"❌ exit {s.code}")
-        detail = s.detail.replace("|", "\\|").replace("\n", " ")
+        detail = md_cell(s.detail)
         out.append(f"| {s.name} | {mark} | {detail} |")
     for s in steps:
         if s.code != OK and s.output.strip() and s.replay is None:
@@ -87,7 +96,10 @@ def summary(steps: list[Step], fail_on: str) -> str:
                 f"<details><summary>{s.name} output</summary>",
                 "",
                 "```",
-                *s.output.strip().splitlines()[-40:],
+                *(
+                    safe(line).replace("```", "`\u200b``")
+                    for line in s.output.strip().splitlines()[-40:]
+                ),
                 "```",
                 "",
                 "</details>",

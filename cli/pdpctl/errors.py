@@ -11,6 +11,7 @@ import click
 from pdp.errors import (
     AUDIT_INVALID,
     BAD_INPUT,
+    BUNDLE_INVALID,
     DOES_NOT_COMPILE,
     FAILED,
     LINT_FAILED,
@@ -26,6 +27,7 @@ from pdp.errors import (
 __all__ = [
     "AUDIT_INVALID",
     "BAD_INPUT",
+    "BUNDLE_INVALID",
     "DOES_NOT_COMPILE",
     "FAILED",
     "LINT_FAILED",

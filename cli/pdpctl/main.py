@@ -22,6 +22,7 @@ from pdp.tools import ToolNotFoundError
 from .agents import agents
 from .approvals import approvals
 from .audit import audit
+from .bundles import inspect_command, publish_command, verify_command
 from .ci import ci
 from .credentials import credentials
 from .errors import (
@@ -36,6 +37,8 @@ from .mcp import DEFAULT_LISTEN, embed, gateway_config, mcp_gateway, parse_liste
 from .policy import bundle, policy
 from .project import Project
 from .replay import replay_command
+from .serve_options import supply_options
+from .shadow import shadow
 
 DEFAULT_URL = "http://127.0.0.1:8700"
 
@@ -75,12 +78,16 @@ def cli(ctx: click.Context, policies_dir: Path, opa_binary: str | None) -> None:
 policy.add_command(fuzz)
 cli.add_command(policy)
 cli.add_command(bundle)
+bundle.add_command(verify_command)
+bundle.add_command(inspect_command)
+bundle.add_command(publish_command)
 cli.add_command(keys)
 cli.add_command(credentials)
 cli.add_command(agents)
 cli.add_command(approvals)
 cli.add_command(audit)
 cli.add_command(replay_command)
+cli.add_command(shadow)
 cli.add_command(ci)
 cli.add_command(mcp_gateway)
 
@@ -129,6 +136,7 @@ cli.add_command(mcp_gateway)
     help="Serve this policy directory (the bundle is built from it); same as "
     "`pdpctl --policies DIR serve`. Example: examples/authzen/todo.",
 )
+@supply_options
 @click.option(
     "--mcp-upstream",
     "mcp_upstreams",
@@ -170,6 +178,7 @@ def serve(
     serve_policies: Path | None,
     mcp_upstreams: tuple[str, ...],
     mcp_listen: str,
+    supply: dict[str, Any],
     ext_authz_grpc_port: int | None,
     routes_file: Path | None,
 ) -> None:
@@ -192,6 +201,7 @@ def serve(
             opa_binary=project.opa_binary,
             policies_dir=serve_policies or project.policies_dir,
             dev_trust_domains=() if no_dev_trust else None,
+            **supply,
             ext_authz_grpc_port=ext_authz_grpc_port,
             ext_authz_routes=routes_file,
         )
@@ -204,7 +214,9 @@ def serve(
     )
     banner = (
         f"agent-pdp serving on http://{settings.host}:{settings.port} "
-        f"({'embedded OPA' if settings.embedded else settings.opa_url}; "
+        f"({'OPA with ' + str(settings.opa_config) if settings.opa_config else ''}"
+        f"{'embedded OPA' if settings.embedded and not settings.opa_config else ''}"
+        f"{settings.opa_url or ''}; "
         f"state in {settings.state_dir})"
     )
     app = create_app(settings)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import click
+from jsonschema import Draft202012Validator
 
 from pdp import cache_safety
 from pdp.bundle import BundleError, build_bundle
+from pdp.bundlesign import SIGNING_ALGS, BundleSigningError, sign_bundle
+from pdp.schema import load_schema
 
 from .errors import BAD_INPUT, DOES_NOT_COMPILE, LINT_FAILED, NOT_FORMATTED, TESTS_FAILED, CLIError
 from .project import Project, pass_project
@@ -57,15 +61,47 @@ def fmt(project: Project, check: bool) -> None:
     click.echo(f"{len(files)} file(s) reformatted")
 
 
+#: schema.<name> in the type-checking annotation -> the pdp/schemas/<file>.schema.json it
+#: may be (several: any of them, e.g. the agent input or a PEP-asserted subject's).
+TYPE_SCHEMAS = {"input": ("opa-input", "opa-input-asserted"), "inventory": ("inventory",)}
+#: Data documents validated against a schema: path under the policy dir -> schema file.
+DATA_SCHEMAS = {Path("data/inventory/data.json"): "inventory"}
+# Given to `opa check` only (never bundled, so it adds nothing to the annotation chains
+# reasons are built from): every module under pdp is type-checked against the schemas.
+_TYPES_MODULE = """# METADATA
+# description: Added by pdpctl policy check; types input and data.inventory in pdp.**.
+# scope: subpackages
+# schemas:
+#   - input: schema.input
+#   - data.inventory: schema.inventory
+package pdp
+"""
+
+
 @policy.command()
 @pass_project
 def check(project: Project) -> None:
-    """Compile the policies with `opa check --strict`, then check that a policy reading
-    time declares no decision-cache TTL (exit 4 for either)."""
-    proc = project.run([project.opa(), "check", "--strict", *project.roots()])
+    """Compile the policies with `opa check --strict`, type-checked against the OPA input
+    schema and the inventory data schema (--schema); validate the data documents against
+    their schemas; then check that a policy reading time declares no decision-cache TTL
+    (exit 4 for any)."""
+    opa, roots = project.opa(), project.roots()
+    with tempfile.TemporaryDirectory(prefix="pdpctl-check-") as tmp:
+        schemas = Path(tmp) / "schemas"
+        schemas.mkdir()
+        for name, files in TYPE_SCHEMAS.items():
+            (schemas / f"{name}.json").write_text(json.dumps(_any_of(files)))
+        types = Path(tmp) / "types.rego"
+        types.write_text(_TYPES_MODULE)
+        cmd = [opa, "check", "--strict", "--schema", str(schemas), *roots, str(types)]
+        proc = project.run(cmd)
     if proc.returncode != 0:
         _echo_output(proc.stdout, proc.stderr)
         raise CLIError("policies do not compile", DOES_NOT_COMPILE)
+    problems = _data_problems(project.policies_dir)
+    if problems:
+        _echo_output("", "\n".join(problems))
+        raise CLIError("data documents do not match their schemas", DOES_NOT_COMPILE)
     click.echo("policies compile (opa check --strict)")
     found = cache_safety.problems(_module_asts(project))
     if found:
@@ -89,6 +125,39 @@ def _module_asts(project: Project) -> list[tuple[str, dict[str, Any]]]:
                 raise CLIError(f"opa parse failed on {path}", DOES_NOT_COMPILE)
             out.append((str(path), json.loads(proc.stdout)))
     return out
+
+
+def _any_of(files: tuple[str, ...]) -> dict[str, Any]:
+    """One schema for OPA's type checker: the file's, or anyOf several (ids dropped). The
+    schemas' ``$defs`` move to the root, where their ``#/$defs/...`` references point."""
+    defs: dict[str, Any] = {}
+    bodies = []
+    for name in files:
+        body = {k: v for k, v in load_schema(name).items() if k not in ("$schema", "$id")}
+        for key, value in body.pop("$defs", {}).items():
+            if defs.setdefault(key, value) != value:
+                raise CLIError(f"schemas {files} define $defs/{key} differently", BAD_INPUT)
+        bodies.append(body)
+    schema: dict[str, Any] = bodies[0] if len(bodies) == 1 else {"anyOf": bodies}
+    return {**schema, "$defs": defs} if defs else schema
+
+
+def _data_problems(policies_dir: Path) -> list[str]:
+    """One line per schema violation of the data documents that have a schema."""
+    problems = []
+    for relative, schema in DATA_SCHEMAS.items():
+        path = policies_dir / relative
+        if not path.is_file():
+            continue
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as exc:
+            problems.append(f"{path}: not JSON: {exc}")
+            continue
+        for error in Draft202012Validator(load_schema(schema)).iter_errors(doc):
+            where = "/" + "/".join(str(p) for p in error.absolute_path)
+            problems.append(f"{path}: {where}: {error.message}")
+    return problems
 
 
 @policy.command()
@@ -143,7 +212,7 @@ def test(project: Project, coverage_min: float | None, verbose: bool) -> None:
 
 @click.group()
 def bundle() -> None:
-    """Build policy bundles."""
+    """Build, sign, verify, inspect and publish policy bundles."""
 
 
 @bundle.command()
@@ -163,10 +232,37 @@ def bundle() -> None:
     help="Bundle file to write.",
 )
 @click.option("--revision", default=None, help="Bundle revision (default: a content hash).")
+@click.option(
+    "--signing-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Sign the bundle with this PEM private key (OPA's .signatures.json, by opa build).",
+)
+@click.option(
+    "--signing-alg",
+    type=click.Choice(SIGNING_ALGS),
+    default="ES256",
+    show_default=True,
+    help="Algorithm of --signing-key.",
+)
+@click.option("--key-id", default=None, help="Key id recorded in the signature (keyid claim).")
 @pass_project
-def build(project: Project, policies_dir: Path | None, output: Path, revision: str | None) -> None:
-    """Build a bundle (tests excluded) with `opa build`; print its path and revision."""
+def build(
+    project: Project,
+    policies_dir: Path | None,
+    output: Path,
+    revision: str | None,
+    signing_key: Path | None,
+    signing_alg: str,
+    key_id: str | None,
+) -> None:
+    """Build a bundle (tests excluded) with `opa build`; print its path and revision.
+
+    With --signing-key the bundle is signed by `opa build --signing-key` (docs/bundles.md).
+    """
     src = policies_dir or project.policies_dir
+    if key_id is not None and signing_key is None:
+        raise CLIError("--key-id needs --signing-key", BAD_INPUT)
     try:
         built = build_bundle(project.opa(), src, output, revision=revision)
     except BundleError as exc:
@@ -174,4 +270,20 @@ def build(project: Project, policies_dir: Path | None, output: Path, revision: s
         if exc.missing_sources:
             raise CLIError(str(exc), BAD_INPUT) from None
         raise CLIError("bundle build failed: policies do not compile", DOES_NOT_COMPILE) from None
+    if signing_key is not None:
+        try:
+            sign_bundle(
+                project.opa(),
+                built.path,
+                built.path,
+                signing_key=signing_key,
+                alg=signing_alg,
+                key_id=key_id,
+            )
+        except BundleSigningError as exc:
+            built.path.unlink(missing_ok=True)  # never leave an unsigned bundle behind
+            raise CLIError(str(exc), BAD_INPUT) from None
+        kid = f" key {key_id}" if key_id else ""
+        click.echo(f"built {built.path} revision {built.revision} signed {signing_alg}{kid}")
+        return
     click.echo(f"built {built.path} revision {built.revision}")

@@ -14,6 +14,7 @@ import click
 from pdp.audit.segment import AuditReadError, iter_records
 from pdp.replay import CHANGE_KINDS, KIND_TITLES, Change, ReplayReport, replay, select
 from pdp.sidecar import SidecarError
+from pdp.textsafe import safe
 
 from .audit import default_audit_dir, parse_since
 from .errors import BAD_INPUT, REPLAY_CHANGED, SERVICE_ERROR, CLIError
@@ -47,7 +48,7 @@ def run_replay(
 
 
 def _example(c: Change) -> str:
-    return (
+    return safe(
         f"{c.time}  {c.decision_id}  {c.agent or '(unauthenticated)'}  {c.tenant}  "
         f"{c.action} -> {c.destination}: {c.before.short()} → {c.after.short()}"
     )
@@ -55,8 +56,10 @@ def _example(c: Change) -> str:
 
 def render_text(report: ReplayReport, fail_on: str) -> str:
     lines = [
-        f"replayed {report.replayed} of {report.total} recorded decision(s) from {report.source} "
-        f"on {report.bundle} (revision {report.candidate_revision})",
+        safe(
+            f"replayed {report.replayed} of {report.total} recorded decision(s) from "
+            f"{report.source} on {report.bundle} (revision {report.candidate_revision})"
+        ),
         f"  unchanged            {report.unchanged}",
     ]
     for kind in CHANGE_KINDS:
@@ -76,14 +79,17 @@ def render_text(report: ReplayReport, fail_on: str) -> str:
             if len(changes) > EXAMPLES:
                 lines.append(f"  ... and {len(changes) - EXAMPLES} more")
     for err in report.errors[:EXAMPLES]:
-        lines.append(f"error: {err['decision_id']}: {err['error']}")
+        lines.append(safe(f"error: {err['decision_id']}: {err['error']}"))
     verdict = "FAIL" if report.failed(fail_on) else "PASS"
     lines.append(f"{verdict} (--fail-on {fail_on})")
     return "\n".join(lines)
 
 
-def _md_cell(text: object) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def md_cell(text: object) -> str:
+    """A Markdown table cell: no line breaks, pipes or HTML, controls escaped."""
+    cell = safe(str(text).replace("\n", " "))
+    cell = cell.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return cell.replace("|", "\\|")
 
 
 def render_markdown(report: ReplayReport, fail_on: str, title: str = "Policy replay") -> str:
@@ -92,7 +98,8 @@ def render_markdown(report: ReplayReport, fail_on: str, title: str = "Policy rep
         f"### {title}: {verdict} (`--fail-on {fail_on}`)",
         "",
         f"Replayed **{report.replayed}** of {report.total} recorded decisions from "
-        f"`{report.source}` on `{report.bundle}` (revision `{report.candidate_revision}`).",
+        f"`{safe(report.source)}` on `{safe(report.bundle)}` "
+        f"(revision `{safe(report.candidate_revision)}`).",
         "",
         "| outcome | decisions |",
         "| --- | ---: |",
@@ -114,10 +121,10 @@ def render_markdown(report: ReplayReport, fail_on: str, title: str = "Policy rep
         out += [
             "| "
             + " | ".join(
-                _md_cell(v)
+                md_cell(v)
                 for v in (
                     c.time,
-                    f"`{c.decision_id}`",
+                    f"`{safe(c.decision_id)}`",
                     c.agent or "(unauthenticated)",
                     c.tenant,
                     c.action,

@@ -18,6 +18,16 @@ Event shape (OPA's fields, plus ``audit``)::
 
 ``{**event["audit"], "input": event["input"]}`` is the audit record exactly as chained, so
 a collector can check each record's ``hash``.
+
+Signed checkpoints travel in the same batches, in order, as events of their own::
+
+    {"decision_id": null, "timestamp", "path": "pdp/audit/checkpoint", "labels",
+     "audit": <the checkpoint record>}
+
+so the collector holds a signed head to check the trail against (``pdpctl audit verify
+--expect-checkpoint``). Uploads authenticate with a bearer token
+(``PDP_AUDIT_FORWARD_TOKEN[_FILE]``) and/or a client certificate (mTLS,
+``PDP_AUDIT_FORWARD_TLS_CERT``/``_KEY``; ``_CA`` for the collector's certificate).
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ import contextlib
 import gzip
 import logging
 import os
+import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,12 +46,43 @@ from typing import Any
 import aiohttp
 import orjson
 
+from ..config import Settings
 from .segment import CURSOR_FILE, AuditReadError, iter_lines, list_segments, parse
 
 log = logging.getLogger("pdp.audit.forward")
 
 #: The decision path events name, as OPA's own decision logs do.
 DECISION_PATH = "pdp/decision"
+#: The path checkpoint events name.
+CHECKPOINT_PATH = "pdp/audit/checkpoint"
+
+
+def forward_auth(settings: Settings) -> dict[str, Any]:
+    """The forwarder's ``token`` and ``ssl_context`` from the settings."""
+    token = settings.audit_forward_token
+    if token is None and settings.audit_forward_token_file is not None:
+        token = settings.audit_forward_token_file.read_text().strip() or None
+    context = None
+    if settings.audit_forward_tls_ca is not None or settings.audit_forward_tls_cert is not None:
+        ca = settings.audit_forward_tls_ca
+        context = ssl.create_default_context(cafile=None if ca is None else str(ca))
+        if settings.audit_forward_tls_cert is not None:
+            key = settings.audit_forward_tls_key
+            context.load_cert_chain(
+                str(settings.audit_forward_tls_cert), None if key is None else str(key)
+            )
+    return {"token": token, "ssl_context": context}
+
+
+def checkpoint_event(record: dict[str, Any], labels: dict[str, str]) -> dict[str, Any]:
+    """The event a signed checkpoint travels as."""
+    return {
+        "decision_id": None,
+        "timestamp": record.get("time"),
+        "path": CHECKPOINT_PATH,
+        "labels": labels,
+        "audit": record,
+    }
 
 
 def read_cursor(directory: Path) -> int:
@@ -122,8 +164,13 @@ class AuditForwarder:
         timeout_s: float = 10.0,
         on_delivered: Callable[[int], None] | None = None,
         on_failure: Callable[[], None] | None = None,
+        token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.directory = directory
+        #: Bearer token of the collector (never logged) and the mTLS context.
+        self._token = token
+        self._ssl = ssl_context
         self.url = url
         self.committed = committed
         self.labels = labels
@@ -206,8 +253,12 @@ class AuditForwarder:
             "Content-Encoding": "gzip",
             "Idempotency-Key": f"agent-pdp-{batch.first_seq}-{batch.last_seq}",
         }
+        if self._token is not None:
+            headers["Authorization"] = f"Bearer {self._token}"
         try:
-            async with self._session.post(self.url, data=body, headers=headers) as resp:
+            async with self._session.post(
+                self.url, data=body, headers=headers, ssl=self._ssl if self._ssl else True
+            ) as resp:
                 await resp.read()
                 ok = 200 <= resp.status < 300
                 problem = f"collector answered {resp.status}"
@@ -272,6 +323,8 @@ class AuditForwarder:
                 batch.last_seq = seq
                 if rec.get("type") == "decision":
                     batch.events.append(to_event(rec, self.labels))
+                elif rec.get("type") == "checkpoint":
+                    batch.events.append(checkpoint_event(rec, self.labels))
                 offset = line.offset + len(line.raw) + 1
                 if len(batch.events) >= self.batch_max:
                     break

@@ -252,12 +252,18 @@ class AuditLog:
             return "age"
         return None
 
-    def prepare(self, records: list[dict[str, Any]]) -> Prepared:
+    def prepare(
+        self,
+        records: list[dict[str, Any]],
+        seal_with: Callable[[int, str], dict[str, Any]] | None = None,
+    ) -> Prepared:
         """Chain and serialise ``records`` (CPU only, no I/O) for :meth:`commit`.
 
         When the active segment is due for rotation, the batch starts with the header
-        record of the next segment, which :meth:`commit` opens. Nothing changes until the
-        batch is committed; prepare and commit one batch at a time.
+        record of the next segment, which :meth:`commit` opens. ``seal_with(seq, hash)`` of
+        the batch's last record, when given, makes the record that ends the batch (a signed
+        checkpoint, :mod:`pdp.audit.checkpoint`). Nothing changes until the batch is
+        committed; prepare and commit one batch at a time.
         """
         if self._fd is None or self._segment is None:
             raise AuditError("the audit trail is not open")
@@ -278,6 +284,10 @@ class AuditLog:
         for rec in records:
             seq += 1
             line, head = seal(rec, seq, head)
+            lines.append(line)
+        if seal_with is not None:
+            line, head = seal(seal_with(seq, head), seq + 1, head)
+            seq += 1
             lines.append(line)
         return Prepared(b"".join(lines), self.seq, seq, head, rotate)
 

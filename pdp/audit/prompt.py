@@ -1,6 +1,7 @@
 """How a prompt is recorded: ``PDP_AUDIT_PROMPT`` = hash | redacted | full.
 
-- ``hash`` (default): SHA-256, length and risk signals; the text is not kept.
+- ``hash`` (default): keyed digest (HMAC-SHA256, :mod:`pdp.prompthash`), length and risk
+  signals; the text is not kept.
 - ``redacted``: the above plus the text with, in this order, JWTs -> ``[token]``, URLs'
   user:password@ -> ``[credentials]@``, e-mail addresses -> ``[email]``, IPv4 addresses ->
   ``[ip]``, runs of 20+ letters/digits/``+/=_-`` that mix letters and digits (keys,
@@ -47,7 +48,8 @@ def prompt_record(
     out: dict[str, Any] = {
         "mode": mode,
         "present": bool(src.get("present", False)),
-        "sha256": src.get("sha256"),
+        "hmac_sha256": src.get("hmac_sha256"),
+        "hmac_key_id": src.get("hmac_key_id"),
         "length": src.get("length", 0),
         "risk_signals": list(src.get("risk_signals", [])),
         "to_policy": "text" in src,

@@ -52,7 +52,11 @@ def recover_from_disk(directory: Path) -> Recovered:
                 "seq": found.seq,
                 "hash": found.head,
                 "segment": seg.name,
-                "shutdown": "clean" if rec.get("type") == "stop" else "unclean",
+                # A clean stop ends with the stop marker, or with the checkpoint that
+                # seals it (signed trails: "final").
+                "shutdown": "clean"
+                if rec.get("type") == "stop" or rec.get("final") is True
+                else "unclean",
             }
             break
         seg.path.unlink()

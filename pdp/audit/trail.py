@@ -7,13 +7,15 @@ every front door is made durable before its answer is sent.
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..config import Settings
-from .forward import AuditForwarder
+from .checkpoint import AuditSigner
+from .forward import AuditForwarder, forward_auth
 from .log import AuditLog, pdp_version
 from .record import Recorder
 from .writer import AuditWriter
@@ -49,6 +51,12 @@ class AuditMetrics:
         self.forward_failures = Counter(
             "pdp_audit_forward_failures", "Failed uploads to the collector.", registry=r
         )
+        self.checkpoints = Counter(
+            "pdp_audit_checkpoints", "Signed checkpoints written to the trail.", registry=r
+        )
+        self.checkpoint_seq = Gauge(
+            "pdp_audit_checkpoint_seq", "seq of the record the last checkpoint sealed.", registry=r
+        )
 
 
 class AuditTrail:
@@ -68,6 +76,7 @@ class AuditTrail:
                 max_backoff_s=settings.audit_forward_max_backoff_s,
                 on_delivered=self.metrics.forwarded.inc,
                 on_failure=self.metrics.forward_failures.inc,
+                **forward_auth(settings),
             )
         forwarder = self.forwarder
         self.log = AuditLog(
@@ -82,11 +91,17 @@ class AuditTrail:
         )
         self._available = False
         self._closing = False
+        #: Signs checkpoints with the audit-signing key (None: PDP_AUDIT_SIGNING=false).
+        self.signer = AuditSigner(settings.audit_keys_path) if settings.audit_signing else None
+        self._sealed = 0
         self.writer = AuditWriter(
             self.log,
             on_commit=self._committed,
             on_state=self._state_changed,
             commit_delay_s=settings.audit_commit_delay_ms / 1000,
+            signer=self.signer,
+            checkpoint_every=settings.audit_checkpoint_every,
+            checkpoint_interval_s=settings.audit_checkpoint_interval_s,
         )
 
     @property
@@ -98,9 +113,14 @@ class AuditTrail:
         return self.writer.error
 
     def _committed(self, records: int, duration_ns: int) -> None:
-        self.metrics.records.inc(records)
-        self.metrics.batch.observe(records)
-        self.metrics.commit.observe(duration_ns / 1e9)
+        if records:
+            self.metrics.records.inc(records)
+            self.metrics.batch.observe(records)
+            self.metrics.commit.observe(duration_ns / 1e9)
+        if self.writer.sealed_seq > self._sealed:
+            self._sealed = self.writer.sealed_seq
+            self.metrics.checkpoints.inc()
+            self.metrics.checkpoint_seq.set(self.writer.sealed_seq - 1)
         if self.forwarder is not None:
             self.forwarder.notify()
 
@@ -111,6 +131,8 @@ class AuditTrail:
         self.metrics.available.set(1 if available else 0)
 
     async def start(self) -> None:
+        if self.signer is not None:
+            await asyncio.to_thread(self.signer.open)
         await self.writer.start()
         if self.forwarder is not None:
             await self.forwarder.start()

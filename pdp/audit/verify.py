@@ -11,18 +11,26 @@ first bad ``seq``:
   later seq), records a restart found missing, or segments missing at the start without a
   retention record vouching for them.
 
+- ``signature``  a checkpoint's signature does not verify (or names an unknown key);
+- ``unsealed``   nothing: records after the last checkpoint are counted, not a problem.
+
 A torn last line of the live segment while a writer holds the LOCK is a record being
-written, not a problem. The chain proves the trail was not edited *after* the fact by
-someone who did not also recompute every later hash and the HEAD; anchor the head hash
-elsewhere (a collector, a ticket) to rule that out too.
+written, not a problem. The chain alone proves the trail was not edited *after* the fact
+by someone who did not also recompute every later hash and the HEAD. Signed checkpoints
+(:mod:`.checkpoint`) rule that out up to the last checkpoint: with ``keys`` every
+checkpoint's signature is checked, and each must sign the seq and hash of the record
+before it. A trail cut short together with its HEAD is caught against a checkpoint kept
+elsewhere (``expect``: the collector's copy, or one fetched earlier).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .chain import GENESIS, record_hash
+from .checkpoint import Checkpoint, CheckpointError, PublicKeys, check_record
 from .segment import (
     AuditReadError,
     Line,
@@ -62,6 +70,15 @@ class VerifyResult:
     head_hash: str | None
     live: bool
     problem: Problem | None
+    #: Checkpoints found, the last one's claims, and records after it (unsealed).
+    checkpoints: int = 0
+    last_checkpoint: Checkpoint | None = None
+    unsealed: int = 0
+    #: True when checkpoint signatures were checked (keys were given).
+    signatures_checked: bool = False
+    #: The checkpoint kept out of band, and whether the trail still held its seq.
+    expected: Checkpoint | None = None
+    expected_checked: bool = False
 
     @property
     def ok(self) -> bool:
@@ -95,7 +112,18 @@ def _out_of_place(expected: int, found: int, segments: list[Segment]) -> tuple[s
 class _Scan:
     """State of one pass over a trail."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        keys: PublicKeys | None = None,
+        expected: Checkpoint | None = None,
+    ) -> None:
+        self.keys = keys
+        self.anchor = expected
+        self.anchor_checked = False
+        self.checkpoints = 0
+        self.last_checkpoint: Checkpoint | None = None
+        self.unsealed = 0
         self.live = writer_running(directory)
         self.head = read_head(directory)  # read before the segments: never ahead of them
         self.segments = list_segments(directory)
@@ -116,6 +144,12 @@ class _Scan:
             head_hash=self.prev if self.records else None,
             live=self.live,
             problem=problem,
+            checkpoints=self.checkpoints,
+            last_checkpoint=self.last_checkpoint,
+            unsealed=self.unsealed,
+            signatures_checked=self.keys is not None,
+            expected=self.anchor,
+            expected_checked=self.anchor_checked,
         )
 
     def check_line(self, seg: Segment, line: Line, first_in_segment: bool) -> Problem | None:
@@ -141,6 +175,21 @@ class _Scan:
             return bad(self.expected, *_out_of_place(self.expected, seq, self.segments))
         elif rec.get("prev") != self.prev:
             return bad(seq, "broken", f"prev is not the hash of seq {seq - 1} (chain broken)")
+        if self.anchor is not None and seq == self.anchor.seq:
+            self.anchor_checked = True
+            if rec.get("hash") != self.anchor.hash:
+                return bad(
+                    seq,
+                    "modified",
+                    f"hash differs from the one the signed checkpoint of {self.anchor.time} "
+                    "holds (records rewritten)",
+                )
+        if rec.get("type") == "checkpoint":
+            problem = self.check_checkpoint(rec, seq)
+            if problem is not None:
+                return bad(problem[0], problem[1], problem[2])
+        else:
+            self.unsealed += 1
         self.prev = str(rec["hash"])
         self.expected = seq + 1
         self.records += 1
@@ -153,6 +202,24 @@ class _Scan:
         elif kind == "start" and isinstance(rec.get("missing"), dict):
             m = rec["missing"]
             self.missing_noted.append((int(m["from_seq"]), int(m["through_seq"]), seq))
+        return None
+
+    def check_checkpoint(self, rec: dict[str, Any], seq: int) -> tuple[int, str, str] | None:
+        """A checkpoint record: its signature, and that it seals the record before it."""
+        try:
+            claims = check_record(rec, self.keys)
+        except CheckpointError as exc:
+            return seq, "signature", f"checkpoint not valid: {exc}"
+        if claims.seq != seq - 1 or claims.hash != rec.get("prev"):
+            return (
+                claims.seq,
+                "modified",
+                f"the checkpoint at seq {seq} signed hash {claims.hash[:16]}… for seq "
+                f"{claims.seq}, the trail holds another (records before it rewritten)",
+            )
+        self.checkpoints += 1
+        self.last_checkpoint = claims
+        self.unsealed = 0
         return None
 
     def check_ends(self) -> Problem | None:
@@ -174,6 +241,15 @@ class _Scan:
                 f"records {lo}..{hi} were missing at the restart recorded at seq {at} "
                 "(trail truncated)",
             )
+        if self.anchor is not None and self.anchor.seq >= self.expected:
+            self.anchor_checked = True
+            return Problem(
+                self.expected,
+                "truncated",
+                f"missing at the end: the signed checkpoint of {self.anchor.time} seals seq "
+                f"{self.anchor.seq} but the trail ends at seq {self.expected - 1} "
+                "(trail truncated)",
+            )
         if self.head is not None:
             if self.head[0] >= self.expected:
                 return Problem(
@@ -187,9 +263,18 @@ class _Scan:
         return None
 
 
-def verify(directory: Path) -> VerifyResult:
-    """Verify the trail in ``directory``; never raises for a bad trail, only reports it."""
-    scan = _Scan(directory)
+def verify(
+    directory: Path,
+    *,
+    keys: PublicKeys | None = None,
+    expected: Checkpoint | None = None,
+) -> VerifyResult:
+    """Verify the trail in ``directory``; never raises for a bad trail, only reports it.
+
+    ``keys``: check every checkpoint's signature with these audit-signing keys.
+    ``expected``: a checkpoint kept out of band that the trail must still reach and match.
+    """
+    scan = _Scan(directory, keys, expected)
     if not scan.segments:
         return scan.result(Problem(None, "empty", f"no audit segments in {directory}"))
     for index, seg in enumerate(scan.segments):

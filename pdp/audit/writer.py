@@ -37,8 +37,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from ..errors import AuditUnavailableError, PDPError
+from ..timefmt import rfc3339
 from .chain import canonical
-from .log import AuditError, AuditLog, Written
+from .checkpoint import AuditSigner
+from .log import AuditError, AuditLog, Prepared, Written
 
 log = logging.getLogger("pdp.audit")
 
@@ -73,8 +75,23 @@ class AuditWriter:
         on_state: Callable[[bool], None] | None = None,
         commit_delay_s: float = 0.0,
         max_in_flight: int = 1,
+        signer: AuditSigner | None = None,
+        checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 60.0,
     ) -> None:
         self.log = audit_log
+        #: Signs checkpoints (docs/audit.md#checkpoints); None: the trail is not signed.
+        self.signer = signer
+        #: A checkpoint after this many records...
+        self.checkpoint_every = checkpoint_every
+        #: ...or once records have waited this long unsealed, seconds (0: only by count).
+        self.checkpoint_interval_s = checkpoint_interval_s
+        #: seq of the last record a checkpoint sealed (0: none since this writer started).
+        self.sealed_seq = 0
+        #: The last checkpoint record written (for the collector and the admin API).
+        self.last_checkpoint: dict[str, Any] | None = None
+        self._checkpoint_wanted = False
+        self._ticker: asyncio.Task[None] | None = None
         always = audit_log.fsync == "always"
         self.batch_max = 1 if always else batch_max
         #: Syncs that may run at once (with 2, the next batch is written and synced while
@@ -123,6 +140,22 @@ class AuditWriter:
             self.committed_seq = self.log.durable_seq
             log.info("audit trail %s open at seq %d", self.log.directory, self.log.seq)
         self._task = asyncio.create_task(self._run(), name="audit-writer")
+        if self.signer is not None and self.checkpoint_interval_s > 0:
+            self._ticker = asyncio.create_task(self._tick(), name="audit-checkpoints")
+
+    async def _tick(self) -> None:
+        """Ask for a checkpoint whenever records have waited the interval unsealed."""
+        while not self._closing:
+            await asyncio.sleep(self.checkpoint_interval_s)
+            if self.available:
+                self.request_checkpoint()
+
+    def request_checkpoint(self) -> None:
+        """Seal the trail as it is now with a checkpoint (written by the writer task);
+        nothing when every record is sealed already."""
+        if self.signer is not None and self.log.seq > self.sealed_seq:
+            self._checkpoint_wanted = True
+            self._wake.set()
 
     async def append(self, record: dict[str, Any]) -> None:
         """Queue ``record`` and return once it is durable (raises when unavailable)."""
@@ -143,7 +176,11 @@ class AuditWriter:
             await self._wake.wait()
             await self._gather()
             self._wake.clear()
-            while self._pending and self.available and len(self._in_flight) < self.in_flight_max:
+            while (
+                (self._pending or self._checkpoint_wanted)
+                and self.available
+                and len(self._in_flight) < self.in_flight_max
+            ):
                 batch = self._pending[: self.batch_max]
                 del self._pending[: self.batch_max]
                 try:
@@ -180,13 +217,13 @@ class AuditWriter:
         """Chain and write one batch; hand its sync to a helper thread."""
         started = time.perf_counter()
         try:
-            prepared = self.log.prepare([rec for rec, _ in batch])
+            prepared = self._prepare([rec for rec, _ in batch])
         except TypeError:
             # A record that is not JSON is a bug: fail that decision alone (500).
             batch = self._drop_unserialisable(batch)
-            if not batch:
+            if not batch and not self._checkpoint_wanted:
                 return
-            prepared = self.log.prepare([rec for rec, _ in batch])
+            prepared = self._prepare([rec for rec, _ in batch])
         if prepared.rotate is not None:
             # Opening a segment closes the old one: only once no sync is in flight.
             await self._drain()
@@ -220,6 +257,46 @@ class AuditWriter:
         item = _InFlight(written, batch, started, sync)
         self._in_flight.append(item)
         sync.add_done_callback(lambda _: self._synced(item))
+
+    def _prepare(self, records: list[dict[str, Any]]) -> Prepared:
+        """Chain ``records``; end the batch with a checkpoint when one is due."""
+        due = self._checkpoint_wanted or (
+            self.checkpoint_every > 0
+            and self.log.seq + len(records) - self.sealed_seq >= self.checkpoint_every
+        )
+        if self.signer is None or not due:
+            return self.log.prepare(records)
+        self._checkpoint_wanted = False
+        return self.sealed(records)
+
+    def sealed(self, records: list[dict[str, Any]], *, final: bool = False) -> Prepared:
+        """``records`` chained and followed by a checkpoint over the last of them."""
+        signer = self.signer
+        assert signer is not None
+        made: list[dict[str, Any]] = []
+
+        def seal(seq: int, digest: str) -> dict[str, Any]:
+            checkpoint = signer.checkpoint(seq, digest)
+            if final:  # seals the stop marker: the run ended cleanly
+                checkpoint["final"] = True
+            made.append(checkpoint)
+            return checkpoint
+
+        prepared = self.log.prepare(records, seal_with=seal)
+        self.sealed_seq = prepared.seq
+        self.last_checkpoint = {**made[0], "seq": prepared.seq, "hash": prepared.head}
+        return prepared
+
+    def _close_log(self) -> None:
+        """Write the stop marker (sealed by a last checkpoint when signing) and release."""
+        if self.signer is None:
+            self.log.close()
+            return
+        try:
+            stop = [{"type": "stop", "time": rfc3339(time.time_ns())}]
+            self.log.commit(self.sealed(stop, final=True))
+        finally:
+            self.log.release()
 
     def _synced(self, item: _InFlight) -> None:
         """A sync returned: release, in order, every batch it made durable."""
@@ -295,6 +372,10 @@ class AuditWriter:
                 not_durable.extend(item.batch)
         self._fail_all([*(batch or ()), *not_durable, *self._pending])
         self._pending.clear()
+        # What recovery cuts was never sealed: forget a checkpoint of it.
+        self.sealed_seq = min(self.sealed_seq, self.log.durable_seq)
+        if self.last_checkpoint is not None and self.last_checkpoint["seq"] > self.sealed_seq:
+            self.last_checkpoint = None
         if self._recovery is None and not self._closing:
             self._recovery = asyncio.create_task(self._recover(), name="audit-recovery")
 
@@ -325,6 +406,10 @@ class AuditWriter:
     async def close(self) -> None:
         """Finish the queued records, write the stop marker, release the directory."""
         self._closing = True
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
         waiting = [fut for _, fut in self._pending]
         self._wake.set()
         if waiting:
@@ -338,7 +423,7 @@ class AuditWriter:
         await self._drain()
         try:
             if self.available:
-                await self._call(self.log.close)
+                await self._call(self._close_log)
             else:
                 await self._call(self.log.release)
         except (OSError, AuditError) as exc:

@@ -35,6 +35,9 @@ from typing import Any, Literal, Protocol
 from ..errors import StoreError
 
 __all__ = [
+    "MAX_TOOLS_PER_AGENT",
+    "OTHER_TOOLS",
+    "count_tool",
     "AgentActivity",
     "AgentRecord",
     "AgentState",
@@ -86,6 +89,22 @@ class AgentState:
         return iat is not None and iat >= self.credentials_not_before
 
 
+#: Distinct tool names kept per agent; further names are counted under OTHER_TOOLS, so an
+#: agent (or a caller naming tools at random) cannot grow the registry without bound.
+MAX_TOOLS_PER_AGENT = 64
+#: The bucket of tool names beyond MAX_TOOLS_PER_AGENT, and of names outside the documented
+#: character set (never stored as given).
+OTHER_TOOLS = "(other)"
+
+
+def count_tool(counts: dict[str, int], tool: str, n: int = 1) -> None:
+    """Add ``n`` uses of ``tool`` to ``counts``, keeping at most MAX_TOOLS_PER_AGENT names
+    (plus OTHER_TOOLS)."""
+    if tool not in counts and len(counts.keys() - {OTHER_TOOLS}) >= MAX_TOOLS_PER_AGENT:
+        tool = OTHER_TOOLS
+    counts[tool] = counts.get(tool, 0) + n
+
+
 @dataclass(slots=True)
 class AgentActivity:
     """What one replica saw of one agent since its last write-behind flush."""
@@ -95,7 +114,8 @@ class AgentActivity:
     last_seen: float
     allowed: int = 0
     denied: int = 0
-    tools: set[str] = field(default_factory=set)
+    #: Allowed decisions per tool name (bounded, see count_tool).
+    tools: dict[str, int] = field(default_factory=dict)
     #: (jti, exp) of credentials minted for the agent.
     credentials: list[tuple[str, int]] = field(default_factory=list)
 
@@ -114,6 +134,8 @@ class AgentRecord:
     decisions_denied: int
     tools_used: list[str]
     credentials_outstanding: int
+    #: Allowed decisions per tool name; at most MAX_TOOLS_PER_AGENT names plus "(other)".
+    tool_counts: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,7 +8,9 @@ Layout (prefix ``pdp:``)::
     pdp:disabled           hash: id -> JSON AgentState, the set replicas cache
     pdp:first_seen         sorted set id -> time (ZADD NX: the earliest wins)
     pdp:last_seen          sorted set id -> time (ZADD GT: the latest wins)
-    pdp:tools:<id>         set of tools used
+    pdp:tools:<id>         set of tools used (before tool counts; read, no longer written)
+    pdp:toolcounts:<id>    hash: tool -> allowed decisions, at most MAX_TOOLS_PER_AGENT
+                           names plus "(other)" (one Lua script: checked and counted at once)
     pdp:creds:<id>         sorted set jti -> exp of outstanding credentials
     pdp:keys               hash: kid -> JSON KeyRecord (public material only)
     pdp:generation         rotation generation counter
@@ -34,6 +36,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
 from . import (
+    MAX_TOOLS_PER_AGENT,
+    OTHER_TOOLS,
     REVOCATION_SLACK_S,
     AgentActivity,
     AgentRecord,
@@ -50,6 +54,20 @@ PREFIX = "pdp:"
 CHANNEL = PREFIX + "events"
 #: Attempts of one optimistic history update before giving up (StoreError).
 _HISTORY_RETRIES = 100
+#: Count tool uses (ARGV: max names, the other bucket, then tool, n pairs) into the hash
+#: KEYS[1], a new name beyond the max going to the other bucket; atomic, like any script.
+_COUNT_TOOLS = """
+local max, other = tonumber(ARGV[1]), ARGV[2]
+for i = 3, #ARGV, 2 do
+  local tool, n = ARGV[i], tonumber(ARGV[i + 1])
+  if tool ~= other and redis.call('HEXISTS', KEYS[1], tool) == 0 then
+    local names = redis.call('HLEN', KEYS[1]) - redis.call('HEXISTS', KEYS[1], other)
+    if names >= max then tool = other end
+  end
+  redis.call('HINCRBY', KEYS[1], tool, n)
+end
+return 1
+"""
 #: Reconnect backoff of the pub/sub listener, seconds.
 _LISTEN_BACKOFF = (0.1, 5.0)
 
@@ -163,7 +181,10 @@ class RedisStore:
             if a.denied:
                 pipe.hincrby(key, "denied", a.denied)
             if a.tools:
-                pipe.sadd(f"{PREFIX}tools:{a.spiffe_id}", *sorted(a.tools))
+                args: list[Any] = [MAX_TOOLS_PER_AGENT, OTHER_TOOLS]
+                for tool, n in sorted(a.tools.items()):
+                    args += [tool, n]
+                pipe.eval(_COUNT_TOOLS, 1, f"{PREFIX}toolcounts:{a.spiffe_id}", *args)
             creds = f"{PREFIX}creds:{a.spiffe_id}"
             if a.credentials:
                 pipe.zadd(creds, {jti: exp for jti, exp in a.credentials})
@@ -184,10 +205,12 @@ class RedisStore:
             pipe.zscore(f"{PREFIX}last_seen", spiffe_id)
             pipe.smembers(f"{PREFIX}tools:{spiffe_id}")
             pipe.zcount(f"{PREFIX}creds:{spiffe_id}", f"({now}", "+inf")
+            pipe.hgetall(f"{PREFIX}toolcounts:{spiffe_id}")
         results = await self._do(pipe.execute())
         records = []
         for i, spiffe_id in enumerate(ids):
-            fields, first, last, tools, outstanding = results[i * 5 : i * 5 + 5]
+            fields, first, last, legacy, outstanding, counted = results[i * 6 : i * 6 + 6]
+            counts = {tool: 0 for tool in legacy} | {t: int(n) for t, n in counted.items()}
             status: AgentStatus = "disabled" if fields[0] == "disabled" else "active"
             records.append(
                 AgentRecord(
@@ -199,8 +222,9 @@ class RedisStore:
                     last_seen=last,
                     decisions_allowed=int(fields[3] or 0),
                     decisions_denied=int(fields[4] or 0),
-                    tools_used=sorted(tools),
+                    tools_used=sorted(counts),
                     credentials_outstanding=int(outstanding) if status == "active" else 0,
+                    tool_counts=counts,
                 )
             )
         return records

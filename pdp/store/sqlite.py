@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from . import (
+    MAX_TOOLS_PER_AGENT,
+    OTHER_TOOLS,
     REVOCATION_SLACK_S,
     AgentActivity,
     AgentRecord,
@@ -43,7 +45,8 @@ CREATE TABLE IF NOT EXISTS agents (
     denied INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS agent_tools (
-    spiffe_id TEXT NOT NULL, tool TEXT NOT NULL, PRIMARY KEY (spiffe_id, tool)
+    spiffe_id TEXT NOT NULL, tool TEXT NOT NULL, uses INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (spiffe_id, tool)
 );
 CREATE TABLE IF NOT EXISTS credentials (
     jti TEXT PRIMARY KEY, spiffe_id TEXT NOT NULL, exp INTEGER NOT NULL
@@ -84,6 +87,9 @@ class SQLiteStore:
             conn.execute("PRAGMA journal_mode = WAL")
             conn.execute("PRAGMA synchronous = FULL")
             conn.executescript(_SCHEMA)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(agent_tools)")}
+            if "uses" not in columns:  # a store from before tool counts
+                conn.execute("ALTER TABLE agent_tools ADD COLUMN uses INTEGER NOT NULL DEFAULT 0")
             return conn
 
         loop = asyncio.get_running_loop()
@@ -197,10 +203,8 @@ class SQLiteStore:
                     "allowed = allowed + excluded.allowed, denied = denied + excluded.denied",
                     (a.spiffe_id, a.first_seen, a.last_seen, a.allowed, a.denied),
                 )
-                conn.executemany(
-                    "INSERT OR IGNORE INTO agent_tools (spiffe_id, tool) VALUES (?, ?)",
-                    [(a.spiffe_id, tool) for tool in sorted(a.tools)],
-                )
+                for tool, n in sorted(a.tools.items()):
+                    _count_tool(conn, a.spiffe_id, tool, n)
                 conn.executemany(
                     "INSERT OR IGNORE INTO credentials (jti, spiffe_id, exp) VALUES (?, ?, ?)",
                     [(jti, a.spiffe_id, exp) for jti, exp in a.credentials],
@@ -212,11 +216,11 @@ class SQLiteStore:
 
     async def list_agents(self, now: float) -> list[AgentRecord]:
         def read(conn: sqlite3.Connection) -> list[AgentRecord]:
-            tools: dict[str, list[str]] = {}
-            for spiffe_id, tool in conn.execute(
-                "SELECT spiffe_id, tool FROM agent_tools ORDER BY spiffe_id, tool"
+            tools: dict[str, dict[str, int]] = {}
+            for spiffe_id, tool, uses in conn.execute(
+                "SELECT spiffe_id, tool, uses FROM agent_tools ORDER BY spiffe_id, tool"
             ):
-                tools.setdefault(spiffe_id, []).append(tool)
+                tools.setdefault(spiffe_id, {})[tool] = uses
             outstanding = dict(
                 conn.execute(
                     "SELECT spiffe_id, count(*) FROM credentials WHERE exp > ? GROUP BY spiffe_id",
@@ -237,8 +241,9 @@ class SQLiteStore:
                     last_seen=r[5],
                     decisions_allowed=r[6],
                     decisions_denied=r[7],
-                    tools_used=tools.get(r[0], []),
+                    tools_used=sorted(tools.get(r[0], {})),
                     credentials_outstanding=outstanding.get(r[0], 0) if r[1] == "active" else 0,
+                    tool_counts=tools.get(r[0], {}),
                 )
                 for r in rows
             ]
@@ -340,4 +345,23 @@ def _state(row: Any) -> AgentState:
         reason=row[2],
         changed_at=row[3],
         credentials_not_before=row[4],
+    )
+
+
+def _count_tool(conn: sqlite3.Connection, spiffe_id: str, tool: str, n: int) -> None:
+    """Add ``n`` uses of ``tool``; a new name beyond MAX_TOOLS_PER_AGENT counts as OTHER_TOOLS."""
+    known = conn.execute(
+        "SELECT 1 FROM agent_tools WHERE spiffe_id = ? AND tool = ?", (spiffe_id, tool)
+    ).fetchone()
+    if known is None and tool != OTHER_TOOLS:
+        (names,) = conn.execute(
+            "SELECT count(*) FROM agent_tools WHERE spiffe_id = ? AND tool != ?",
+            (spiffe_id, OTHER_TOOLS),
+        ).fetchone()
+        if names >= MAX_TOOLS_PER_AGENT:
+            tool = OTHER_TOOLS
+    conn.execute(
+        "INSERT INTO agent_tools (spiffe_id, tool, uses) VALUES (?, ?, ?) "
+        "ON CONFLICT (spiffe_id, tool) DO UPDATE SET uses = uses + excluded.uses",
+        (spiffe_id, tool, n),
     )

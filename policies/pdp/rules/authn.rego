@@ -22,14 +22,23 @@ import data.pdp.lib
 #   when the verifier gave none.
 # custom:
 #   code: authn.unauthenticated
-deny contains object.union(fallback, verifier_error(object.get(input, ["identity", "error"], null))) if {
-	not lib.authenticated(object.get(input, "identity", null))
+deny contains object.union(fallback, verifier_error(identity)) if {
+	not lib.authenticated(identity)
 	fallback := lib.reason(rego.metadata.chain(), "the agent is not authenticated")
 }
 
 # METADATA
+# scope: document
+# description: |
+#   The input's identity; empty for an input without one (which the input schema rules out),
+#   so that such an input is still denied here, with the fallback reason.
+default identity := {}
+
+identity := input.identity
+
+# METADATA
 # description: The verifier's code and message, when it gave an authn.* code; else nothing to override.
-verifier_error(error) := {"code": error.code, "message": error.message} if {
-	startswith(error.code, "authn.")
-	is_string(error.message)
+verifier_error(id) := {"code": id.error.code, "message": id.error.message} if {
+	startswith(id.error.code, "authn.")
+	is_string(id.error.message)
 } else := {}

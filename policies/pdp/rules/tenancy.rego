@@ -115,7 +115,7 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 #   code: trust_domain_mismatch
 deny contains lib.reason(rego.metadata.chain(), message) if {
 	lib.authenticated(input.identity)
-	domain := object.get(input.identity, "trust_domain", null)
+	domain := input.identity.trust_domain
 	not domain in trust_domains
 	message := sprintf("trust domain %q is not trusted by tenant %q", [domain, input.tenant])
 }

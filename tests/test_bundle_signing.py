@@ -1,0 +1,112 @@
+"""Signed bundles: `pdpctl bundle build --signing-key` (OPA signs), `bundle verify` (OPA
+verifies; exit 12 when it does not), `bundle inspect`. Keys are generated per test."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from pdpctl import errors
+from pdpctl.main import cli
+
+from .bundle_keys import key_pair, tamper
+from .conftest import POLICIES
+
+pytestmark = pytest.mark.opa
+
+
+def run(*args: str) -> Any:
+    return CliRunner().invoke(cli, ["--policies", str(POLICIES), *args], catch_exceptions=False)
+
+
+@pytest.mark.parametrize("alg", ["ES256", "RS256"])
+def test_a_signed_bundle_verifies_with_its_public_key(tmp_path: Path, alg: str) -> None:
+    private, public = key_pair(tmp_path, "signer", alg)
+    out = tmp_path / "signed.tar.gz"
+
+    built = run(
+        "bundle", "build", "--output", str(out), "--revision", "v1",
+        "--signing-key", str(private), "--signing-alg", alg, "--key-id", "pdp-bundle-signing",
+    )  # fmt: skip
+
+    assert built.exit_code == 0, built.output
+    assert f"signed {alg} key pdp-bundle-signing" in built.output
+    with tarfile.open(out) as tar:
+        assert "/.signatures.json" in tar.getnames() or ".signatures.json" in tar.getnames()
+    ok = run("bundle", "verify", str(out), "--verification-key", str(public), "--signing-alg", alg)
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.startswith(f"ok: {out} revision v1 signed {alg} key pdp-bundle-signing")
+
+
+def _signed(tmp_path: Path) -> tuple[Path, Path]:
+    private, public = key_pair(tmp_path, "signer")
+    out = tmp_path / "signed.tar.gz"
+    result = run(
+        "bundle", "build", "-o", str(out), "--revision", "v1", "--signing-key", str(private)
+    )
+    assert result.exit_code == 0, result.output
+    return out, public
+
+
+def test_a_tampered_bundle_fails_verification_with_its_own_exit_code(tmp_path: Path) -> None:
+    out, public = _signed(tmp_path)
+    bad = tamper(out, tmp_path / "tampered.tar.gz")
+
+    result = run("bundle", "verify", str(bad), "--verification-key", str(public))
+
+    assert result.exit_code == errors.BUNDLE_INVALID == 12
+    assert "signature does not verify" in result.output
+
+
+def test_a_bundle_signed_by_another_key_fails_verification(tmp_path: Path) -> None:
+    out, _ = _signed(tmp_path)
+    _, other = key_pair(tmp_path, "other")
+
+    result = run("bundle", "verify", str(out), "--verification-key", str(other))
+
+    assert result.exit_code == errors.BUNDLE_INVALID
+
+
+def test_an_unsigned_bundle_fails_verification(tmp_path: Path) -> None:
+    _, public = key_pair(tmp_path, "signer")
+    out = tmp_path / "unsigned.tar.gz"
+    assert run("bundle", "build", "-o", str(out)).exit_code == 0
+
+    result = run("bundle", "verify", str(out), "--verification-key", str(public))
+
+    assert result.exit_code == errors.BUNDLE_INVALID
+    assert ".signatures.json" in result.output
+
+
+def test_the_algorithm_comes_from_the_verifier_not_the_bundle(tmp_path: Path) -> None:
+    out, public = _signed(tmp_path)  # ES256
+    result = run(
+        "bundle", "verify", str(out), "--verification-key", str(public), "--signing-alg", "RS256"
+    )
+    assert result.exit_code == errors.BUNDLE_INVALID
+
+
+def test_inspect_shows_revision_roots_files_and_signer(tmp_path: Path) -> None:
+    private, _ = key_pair(tmp_path, "signer")
+    out = tmp_path / "b.tar.gz"
+    run("bundle", "build", "-o", str(out), "--revision", "r-42", "--signing-key", str(private),
+        "--key-id", "team-key")  # fmt: skip
+
+    text = run("bundle", "inspect", str(out))
+    doc = json.loads(run("bundle", "inspect", str(out), "--json").output)
+
+    assert text.exit_code == 0
+    assert "revision: r-42" in text.output and "key_id team-key" in text.output
+    assert doc["revision"] == "r-42" and doc["signed"] is True
+    assert doc["signer"]["alg"] == "ES256" and doc["signer"]["key_id"] == "team-key"
+    assert "pdp/decision.rego" in doc["files"] and ".signatures.json" in doc["files"]
+    assert doc["roots"] == [""]
+
+
+def test_key_id_without_a_signing_key_is_a_usage_error(tmp_path: Path) -> None:
+    result = run("bundle", "build", "-o", str(tmp_path / "x.tar.gz"), "--key-id", "k")
+    assert result.exit_code == errors.BAD_INPUT

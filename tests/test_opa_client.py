@@ -1,0 +1,303 @@
+"""The OPA client's own logic (pdp.opa): how OPA's answers map to decisions or policy
+errors, how transport failures map to 503, and the provenance revision. The answers a real
+OPA gives are covered by tests/test_api.py and test_failclosed.py; here a tiny fake OPA (an
+aiohttp app) produces the ones a real OPA will not on demand (garbage, stalls, errors)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from pdp.errors import EngineUnavailableError
+from pdp.opa import OPAClient, OPAResult, _revision
+
+DECISION = {"allow": False, "reasons": [], "obligations": {}}
+MALFORMED = "policy.malformed_response"
+PROVENANCE = {"bundles": {"policies": {"revision": "rev-7"}}}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def interpret(status: int, body: Any, raw: bytes | None = None) -> OPAResult:
+    client = OPAClient("http://opa.invalid:8181", timeout_s=0.1)
+    return client._interpret(status, orjson.dumps(body) if raw is None else raw, 0.5)
+
+
+# --------------------------------------------------------------------------- answers
+
+
+def test_a_valid_decision_is_returned_with_revision_duration_and_opa_id() -> None:
+    result = interpret(200, {"result": DECISION, "provenance": PROVENANCE, "decision_id": "d9"})
+
+    assert result == OPAResult(DECISION, "rev-7", 0.5, decision_id="d9")
+
+
+def test_a_decision_id_that_is_not_a_string_is_dropped() -> None:
+    assert interpret(200, {"result": DECISION, "decision_id": 7}).decision_id is None
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "raw", "code", "message"),
+    [
+        (
+            200,
+            None,
+            b"<html>",
+            "policy.malformed_response",
+            "OPA answered 200 with a non-JSON body",
+        ),
+        (502, None, b"", "policy.malformed_response", "OPA answered 502 with a non-JSON body"),
+        (200, [DECISION], None, "policy.malformed_response", "OPA answered 200 with a non-object"),
+        (500, {"message": "boom"}, None, "policy.evaluation_error", "OPA answered 500: boom"),
+        (400, {"code": "invalid"}, None, "policy.evaluation_error", "OPA answered 400: invalid"),
+        (500, {}, None, "policy.evaluation_error", "OPA answered 500: no detail"),
+        (
+            200,
+            {"provenance": PROVENANCE},
+            None,
+            "policy.undefined",
+            "data.pdp.decision is undefined: is the bundle loaded?",
+        ),
+        (
+            200,
+            {"result": {"allow": "yes"}},
+            None,
+            "policy.invalid_decision",
+            "the policy's decision does not match the decision schema",
+        ),
+    ],
+    ids=["html", "empty", "array", "message", "code", "no-detail", "undefined", "invalid"],
+)
+def test_an_answer_that_is_not_a_decision_is_a_policy_error(
+    status: int, body: Any, raw: bytes | None, code: str, message: str
+) -> None:
+    result = interpret(status, body, raw)
+
+    assert result.decision is None
+    assert (result.error_code, result.error_message) == (code, message)
+    assert result.duration_s == 0.5
+
+
+def test_an_error_detail_is_cut_to_300_characters() -> None:
+    result = interpret(500, {"message": "x" * 1000})
+
+    assert result.error_message == "OPA answered 500: " + "x" * 300
+
+
+def test_an_undefined_or_invalid_decision_keeps_the_revision() -> None:
+    assert interpret(200, {"provenance": PROVENANCE}).revision == "rev-7"
+    assert interpret(200, {"result": {}, "provenance": PROVENANCE}).revision == "rev-7"
+
+
+@pytest.mark.parametrize(
+    ("provenance", "revision"),
+    [
+        (None, None),
+        ("rev", None),
+        ({}, None),
+        ({"bundles": []}, None),
+        ({"bundles": {}}, None),
+        ({"bundles": {"policies": {"revision": "r1"}}}, "r1"),
+        ({"bundles": {"policies": {"revision": ""}}}, None),
+        ({"bundles": {"policies": {}}}, None),
+        ({"bundles": {"b": {"revision": "2"}, "a": {"revision": "1"}}}, "a=1,b=2"),
+        ({"bundles": {"b": {"revision": "2"}, "a": "junk"}}, "2"),
+    ],
+)
+def test_the_revision_comes_from_the_provenance_bundles(
+    provenance: Any, revision: str | None
+) -> None:
+    assert _revision(provenance) == revision
+
+
+def test_a_unix_url_talks_to_the_socket() -> None:
+    client = OPAClient("unix:///run/opa.sock", timeout_s=0.1)
+
+    assert client._socket == "/run/opa.sock"
+    assert client._decision_url == "http://opa/v1/data/pdp/decision?provenance=true"
+
+
+def test_a_tcp_url_loses_its_trailing_slash() -> None:
+    client = OPAClient("http://127.0.0.1:8181/", timeout_s=0.1)
+
+    assert client._socket is None
+    assert client._decision_url == "http://127.0.0.1:8181/v1/data/pdp/decision?provenance=true"
+
+
+def test_the_client_must_be_started_before_use() -> None:
+    with pytest.raises(RuntimeError, match="start"):
+        _ = OPAClient("http://127.0.0.1:1", timeout_s=0.1).session
+
+
+# --------------------------------------------------------------------------- a fake OPA
+
+
+@pytest.fixture
+async def fake_opa() -> AsyncIterator[Callable[..., Awaitable[OPAClient]]]:
+    """``await fake_opa(handler, timeout_s=...)``: a started client on a fake OPA."""
+    servers: list[TestServer] = []
+    clients: list[OPAClient] = []
+
+    async def start(handler: Handler, timeout_s: float = 2.0) -> OPAClient:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        server = TestServer(app)
+        await server.start_server()
+        servers.append(server)
+        client = OPAClient(str(server.make_url("/")), timeout_s=timeout_s)
+        await client.start()
+        clients.append(client)
+        return client
+
+    yield start
+    for client in clients:
+        await client.close()
+    for server in servers:
+        await server.close()
+
+
+async def test_evaluate_posts_the_input_to_the_decision_entrypoint(fake_opa: Any) -> None:
+    seen: dict[str, Any] = {}
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.update(
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            ctype=request.content_type,
+            body=await request.json(),
+        )
+        return web.json_response({"result": DECISION, "provenance": PROVENANCE})
+
+    client = await fake_opa(handler)
+    result = await client.evaluate({"tenant": "acme"})
+
+    assert seen == {
+        "method": "POST",
+        "path": "/v1/data/pdp/decision",
+        "query": {"provenance": "true"},
+        "ctype": "application/json",
+        "body": {"input": {"tenant": "acme"}},
+    }
+    assert (result.decision, result.revision) == (DECISION, "rev-7")
+    assert result.duration_s > 0
+
+
+async def test_evaluate_past_the_deadline_is_a_timeout_503(fake_opa: Any) -> None:
+    async def stall(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    client = await fake_opa(stall, timeout_s=0.05)
+
+    with pytest.raises(EngineUnavailableError) as info:
+        await client.evaluate({})
+
+    assert info.value.kind == "timeout"
+    assert info.value.message == "policy engine did not answer within 50 ms"
+
+
+async def test_an_unreachable_opa_is_a_connection_503() -> None:
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    client = OPAClient(f"http://127.0.0.1:{port}", timeout_s=1.0)
+    await client.start()
+    try:
+        with pytest.raises(EngineUnavailableError) as info:
+            await client.evaluate({})
+        assert info.value.kind == "connection"
+        assert info.value.message.startswith("policy engine unreachable: ClientConnectorError")
+        assert len(info.value.message) <= 300
+        assert await client.health() is False
+    finally:
+        await client.close()
+        await client.close()  # closing twice is harmless
+
+
+async def test_data_reads_a_document_under_data(fake_opa: Any) -> None:
+    paths: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        paths.append(request.raw_path)
+        if request.path.endswith("/missing"):
+            return web.json_response({})
+        return web.json_response({"result": {"ids": [1, 2]}})
+
+    client = await fake_opa(handler)
+
+    assert await client.data("authzen/search/subjects") == {"ids": [1, 2]}
+    assert await client.data("a b/missing") is None
+    assert paths == ["/v1/data/authzen/search/subjects", "/v1/data/a%20b/missing"]
+
+
+@pytest.mark.parametrize(
+    ("status", "raw"), [(404, b"{}"), (200, b"[1]"), (200, b"nope"), (500, b'{"result": 1}')]
+)
+async def test_data_that_is_not_a_200_json_object_is_503(
+    fake_opa: Any, status: int, raw: bytes
+) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=status, body=raw, content_type="application/json")
+
+    client = await fake_opa(handler)
+
+    with pytest.raises(EngineUnavailableError) as info:
+        await client.data("x/y")
+    assert info.value.message == f"policy engine answered {status} reading data.x/y"
+
+
+async def test_policies_lists_the_modules_and_drops_junk(fake_opa: Any) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        assert request.path == "/v1/policies"
+        return web.json_response({"result": [{"id": "a.rego"}, "junk", {"id": "b.rego"}]})
+
+    client = await fake_opa(handler)
+
+    assert await client.policies() == [{"id": "a.rego"}, {"id": "b.rego"}]
+
+
+@pytest.mark.parametrize(
+    ("status", "raw"),
+    [(500, b'{"result": []}'), (200, b'{"result": {}}'), (200, b"[]"), (200, b"x")],
+)
+async def test_policies_that_are_not_a_list_are_503(fake_opa: Any, status: int, raw: bytes) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=status, body=raw, content_type="application/json")
+
+    client = await fake_opa(handler)
+
+    with pytest.raises(EngineUnavailableError) as info:
+        await client.policies()
+    assert info.value.message == f"policy engine answered {status} listing its policies"
+
+
+@pytest.mark.parametrize(("status", "healthy"), [(200, True), (500, False), (503, False)])
+async def test_health_is_opa_health_with_bundles(fake_opa: Any, status: int, healthy: bool) -> None:
+    seen: list[str] = []
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(request.path_qs)
+        return web.json_response({}, status=status)
+
+    client = await fake_opa(handler)
+
+    assert await client.health() is healthy
+    assert await client.health(bundles=False) is healthy
+    assert seen == ["/health?bundles", "/health"]
+
+
+async def test_health_of_a_stalled_opa_is_false(fake_opa: Any) -> None:
+    async def stall(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    client = await fake_opa(stall, timeout_s=0.01)  # health waits at least 1 s
+
+    assert await client.health() is False
