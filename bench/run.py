@@ -187,6 +187,12 @@ def main() -> None:
         default="batch",
         help="audit trail: off (PDP_AUDIT_ENABLED=false) or on with this PDP_AUDIT_FSYNC",
     )
+    ap.add_argument(
+        "--shadow",
+        action="store_true",
+        help="also run shadow evaluation (PDP_SHADOW_BUNDLE = the same bundle): what the "
+        "second OPA off the answer path costs the live decisions",
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench needs wrk on PATH (apt-get install wrk)")
@@ -213,6 +219,8 @@ def main() -> None:
         env = {"PDP_DEV_TRUST_DOMAINS": domain, "PDP_AUDIT_ENABLED": str(args.audit != "off")}
         if args.audit != "off":
             env["PDP_AUDIT_FSYNC"] = args.audit
+        if args.shadow:
+            env["PDP_SHADOW_BUNDLE"] = str(bundle.path)
         procs.append(start_pdp(pdp_port, state, env, work / "pdp.log"))
         raw_url = f"http://127.0.0.1:{opa_port}/v1/data/pdp/decision"
         pdp_url = f"http://127.0.0.1:{pdp_port}/v1/decisions"
@@ -264,6 +272,7 @@ def main() -> None:
             "duration_s": args.duration,
             "connections": args.connections,
             "audit": args.audit,
+            "shadow": args.shadow,
             "cores": os.cpu_count(),
             "pdp_non_2xx_at_saturation": pdp_errors,
         }

@@ -67,3 +67,48 @@ def test_without_an_introspection_credential_introspection_takes_the_admin_one(
     auth.check(request(f"Bearer {ADMIN}"), introspection=True)
     with pytest.raises(ForbiddenError):
         auth.check(request(f"Bearer {INTROSPECTOR}"), introspection=True)
+
+
+# --------------------------------------------------------------------------- approvers
+
+APPROVER = "approver-credential-0123456"
+
+
+@pytest.mark.parametrize("header", [None, "Bearer ", f"Basic {APPROVER}", APPROVER])
+def test_the_approvals_endpoints_need_a_bearer_credential(header: str | None) -> None:
+    with pytest.raises(AuthError) as info:
+        AdminAuth(ADMIN, None, APPROVER).check_approver(request(header))
+
+    assert type(info.value) is AuthError
+    assert info.value.message == (
+        "this endpoint requires Authorization: Bearer <admin or approver token>"
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "who"),
+    [
+        (f"Bearer {ADMIN}", "admin"),
+        (f"bearer {APPROVER} ", "approver"),
+        (f"BEARER {ADMIN}", "admin"),
+    ],
+)
+def test_the_approvals_endpoints_name_who_presented_which_credential(header: str, who: str) -> None:
+    assert AdminAuth(ADMIN, INTROSPECTOR, APPROVER).check_approver(request(header)) == who
+
+
+@pytest.mark.parametrize("presented", [INTROSPECTOR, APPROVER + "x", "x" * 30])
+def test_any_other_credential_is_403_for_approvals(presented: str) -> None:
+    with pytest.raises(ForbiddenError) as info:
+        AdminAuth(ADMIN, INTROSPECTOR, APPROVER).check_approver(request(f"Bearer {presented}"))
+
+    assert info.value.message == "the presented credential is not accepted here"
+
+
+@pytest.mark.parametrize("configured", [None, ""])
+def test_without_an_approver_credential_only_the_admin_approves(configured: str | None) -> None:
+    auth = AdminAuth(ADMIN, None, configured)
+
+    assert auth.check_approver(request(f"Bearer {ADMIN}")) == "admin"
+    with pytest.raises(ForbiddenError):
+        auth.check_approver(request(f"Bearer {APPROVER}"))

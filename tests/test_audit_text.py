@@ -101,3 +101,21 @@ def test_markdown_and_text_reports_escape_what_records_hold() -> None:
         assert RLO not in out and ZWSP not in out
     assert "<img" not in md and "&lt;img src=x&gt;\\|" in md
     assert md_cell("a\nb") == "a b"
+
+
+def test_decide_and_agent_listings_escape_what_requests_put_in_them(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pdpctl.main import _print_decision
+
+    _print_decision(
+        200,
+        {
+            "allow": False,
+            "decision_id": "d-1",
+            "reasons": [{"code": "tenant_mismatch", "message": f"tenant {RLO}emca", "rule": "r"}],
+            "policy": {"revision": "v1"},
+        },
+    )
+    out = capsys.readouterr().out
+    assert RLO not in out and "tenant \\u202eemca" in out

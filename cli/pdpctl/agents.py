@@ -6,6 +6,8 @@ import time
 
 import click
 
+from pdp.textsafe import safe
+
 from .admin_client import AdminClient, admin_options, echo_json
 
 
@@ -31,9 +33,11 @@ def list_agents(client: AdminClient, as_json: bool) -> None:
     for a in answer["agents"]:
         reason = f" ({a['reason']})" if a["status"] == "disabled" and a["reason"] else ""
         click.echo(
-            f"{a['spiffe_id']}  {a['status']}{reason}  last seen {_when(a['last_seen'])}  "
-            f"allowed {a['decisions_allowed']}  denied {a['decisions_denied']}  "
-            f"credentials {a['credentials_outstanding']}  tools {','.join(a['tools_used']) or '-'}"
+            safe(
+                f"{a['spiffe_id']}  {a['status']}{reason}  last seen {_when(a['last_seen'])}  "
+                f"allowed {a['decisions_allowed']}  denied {a['decisions_denied']}  credentials "
+                f"{a['credentials_outstanding']}  tools {','.join(a['tools_used']) or '-'}"
+            )
         )
 
 

@@ -11,6 +11,8 @@ from typing import Any, TypeVar
 
 import click
 
+from pdp.textsafe import safe
+
 from .admin_client import AdminClient, admin_options, echo_json, quote
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,7 +50,7 @@ def _line(a: dict[str, Any]) -> str:
     who = f"  by {a['decided_by']}" + (f" ({a['approver']})" if a["approver"] else "")
     decided = who if a["decided_by"] else ""
     note = f"  note: {a['note']}" if a["note"] else ""
-    return (
+    return safe(
         f"{a['id']}  {a['status']}  {a['agent']}  {a['tenant']}  {call} -> {a['destination']}"
         f"  expires {a['expires_at']}{decided}{note}"
     )

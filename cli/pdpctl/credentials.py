@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from pdp.textsafe import safe
+
 from .admin_client import AdminClient, admin_options, echo_json, fail
 
 
@@ -22,8 +24,10 @@ def introspect(client: AdminClient, as_json: bool, token: str) -> None:
         echo_json(answer)
     elif answer.get("active"):
         click.echo(
-            f"active  jti {answer['jti']}  sub {answer['sub']}  aud {answer['aud']}  "
-            f"scope {answer['scope']}  exp {answer['exp']}"
+            safe(
+                f"active  jti {answer['jti']}  sub {answer['sub']}  aud {answer['aud']}  "
+                f"scope {answer['scope']}  exp {answer['exp']}"
+            )
         )
     else:
         click.echo("inactive")

@@ -17,6 +17,7 @@ from pdp.bundle import BundleError
 from pdp.config import ConfigError, Settings, parse_trust_bundles
 from pdp.devtrust import mint_svid
 from pdp.errors import PDPError
+from pdp.textsafe import safe
 from pdp.tools import ToolNotFoundError
 
 from .agents import agents
@@ -352,18 +353,18 @@ def _post_json(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
 def _print_decision(status: int, answer: dict[str, Any]) -> None:
     if "error" in answer:
         err = answer["error"]
-        click.echo(f"ERROR {status} {err.get('code')}: {err.get('message')}")
+        click.echo(safe(f"ERROR {status} {err.get('code')}: {err.get('message')}"))
         for f in err.get("fields", []):
-            click.echo(f"  {f['path']}: {f['message']}")
+            click.echo(safe(f"  {f['path']}: {f['message']}"))
         return
     verdict = "ALLOW" if answer.get("allow") else "DENY"
     revision = (answer.get("policy") or {}).get("revision")
-    click.echo(f"{verdict}  decision {answer.get('decision_id')}  policy {revision}")
+    click.echo(safe(f"{verdict}  decision {answer.get('decision_id')}  policy {revision}"))
     for r in answer.get("reasons", []):
-        click.echo(f"  - {r.get('code')}: {r.get('message')}  [{r.get('rule')}]")
+        click.echo(safe(f"  - {r.get('code')}: {r.get('message')}  [{r.get('rule')}]"))
     obligations = answer.get("obligations") or {}
     if obligations:
-        click.echo(f"  obligations: {json.dumps(obligations, sort_keys=True)}")
+        click.echo(safe(f"  obligations: {json.dumps(obligations, sort_keys=True)}"))
 
 
 def main() -> None:  # pragma: no cover - console entry point
