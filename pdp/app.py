@@ -367,6 +367,10 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         approvals=app[APPROVALS],
         users=_user_verifier(s),
     )
+    trail = app[AUDIT]
+    if trail is not None:
+        service = app[DECISIONS]
+        trail.writer.expecting = lambda: service.in_progress
     yield
 
 

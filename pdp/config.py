@@ -178,6 +178,9 @@ class Settings:
     #: How often the PDP asks OPA which bundle is active, milliseconds: the longest a
     #: cached decision can outlive the activation of a new bundle.
     decision_cache_bundle_check_ms: int = 500
+    #: Event loop of `pdpctl serve`: auto (uvloop when installed, agent-pdp[fast]), uvloop,
+    #: or asyncio.
+    event_loop: str = "auto"
     #: How long a pending approval waits for an approver, seconds (docs/approvals.md).
     approval_pending_ttl_s: int = 3600
     #: Bearer credential of approvers: lists, grants and denies approvals, nothing else.
@@ -293,6 +296,12 @@ class Settings:
             "PDP_DECISION_CACHE_BUNDLE_CHECK_MS",
             self.decision_cache_bundle_check_ms,
             "must be 10..60000",
+        )
+        _check(
+            self.event_loop in {"auto", "uvloop", "asyncio"},
+            "PDP_EVENT_LOOP",
+            self.event_loop,
+            "must be auto, uvloop or asyncio",
         )
         if self.opa_url is not None:
             parts = urlsplit(self.opa_url)

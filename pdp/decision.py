@@ -73,6 +73,9 @@ class DecisionService:
         self.delegation = delegation
         #: Policy-declared decision cache (None: every decision goes to OPA).
         self.cache = cache
+        #: Decisions being decided right now (their records included while they wait to be
+        #: durable): the audit writer lets a batch wait for more only while others are.
+        self.in_progress = 0
         #: Pending approvals and grants (None: an approval_id is never accepted).
         self.approvals = approvals
         #: Verifies agent.user_assertion (None: no user assertion is accepted).
@@ -95,10 +98,14 @@ class DecisionService:
         ``mode: "check"`` decides and records without minting a credential or touching any
         history.
         """
-        if self.sessions is None or request.get("mode") == "check":
-            return await self._decide(request, mint)  # a check changes no history
-        async with self.sessions.serialized(request):
-            return await self._decide(request, mint)
+        self.in_progress += 1  # until it returns or raises (see in_progress)
+        try:
+            if self.sessions is None or request.get("mode") == "check":
+                return await self._decide(request, mint)  # a check changes no history
+            async with self.sessions.serialized(request):
+                return await self._decide(request, mint)
+        finally:
+            self.in_progress -= 1
 
     async def _session(self, request: dict[str, Any], now_ns: int) -> dict[str, Any] | None:
         if self.sessions is not None:

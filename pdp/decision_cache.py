@@ -56,6 +56,8 @@ log = logging.getLogger("pdp.cache")
 PER_REQUEST_FIELDS: Final = frozenset({"now", "request"})
 #: Store events (pub/sub) that concern the cache: "cache:<scope>" or "cache:<scope>:<value>".
 EVENT_PREFIX: Final = "cache:"
+#: Deadline of one bundle check (GET data.system.bundles), seconds.
+BUNDLE_CHECK_TIMEOUT_S: Final = 2.0
 #: Invalidation scopes: what changed.
 SCOPES: Final = ("all", "agent", "trust_bundle", "approval", "session")
 
@@ -326,7 +328,9 @@ async def check_bundles(cache: DecisionCache, opa: OPAClient) -> None:
     Raises :class:`~pdp.errors.EngineUnavailableError` when OPA cannot tell; the caller
     then forgets the bundle (nothing is stored or served until a check succeeds).
     """
-    doc = await opa.data("system/bundles")
+    # Not the decision deadline: a saturated OPA still answers within a second, and a
+    # failed check empties the cache.
+    doc = await opa.data("system/bundles", timeout_s=BUNDLE_CHECK_TIMEOUT_S)
     if not isinstance(doc, dict) or not doc:
         cache.bundle_unknown("no active bundle")
         return

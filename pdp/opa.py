@@ -140,16 +140,19 @@ class OPAClient:
             result, revision, duration, decision_id=opa_id if isinstance(opa_id, str) else None
         )
 
-    async def data(self, path: str) -> Any:
+    async def data(self, path: str, *, timeout_s: float | None = None) -> Any:
         """The data document at ``data.<path>`` (slash-separated), or None when undefined.
 
-        Read-only and bounded by the same deadline as a decision; used for policy-supplied
-        facts such as the AuthZEN search candidates. Raises :class:`EngineUnavailableError`
-        when OPA cannot be reached in time or does not answer 200 with JSON.
+        Read-only and bounded by the same deadline as a decision (or ``timeout_s``); used for
+        policy-supplied facts such as the AuthZEN search candidates. Raises
+        :class:`EngineUnavailableError` when OPA cannot be reached in time or does not
+        answer 200 with JSON.
         """
         url = f"{self._base}/v1/data/{quote(path, safe='/')}"
-        with _unavailable(self.timeout_s):
-            async with self.session.get(url, timeout=self._timeout) as resp:
+        deadline = self.timeout_s if timeout_s is None else timeout_s
+        timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
+        with _unavailable(deadline):
+            async with self.session.get(url, timeout=timeout) as resp:
                 status = resp.status
                 raw = await resp.read()
         try:

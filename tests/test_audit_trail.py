@@ -686,6 +686,19 @@ def test_a_batch_waits_for_more_records_only_while_they_keep_coming() -> None:
     writer._executor.shutdown()
 
 
+def test_a_batch_does_not_wait_when_no_other_decision_is_coming() -> None:
+    writer = AuditWriter(AuditLog(Path("unused")), commit_delay_s=0.001)
+    writer._pending = [({}, None)]  # type: ignore[list-item]  # one record queued
+    for i in range(30):
+        writer.arrived(100.0 + i * 0.0005)  # a steady stream, one every 0.5 ms
+    in_progress = [1]  # one caller, waiting for this very record (1 connection)
+    writer.expecting = lambda: in_progress[0]
+    assert not writer.gathering()
+    in_progress[0] = 3  # two more decisions on their way
+    assert writer.gathering()
+    writer._executor.shutdown()
+
+
 async def test_under_a_stream_of_records_syncs_are_shared(tmp_path: Path) -> None:
     commits: list[int] = []
     writer = AuditWriter(

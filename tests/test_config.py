@@ -130,6 +130,8 @@ ENV_CASES += [
     ("PDP_DECISION_CACHE_SIZE", "500", "decision_cache_size", 500),
     ("PDP_DECISION_CACHE_MAX_TTL_S", "5", "decision_cache_max_ttl_s", 5),
     ("PDP_DECISION_CACHE_BUNDLE_CHECK_MS", "100", "decision_cache_bundle_check_ms", 100),
+    ("PDP_EVENT_LOOP", "asyncio", "event_loop", "asyncio"),
+    ("PDP_EVENT_LOOP", "uvloop", "event_loop", "uvloop"),
 ]
 
 # Signed checkpoints, forwarding auth, keyed prompt hashes (docs/audit.md).
@@ -374,6 +376,7 @@ INVALID_ENV += [
     ("PDP_DECISION_CACHE_SIZE", "-1", "PDP_DECISION_CACHE_SIZE=-1: must be 0..10000000 (0: off)"),
     ("PDP_DECISION_CACHE_SIZE", "ten", "PDP_DECISION_CACHE_SIZE='ten': must be an integer"),
     ("PDP_DECISION_CACHE_MAX_TTL_S", "0", "PDP_DECISION_CACHE_MAX_TTL_S=0: must be 1..3600"),
+    ("PDP_EVENT_LOOP", "trio", "PDP_EVENT_LOOP='trio': must be auto, uvloop or asyncio"),
     (
         "PDP_DECISION_CACHE_BUNDLE_CHECK_MS",
         "1",
@@ -436,6 +439,31 @@ def test_config_error_is_a_value_error() -> None:
 def test_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         Settings().port = 1  # type: ignore[misc]
+
+
+def test_the_event_loop_is_uvloop_when_installed_and_asyncio_on_request() -> None:
+    import asyncio
+
+    import uvloop
+
+    from pdp.eventloop import loop_name, new_event_loop
+
+    assert loop_name("auto") == "uvloop"  # installed with the dev extra
+    for choice, kind in (("auto", uvloop.Loop), ("asyncio", asyncio.BaseEventLoop)):
+        loop = new_event_loop(choice)
+        try:
+            assert isinstance(loop, kind)
+        finally:
+            loop.close()
+
+
+def test_insisting_on_uvloop_without_it_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pdp import eventloop
+
+    monkeypatch.setattr(eventloop, "uvloop_available", lambda: False)
+    assert eventloop.loop_name("auto") == "asyncio"
+    with pytest.raises(ConfigError, match="uvloop is not installed"):
+        eventloop.loop_name("uvloop")
 
 
 # --------------------------------------------------------------------------- one loader

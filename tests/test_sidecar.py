@@ -79,11 +79,12 @@ async def poll_ready(client: TestClient[Any, Any], timeout: float = 10.0) -> boo
 
 
 def fake_opa(tmp_path: Path, opa_bin: str, run_script: str) -> str:
-    """An `opa` that builds bundles with the real one but runs ``run_script`` for `opa run`."""
+    """An `opa` that builds bundles with the real one (`opa build`, and `opa eval` for the
+    derived entitlement index) but runs ``run_script`` for `opa run`."""
     script = tmp_path / "fake-opa"
     script.write_text(
         "#!/bin/sh\n"
-        f'if [ "$1" = build ]; then exec {opa_bin} "$@"; fi\n'
+        f'case "$1" in build|eval) exec {opa_bin} "$@";; esac\n'
         f"echo $$ > {tmp_path / 'fake-opa.pid'}\n"
         f"{run_script}\n"
     )

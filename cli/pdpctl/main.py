@@ -17,6 +17,7 @@ from pdp.bundle import BundleError
 from pdp.config import ConfigError, Settings, parse_trust_bundles
 from pdp.devtrust import mint_svid
 from pdp.errors import PDPError
+from pdp.eventloop import loop_name, new_event_loop
 from pdp.textsafe import safe
 from pdp.tools import ToolNotFoundError
 
@@ -220,6 +221,7 @@ def serve(
         f"{settings.opa_url or ''}; "
         f"state in {settings.state_dir})"
     )
+    logging.getLogger("pdp").info("event loop: %s", loop_name(settings.event_loop))
     app = create_app(settings)
     if mcp_upstreams:
         own = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
@@ -234,6 +236,7 @@ def serve(
     try:
         web.run_app(
             app,
+            loop=new_event_loop(settings.event_loop),
             host=settings.host,
             port=settings.port,
             access_log=None,

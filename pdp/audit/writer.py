@@ -101,6 +101,10 @@ class AuditWriter:
         self.commit_delay_s = commit_delay_s if audit_log.fsync == "batch" else 0.0
         #: ...unless this many are queued already.
         self.gather_max = 16
+        #: How many decisions are being decided, records waiting here included (set by the
+        #: app from the decision service): a batch waits for more only while some of them
+        #: have not appended yet. None: not known (the arrival rate alone decides).
+        self.expecting: Callable[[], int] | None = None
         self._last_arrival = 0.0
         #: Moving average of the gap between records, seconds (the arrival rate).
         self._gap = 0.05
@@ -200,14 +204,21 @@ class AuditWriter:
         """Should the next batch wait ``commit_delay_s`` for more records?
 
         Only when records arrive at least every ``2 * commit_delay_s`` on average (so the
-        wait is likely to bring more in) and fewer than ``gather_max`` are queued: one
-        ``fdatasync`` then serves more decisions. Sparse traffic is synced at once.
+        wait is likely to bring more in), fewer than ``gather_max`` are queued, and (when the
+        app says) some decision still being decided will append: one ``fdatasync`` then
+        serves more decisions. Sparse traffic, and a single caller waiting for each answer
+        before it asks again, are synced at once.
         """
         return (
             self.commit_delay_s > 0
             and 0 < len(self._pending) < self.gather_max
             and self._gap <= 2 * self.commit_delay_s
+            and (self.expecting is None or self.expecting() > self._queued())
         )
+
+    def _queued(self) -> int:
+        """Records appended and not yet released: pending plus those being synced."""
+        return len(self._pending) + sum(len(item.batch) for item in self._in_flight)
 
     async def _gather(self) -> None:
         if self.gathering():

@@ -22,16 +22,11 @@ import data.pdp.rules.inventory
 
 # METADATA
 # title: Entitled
-# description: An entitlement of the agent covers the action on this destination.
-# custom:
-#   code: entitled
-grant contains lib.reason(rego.metadata.chain(), message) if {
-	entitled
-	message := sprintf(
-		"an entitlement of agent %q covers %s on %q",
-		[input.identity.spiffe_id, input.action.type, input.destination.name],
-	)
-}
+# description: |
+#   An entitlement of the agent covers the action on this destination. A grant is only
+#   counted (an allow carries no reasons), so this one is a constant: nothing is formatted
+#   or read from METADATA on the allow path.
+grant contains {"code": "entitled", "message": "an entitlement of the agent covers the action"} if entitled
 
 # METADATA
 # title: Not entitled
@@ -107,20 +102,30 @@ purpose_permitted if input.task.purpose in inventory.agent.purposes
 #   action on the destination. A rule rather than a function of the agent's entitlements, so
 #   grant and deny share one evaluation and nothing from the inventory is copied into a call.
 entitled if {
-	some entitlement in object.get(inventory.agent, "entitlements", [])
-	covers(entitlement, input.action, input.destination)
+	some entitlement in candidates
+	name_covered(entitlement, input.action.name)
+	operation_covered(entitlement, input.action.operation)
 }
 
 # METADATA
+# scope: document
 # description: |
-#   One entitlement covers an action when it lists the action type and the destination, and
-#   its optional names (globs) and operations admit the action's name and operation.
-covers(entitlement, action, destination) if {
-	action.type in entitlement.action_types
-	destination.name in entitlement.destinations
-	name_covered(entitlement, action.name)
-	operation_covered(entitlement, action.operation)
-}
+#   The agent's entitlements that list the action type and the destination: one lookup in
+#   the index the bundle build ships (data.pdp_index, see pdp.index), so the cost does not
+#   grow with the agent's entitlements; a scan of the inventory when the bundle has no index
+#   (a plain `opa build`, Rego tests).
+candidates := object.get(
+	data.pdp_index.entitlements,
+	[input.identity.spiffe_id, input.destination.name, input.action.type],
+	[],
+) if {
+	inventory.agent
+	data.pdp_index.entitlements
+} else := [entitlement |
+	some entitlement in object.get(inventory.agent, "entitlements", [])
+	input.action.type in entitlement.action_types
+	input.destination.name in entitlement.destinations
+]
 
 # The common case first: OPA stops at the first definition that holds.
 name_covered(entitlement, name) if {
