@@ -16,7 +16,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from . import admin, approvals_api, audit_api, opaconfig, shadow
+from . import admin, approvals_api, audit_api, opaconfig, outcomes, shadow
 from .adapters import authzen, ext_authz_http
 from .adapters.ext_authz_grpc import grpc_ctx
 from .approvals import ApprovalService
@@ -479,6 +479,7 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
         ]
     )
     admin.add_routes(app)
+    outcomes.add_routes(app)
     approvals_api.add_routes(app)
     audit_api.add_routes(app)
     app.router.add_post("/v1/decisions", post_decision)

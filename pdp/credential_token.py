@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +28,7 @@ __all__ = [
     "CredentialError",
     "KeyLookup",
     "action_scope",
+    "resource_action_name",
     "peek_header",
     "verify_credential",
 ]
@@ -55,6 +57,25 @@ def action_scope(action: Mapping[str, Any]) -> str:
     (``model.invoke:internal-llm:``); type and operation never contain ':', so the form
     is unambiguous even for names that do."""
     return f"{action['type']}:{action.get('name') or ''}:{action.get('operation') or ''}"
+
+
+def resource_action_name(uri: str) -> str:
+    """The action name (and so the scope's name) of an MCP resource or other URI, in the
+    action-name character set ``[A-Za-z0-9][A-Za-z0-9_.-]{0,127}`` policies require:
+    ``hr://policies/leave`` -> ``hr.policies.leave`` (``://`` and ``/`` become ``.``, any
+    other character outside the set ``_``). A URI that still does not fit is
+    ``resource.<sha256 prefix>``. The MCP gateway names resources with it and a target
+    checks the scope with it, so both agree; policies see the URI itself in the call's
+    ``arguments.uri``."""
+    scheme, sep, rest = uri.partition("://")
+    name = re.sub(r"/+", ".", f"{scheme}.{rest}" if sep else uri)
+    name = re.sub(r"\.{2,}", ".", re.sub(r"[^A-Za-z0-9_.-]", "_", name)).strip(".")
+    if _ACTION_NAME.fullmatch(name):
+        return name
+    return "resource." + hashlib.sha256(uri.encode()).hexdigest()[:32]
+
+
+_ACTION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
 
 
 def _b64decode(segment: str) -> bytes:

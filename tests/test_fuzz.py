@@ -113,7 +113,9 @@ def test_a_library_that_forgets_approval_fails_with_a_shrunk_counterexample(
 ) -> None:
     policies = broken(tmp_path, "risk", "	needs_approval\n	not approved\n", "	false\n")
 
-    result = run("--cases", "300", "--seed", "1", policies=policies)
+    # A seed whose 300 inputs include an approval-gated call (the draws follow the
+    # inventory: its MCP demo agent and destinations moved seed 1's draws elsewhere).
+    result = run("--cases", "300", "--seed", "3", policies=policies)
 
     assert result.exit_code == errors.INVARIANT_VIOLATED == 13
     assert "VIOLATED approval_not_granted: allowed although" in result.output

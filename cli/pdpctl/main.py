@@ -37,6 +37,7 @@ from .errors import (
 )
 from .fuzz import fuzz
 from .keys import keys
+from .mcp import DEFAULT_LISTEN, embed, gateway_config, mcp_gateway, parse_listen, parse_upstreams
 from .policy import bundle, policy
 from .project import Project
 from .replay import replay_command
@@ -93,6 +94,7 @@ cli.add_command(audit)
 cli.add_command(replay_command)
 cli.add_command(shadow)
 cli.add_command(ci)
+cli.add_command(mcp_gateway)
 
 
 def trust_boundary_options(f: Any) -> Any:
@@ -211,6 +213,21 @@ def trust_boundary_options(f: Any) -> Any:
 )
 @supply_options
 @click.option(
+    "--mcp-upstream",
+    "mcp_upstreams",
+    multiple=True,
+    metavar="NAME=URL",
+    help="Also run the MCP gateway (`pdpctl mcp-gateway`) in this process, in front of "
+    "this upstream MCP server (repeatable); it calls this server's decision API.",
+)
+@click.option(
+    "--mcp-listen",
+    default=DEFAULT_LISTEN,
+    show_default=True,
+    metavar="HOST:PORT",
+    help="Where the embedded MCP gateway listens.",
+)
+@click.option(
     "--ext-authz-grpc-port",
     type=int,
     help="Serve Envoy ext_authz gRPC (envoy.service.auth.v3.Authorization) on this port "
@@ -236,6 +253,8 @@ def serve(
     opa_timeout_ms: int | None,
     no_dev_trust: bool,
     serve_policies: Path | None,
+    mcp_upstreams: tuple[str, ...],
+    mcp_listen: str,
     supply: dict[str, Any],
     ext_authz_grpc_port: int | None,
     routes_file: Path | None,
@@ -283,6 +302,18 @@ def serve(
         stream=sys.stderr,
     )
     logging.getLogger("pdp").info("event loop: %s", loop_name(settings.event_loop))
+    app = create_app(settings)
+    mcp_note = ""
+    if mcp_upstreams:
+        own = "127.0.0.1" if settings.host in ("0.0.0.0", "::") else settings.host
+        gateway = gateway_config(
+            f"http://{own}:{settings.port}",
+            parse_upstreams(mcp_upstreams, "--mcp-upstream"),
+            parse_listen(mcp_listen, "--mcp-listen"),
+            settings,
+        )
+        embed(app, gateway)
+        mcp_note = f"; MCP gateway on http://{gateway.host}:{gateway.port}/mcp"
     scheme = "https" if settings.tls_cert is not None else "http"
 
     def ready(started: server.Started) -> None:  # once listening
@@ -300,12 +331,12 @@ def serve(
         )
         click.echo(
             f"agent-pdp serving on {scheme}://{settings.host}:{started.port} "
-            f"({engine}; state in {settings.state_dir}{admin})",
+            f"({engine}; state in {settings.state_dir}{admin}{mcp_note})",
             err=True,
         )
 
     try:
-        server.run(create_app(settings), settings, on_ready=ready)
+        server.run(app, settings, on_ready=ready)
     except ToolNotFoundError as exc:
         raise CLIError(str(exc), exc.exit_code) from None
     except BundleError as exc:

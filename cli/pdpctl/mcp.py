@@ -1,0 +1,226 @@
+"""`pdpctl mcp-gateway`: the MCP front door (pdp/mcp/gateway.py, docs/mcp.md).
+
+Also runnable inside `pdpctl serve` (``--mcp-upstream``): :func:`embed` starts the same
+gateway on the server's event loop, pointed at that server's own decision API over
+loopback, so the embedded default has MCP with one command and both ways share one code
+path (the gateway never reaches into the decision service, it calls it over HTTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import click
+
+from pdp.config import ConfigError, Settings, parse_trust_bundles
+
+from .errors import BAD_INPUT, FAILED, CLIError
+
+if TYPE_CHECKING:  # the MCP SDK is imported only by the commands that run the gateway
+    from aiohttp import web
+
+    from pdp.mcp.gateway import GatewayConfig
+
+DEFAULT_LISTEN = "127.0.0.1:8710"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+log = logging.getLogger("pdp.mcp")
+
+
+def parse_upstreams(items: tuple[str, ...], flag: str) -> dict[str, str]:
+    """``NAME=URL`` items (NAME: the PDP destination; URL: its MCP endpoint)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, url = item.partition("=")
+        parts = urlsplit(url)
+        if not sep or not _NAME.fullmatch(name):
+            raise CLIError(
+                f"{flag} {item!r}: expected NAME=URL, NAME a destination name", BAD_INPUT
+            )
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise CLIError(f"{flag} {item!r}: URL must be http(s)://host:port/path", BAD_INPUT)
+        if name in out:
+            raise CLIError(f"{flag} {name!r} is given twice", BAD_INPUT)
+        out[name] = url
+    return out
+
+
+def parse_listen(value: str, flag: str = "--listen") -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6)."""
+    host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise CLIError(f"{flag} {value!r}: expected HOST:PORT", BAD_INPUT)
+    return host, int(port)
+
+
+def gateway_config(
+    pdp_url: str,
+    upstreams: Mapping[str, str],
+    listen: tuple[str, int],
+    settings: Settings,
+    *,
+    public_url: str | None = None,
+    list_ttl_s: float = 30.0,
+) -> GatewayConfig:
+    """The :class:`~pdp.mcp.gateway.GatewayConfig` for these flags and PDP settings."""
+    from pdp.mcp.gateway import GatewayConfig, load_verifier
+
+    verifier = load_verifier(
+        settings.audience,
+        settings.trust_bundles,
+        settings.dev_trust_domains,
+        settings.state_dir,
+        leeway_seconds=settings.clock_skew_seconds,
+    )
+    return GatewayConfig(
+        pdp_url=pdp_url,
+        upstreams=dict(upstreams),
+        verifier=verifier,
+        host=listen[0],
+        port=listen[1],
+        public_url=public_url,
+        list_ttl_s=list_ttl_s,
+    )
+
+
+def _server(config: GatewayConfig, *, own_signals: bool) -> Any:
+    """A uvicorn server for the gateway; without ``own_signals`` it leaves SIGINT/SIGTERM
+    to the process it is embedded in."""
+    import uvicorn
+
+    from pdp.mcp.gateway import build_app
+
+    class _Embedded(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            yield
+
+    kind = uvicorn.Server if own_signals else _Embedded
+    return kind(
+        uvicorn.Config(
+            build_app(config),
+            host=config.host,
+            port=config.port,
+            log_level="warning",
+            lifespan="on",
+        )
+    )
+
+
+def embed(app: web.Application, config: GatewayConfig) -> None:
+    """Run the gateway on ``app``'s (the `pdpctl serve` aiohttp app's) event loop."""
+    from aiohttp import web
+
+    server = _server(config, own_signals=False)
+    key = web.AppKey("mcp_gateway_task", asyncio.Task)
+
+    async def start(app: web.Application) -> None:
+        app[key] = asyncio.create_task(server.serve())
+
+    async def stop(app: web.Application) -> None:
+        server.should_exit = True
+        with contextlib.suppress(asyncio.CancelledError):
+            await app[key]
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+
+
+@click.command("mcp-gateway")
+@click.option(
+    "--pdp",
+    "pdp_url",
+    default="http://127.0.0.1:8700",
+    envvar="PDP_URL",
+    show_envvar=True,
+    show_default=True,
+    help="The PDP whose decision API decides every call.",
+)
+@click.option(
+    "--upstream",
+    "upstreams",
+    multiple=True,
+    required=True,
+    metavar="NAME=URL",
+    help="An upstream MCP server: NAME is its PDP destination, URL its endpoint (repeatable).",
+)
+@click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT")
+@click.option("--public-url", help="URL agents reach the gateway at [http://HOST:PORT].")
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="PDP_STATE_DIR",
+    show_envvar=True,
+    help="Where the dev trust keys are [.pdp-state].",
+)
+@click.option("--audience", envvar="PDP_AUDIENCE", show_envvar=True, help="Required SVID audience.")
+@click.option(
+    "--trust-bundle",
+    "trust_bundles",
+    multiple=True,
+    metavar="DOMAIN=FILE",
+    help="SPIFFE trust bundle of a trust domain (repeatable). Env: PDP_TRUST_BUNDLES.",
+)
+@click.option("--no-dev-trust", is_flag=True, help="Accept no dev trust domain (production).")
+@click.option(
+    "--list-ttl",
+    type=click.FloatRange(0, 3600),
+    default=30.0,
+    show_default=True,
+    help="Seconds a listed catalog and a per-agent list filter are reused.",
+)
+def mcp_gateway(
+    pdp_url: str,
+    upstreams: tuple[str, ...],
+    listen: str,
+    public_url: str | None,
+    state_dir: Path | None,
+    audience: str | None,
+    trust_bundles: tuple[str, ...],
+    no_dev_trust: bool,
+    list_ttl: float,
+) -> None:
+    """Serve MCP at /mcp in front of upstream MCP servers; the PDP decides every call.
+
+    Agents present their JWT-SVID as the bearer token and name their tenant and task in
+    X-PDP-Tenant / X-PDP-Task-Id / X-PDP-Task-Purpose / X-PDP-Session headers (or _meta).
+    """
+    upstream_map = parse_upstreams(upstreams, "--upstream")
+    where = parse_listen(listen)
+    try:
+        env_bundles = Settings.from_env().trust_bundles
+        settings = Settings.from_env(
+            state_dir=state_dir,
+            audience=audience,
+            trust_bundles={**env_bundles, **parse_trust_bundles(trust_bundles, "--trust-bundle")},
+            dev_trust_domains=() if no_dev_trust else None,
+        )
+        config = gateway_config(
+            pdp_url, upstream_map, where, settings, public_url=public_url, list_ttl_s=list_ttl
+        )
+    except ConfigError as exc:
+        raise CLIError(str(exc), exc.exit_code) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    names = ", ".join(f"{n} -> {u}" for n, u in upstream_map.items())
+    click.echo(
+        f"agent-pdp MCP gateway on http://{where[0]}:{where[1]}/mcp (PDP {pdp_url}; {names})",
+        err=True,
+    )
+    server = _server(config, own_signals=True)
+    try:
+        server.run()
+    except OSError as exc:
+        raise CLIError(f"could not start: {exc}", FAILED) from None
