@@ -122,6 +122,7 @@ def test_a_pep_asserted_request_becomes_the_authzen_input_shape() -> None:
         "resource": {"type": "todo", "id": "7", "ownerID": "bob"},
         "context": {"time": "now"},
         "request": {"id": "az-1", "received_at": NOW},
+        "pep": {"authenticated": False, "id": None, "method": "none"},
     }
 
 
@@ -141,8 +142,8 @@ def test_only_a_request_with_a_subject_is_asserted() -> None:
 @pytest.mark.parametrize(
     ("url", "message"),
     [
-        ("https://jira.acme:99999/x", "port is not a valid number (0-65535)"),
-        ("https:///no-host", "URL has no host"),
+        ("https://jira.acme:99999/x", "port is not a valid number (1-65535)"),
+        ("https:///no-host", "has no host"),
     ],
 )
 def test_a_url_the_schema_could_not_rule_out_is_refused_naming_the_field(
