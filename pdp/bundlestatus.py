@@ -56,6 +56,8 @@ class BundleState:
     #: Unix seconds of the last activation, and of the last confirmation by the registry.
     activated_at: float | None = None
     confirmed_at: float | None = None
+    #: Unix seconds of OPA's latest bundle request, successful or not.
+    requested_at: float | None = None
     #: (kind, message) -> OPA's count of refusals with that message.
     failures: dict[tuple[str, str], float] = field(default_factory=dict)
     last_error: str | None = None
@@ -144,9 +146,15 @@ class BundleStatus(Collector):
             newly_activated = state.activated_at is not None and state.activated_at != (
                 activated_before.get(name)
             )
-            newly_refused = name in refused
-            # A later activation succeeded: the refusal is past. (When both show up in one
-            # poll their order is unknown; the refusal is kept, the safer reading.)
+            # When both show up in one poll, OPA's own times order them: the activation
+            # came from OPA's latest request only if it is not older than that request.
+            activated_last = (
+                state.activated_at is not None
+                and state.requested_at is not None
+                and state.activated_at >= state.requested_at
+            )
+            newly_refused = name in refused and not activated_last
+            # A later activation succeeded: the refusal is past.
             if newly_activated and not newly_refused and state.last_error is not None:
                 log.warning(
                     "bundle %s: revision %s active; the earlier refusal is cleared",
@@ -165,6 +173,8 @@ class BundleStatus(Collector):
                     self._activated(self._state(name), sample.labels, sample.value)
                 elif sample.name == "last_success_bundle_request":
                     self._state(name).confirmed_at = _seconds(sample.value)
+                elif sample.name == "last_bundle_request":
+                    self._state(name).requested_at = _seconds(sample.value)
                 elif family.name == "bundle_failed_load_counter":
                     if self._failed(self._state(name), sample.labels, sample.value):
                         refused.add(name)

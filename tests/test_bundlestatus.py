@@ -24,8 +24,16 @@ class _Metrics:
         return self.text
 
 
-def _text(*, revision: str, activated_s: float, refusals: dict[str, int]) -> str:
+def _text(
+    *,
+    revision: str,
+    activated_s: float,
+    refusals: dict[str, int],
+    requested_s: float | None = None,
+) -> str:
     lines = [
+        "# TYPE last_bundle_request gauge",
+        f'last_bundle_request{{name="pdp"}} {(requested_s or activated_s) * 1e9:.0f}',
         "# TYPE last_success_bundle_activation gauge",
         f'last_success_bundle_activation{{active_revision="{revision}",name="pdp"}} '
         f"{activated_s * 1e9:.0f}",
@@ -78,14 +86,21 @@ def test_a_refusal_shows_until_a_later_activation_succeeds() -> None:
 
 def test_a_reactivation_of_the_same_revision_clears_the_refusal_too() -> None:
     status, metrics = _status()
-    _poll(status, metrics, _text(revision="v1", activated_s=100, refusals={REFUSAL: 1}))
-    assert status.note() is not None  # first read: activation and refusal, order unknown
+    first = _text(revision="v1", activated_s=100, refusals={REFUSAL: 1}, requested_s=120)
+    _poll(status, metrics, first)
+    assert status.note() is not None  # first read: refused after the activation
     _poll(status, metrics, _text(revision="v1", activated_s=150, refusals={REFUSAL: 1}))
     assert status.note() is None
 
 
-def test_an_activation_and_a_new_refusal_in_one_poll_keep_the_refusal() -> None:
+def test_an_activation_and_a_refusal_in_one_poll_are_ordered_by_opas_request_time() -> None:
     status, metrics = _status()
     _poll(status, metrics, _text(revision="v1", activated_s=100, refusals={}))
-    _poll(status, metrics, _text(revision="v2", activated_s=200, refusals={REFUSAL: 1}))
+    _poll(status, metrics, _text(revision="v1", activated_s=100, refusals={REFUSAL: 1}))
+    # refused, then v2 activated by OPA's latest request: the refusal is past
+    _poll(status, metrics, _text(revision="v2", activated_s=200, refusals={REFUSAL: 2}))
+    assert status.to_json()["pdp"]["last_error"] is None
+    # v3 activated, then a later request refused: the refusal shows
+    later = _text(revision="v3", activated_s=300, refusals={REFUSAL: 3}, requested_s=310)
+    _poll(status, metrics, later)
     assert status.to_json()["pdp"]["last_error"] == REFUSAL
