@@ -333,3 +333,15 @@ def test_prompt_digest_is_keyed_so_a_guess_cannot_be_confirmed_without_the_secre
     assert mine["hmac_sha256"] != other["hmac_sha256"]
     assert mine["hmac_key_id"] != other["hmac_key_id"]
     assert HASH_KEY.hex() not in str(mine) and "sha256" not in mine
+
+
+def test_a_request_without_prompt_text_names_no_digest_key_even_with_a_hasher() -> None:
+    # hmac_key_id says which secret keyed hmac_sha256; with no text there is no digest,
+    # so naming a key would claim a digest that does not exist.
+    p = normalize(minimal(prompt={"risk_signals": ["x"]}), ALICE, NOW_NS, prompt_hasher=HASHER)
+
+    assert (p["prompt"]["present"], p["prompt"]["hmac_sha256"], p["prompt"]["hmac_key_id"]) == (
+        False,
+        None,
+        None,
+    )
