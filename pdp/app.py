@@ -492,7 +492,7 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
     )
     ext_authz_http.add_routes(app, routes)
     if settings.ext_authz_grpc_port is not None:  # opens after (closes before) the decisions
-        app.cleanup_ctx.append(grpc_ctx(settings.host, settings.ext_authz_grpc_port, routes))
+        app.cleanup_ctx.append(grpc_ctx(settings, routes))
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)
