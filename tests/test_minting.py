@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import time
 from typing import Any, cast
 
 import pytest
@@ -61,7 +62,7 @@ def ring() -> FakeKeyRing:
 
 def minter(ring: FakeKeyRing, now: float = NOW) -> Minter:
     return Minter(
-        cast(KeyRing, ring),
+        keyring=cast(KeyRing, ring),
         issuer="agent-pdp",
         default_ttl_s=DEFAULT_TTL,
         max_ttl_s=MAX_TTL,
@@ -269,3 +270,13 @@ def test_an_issued_credential_cannot_be_altered_after_signing(ring: FakeKeyRing)
 
     with pytest.raises(dataclasses.FrozenInstanceError):
         issued.scope = "tool.call:jira.delete_project:delete"  # type: ignore[misc]
+
+
+def test_without_a_clock_the_credential_is_issued_at_the_wall_clock(ring: FakeKeyRing) -> None:
+    before = int(time.time())
+    issued = Minter(
+        keyring=cast(KeyRing, ring), issuer="agent-pdp", default_ttl_s=60, max_ttl_s=300
+    ).mint("d", REQUEST, IDENTITY, None)
+    after = int(time.time())
+
+    assert before <= issued.exp - 60 <= after

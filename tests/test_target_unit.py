@@ -174,6 +174,11 @@ async def test_the_default_issuer_is_agent_pdp(verifier: CredentialVerifier) -> 
     assert await refused(verifier, credential(iss="someone-else")) == "wrong_issuer"
 
 
+async def test_a_credential_for_another_service_is_refused(verifier: CredentialVerifier) -> None:
+    assert verifier.audience == "jira"
+    assert await refused(verifier, credential(aud="github")) == "wrong_audience"
+
+
 async def test_the_default_leeway_is_30_seconds(
     verifier: CredentialVerifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -250,6 +255,22 @@ async def test_concurrent_callers_wait_for_one_fetch(stand: Stand) -> None:
 
         assert stand.pdp.jwks_fetches == 1
         assert cache.lookup("pdp-1") is not None
+    finally:
+        await session.close()
+
+
+async def test_a_jwks_cache_on_its_own_refetches_at_most_once_a_second(stand: Stand) -> None:
+    clock = Clock()
+    session = aiohttp.ClientSession()
+    try:
+        cache = JWKSCache(stand.url + "/.well-known/jwks.json", session, clock=clock)
+        await cache.ensure("pdp-1")
+        clock.now += 0.99
+        await cache.ensure("unknown")
+        assert stand.pdp.jwks_fetches == 1
+        clock.now += 0.01
+        await cache.ensure("unknown")
+        assert (stand.pdp.jwks_fetches, cache.fetches) == (2, 2)
     finally:
         await session.close()
 
