@@ -20,7 +20,9 @@ from google.rpc import code_pb2
 from jsonschema import Draft202012Validator
 from multidict import CIMultiDict
 
-from pdp.adapters.ext_authz_grpc import GRPC_PORT
+from pdp.adapters.ext_authz import Verdict
+from pdp.adapters.ext_authz_grpc import GRPC_PORT, to_check_response
+from pdp.adapters.ext_authz_wire import encode_allow
 from pdp.app import create_app
 from pdp.config import ConfigError, Settings
 from pdp.routes import RouteTable, clean_path
@@ -201,6 +203,24 @@ def assert_credential(token: str, agent_token: str) -> None:
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["iss"] == "agent-pdp" and claims["sub"] == SUPPORT_BOT
     assert claims["aud"] == "jira" and claims["scope"] == "tool.call:jira.search_issues:read"
+
+
+# --------------------------------------------------------------------------- gRPC allow on the wire
+
+
+@pytest.mark.parametrize("credential", ["t", "eyJ" + "x" * 700, "y" * 20_000])
+@pytest.mark.parametrize("remove", [(), ("x-agent-svid",), ("a", "b")])
+def test_the_encoded_allow_is_exactly_the_protobuf_built_message(
+    credential: str, remove: tuple[str, ...]
+) -> None:
+    verdict = Verdict(
+        200, "8c0f7a4e-1b2c-4d5e-8f90-123456789abc", credential=credential, remove_headers=remove
+    )
+    encoded = external_auth_pb2.CheckResponse.FromString(
+        encode_allow(credential, "8c0f7a4e-1b2c-4d5e-8f90-123456789abc", remove)
+    )
+    assert encoded == to_check_response(verdict)
+    assert encoded.ok_response.headers[0].header.value == f"Bearer {credential}"
 
 
 # --------------------------------------------------------------------------- gRPC mode
