@@ -236,7 +236,9 @@ async def _credentials_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _approvals_ctx(app: web.Application) -> AsyncIterator[None]:
     """Approvals in the same store as the credentials, audited by the same recorder."""
-    service = await ApprovalService.start(app[SETTINGS], app[RECORDER])
+    service = await ApprovalService.start(
+        app[SETTINGS], app[RECORDER], shared=app[CREDENTIALS].store
+    )
     app[APPROVALS] = service
     try:
         yield
