@@ -132,7 +132,7 @@ def test_a_tcp_url_loses_its_trailing_slash() -> None:
 
 def test_the_client_must_be_started_before_use() -> None:
     with pytest.raises(RuntimeError, match="start"):
-        _ = OPAClient("http://127.0.0.1:1", timeout_s=0.1).session
+        _ = OPAClient("http://127.0.0.1:1", timeout_s=0.1).pool
 
 
 # --------------------------------------------------------------------------- a fake OPA
@@ -213,7 +213,7 @@ async def test_an_unreachable_opa_is_a_connection_503() -> None:
         with pytest.raises(EngineUnavailableError) as info:
             await client.evaluate({})
         assert info.value.kind == "connection"
-        assert info.value.message.startswith("policy engine unreachable: ClientConnectorError")
+        assert info.value.message.startswith("policy engine unreachable: ConnectionRefusedError")
         assert len(info.value.message) <= 300
         assert await client.health() is False
     finally:
