@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import orjson
 
@@ -51,18 +51,10 @@ class OPAClient:
     """Evaluates the decision entrypoint on one OPA (embedded sidecar or remote)."""
 
     def __init__(self, url: str, *, timeout_s: float, pool_size: int = 64) -> None:
-        parts = urlsplit(url)
-        if parts.scheme == "unix":
-            self._socket: str | None = parts.path
-            self._base = "http://opa"
-        else:
-            self._socket = None
-            self._base = url.rstrip("/")
         self.url = url
         self.timeout_s = timeout_s
         self._pool_size = pool_size
         self._pool: HTTPPool | None = None
-        self._decision_url = f"{self._base}/v1/data/{DECISION_PATH}?provenance=true"
         self._decision_target = f"/v1/data/{DECISION_PATH}?provenance=true"
         self._decision_head = b""
         self._validate = decision_validator().is_valid
