@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, exte
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import free_port, wait_http  # noqa: E402
+from bench.harness import free_port, stop, wait_http  # noqa: E402
 from pdp.devtrust import mint_svid  # noqa: E402
 from pdp.routes import RouteTable  # noqa: E402
 
@@ -242,12 +241,7 @@ def main() -> None:
             print(log.read_text()[-2000:], file=sys.stderr)
             raise
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop([proc], grace_s=20)
     for name, fig in result.items():
         cost = f"  PDP CPU {fig['pdp_cpu_us_per_decision']:5.0f} us/decision"
         if "cost_vs_json" in fig:

@@ -28,8 +28,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,6 +42,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import free_port, running, wait_http  # noqa: E402
 from pdp.bundle import build_bundle  # noqa: E402
 from pdp.devtrust import ensure_dev_trust, mint_svid  # noqa: E402
 from pdp.identity import SVIDVerifier, TrustBundles  # noqa: E402
@@ -58,25 +57,6 @@ local f = io.open(os.getenv("BENCH_BODY"), "rb")
 wrk.body = f:read("*a")
 f:close()
 """
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
 def post(url: str, body: bytes) -> dict[str, Any]:
@@ -251,8 +231,7 @@ def main() -> None:
 
     opa = find_opa()
     work = Path(tempfile.mkdtemp(prefix="pdp-bench-"))
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
+    with running(work) as procs:
         bundle = build_bundle(opa, ROOT / "policies", work / "bundle.tar.gz")
         example = json.loads(args.example.read_text())
         spiffe_id = example["spiffe_id"]
@@ -405,15 +384,6 @@ def main() -> None:
             }
         )
         print(json.dumps(result))
-    finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
