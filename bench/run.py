@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -59,13 +60,23 @@ f:close()
 """
 
 
-def post(url: str, body: bytes) -> dict[str, Any]:
+def post(url: str, body: bytes, attempts: int = 5) -> dict[str, Any]:
+    """POST ``body``; a 503 (a PDP whose OPA missed its deadline on a loaded machine: fail
+    closed) is asked again, up to ``attempts`` times, half a second apart."""
     req = urllib.request.Request(
         url, data=body, headers={"Content-Type": "application/json"}, method="POST"
     )
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        doc: dict[str, Any] = json.loads(resp.read())
-        return doc
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                doc: dict[str, Any] = json.loads(resp.read())
+                return doc
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code != 503 or attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def raw_opa_input(request: dict[str, Any], token: str, bundles: dict[str, Path]) -> bytes:

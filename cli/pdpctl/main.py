@@ -212,7 +212,8 @@ def trust_boundary_options(f: Any) -> Any:
     "--ext-authz-grpc-port",
     type=int,
     help="Serve Envoy ext_authz gRPC (envoy.service.auth.v3.Authorization) on this port "
-    "of --host. Env: PDP_EXT_AUTHZ_GRPC_PORT.",
+    "of --host, with the TLS and caller authentication of the HTTP listener. "
+    "Env: PDP_EXT_AUTHZ_GRPC_PORT.",
 )
 @click.option(
     "--routes",
