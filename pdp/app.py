@@ -407,6 +407,7 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         cache=app[DECISION_CACHE],
         approvals=app[APPROVALS],
         users=_user_verifier(s),
+        gateway_id_prefix=s.client_id_prefix,
     )
     service = app[DECISIONS]
 

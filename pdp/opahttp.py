@@ -17,6 +17,14 @@ general HTTP client, which cost about half of the PDP's own CPU per decision (be
 - One retry, only for a connection taken from the pool that was lost before any byte of the
   answer arrived (OPA closed it while idle): the request was never read, so sending it again
   on a fresh connection is safe. Nothing else is retried.
+- HTTP/1.1 answers carry no request id: an answer is matched to its request by order on
+  its connection. The transport therefore trusts its peer to send exactly one answer per
+  request — which is why it only ever talks to the PDP's own OPA (a Unix socket or
+  loopback the operator configured) — and never reuses a connection on which anything
+  unexpected happened: bytes no request asked for, two answers in one read, a cancelled
+  request (its late answer could otherwise be read as the next request's).
+- A closed pool opens nothing more: a request in flight when :meth:`HTTPPool.close` runs
+  fails with ``ConnectionError`` instead of retrying on a fresh connection.
 """
 
 from __future__ import annotations
@@ -153,6 +161,8 @@ class HTTPPool:
         self._idle: list[_Connection] = []
         self._slots = asyncio.Semaphore(limit)
         self._open: set[_Connection] = set()
+        #: After close(): no connection is opened again (no retry of a request in flight).
+        self._closed = False
 
     def head(self, method: str, target: str, content_type: str | None = None) -> bytes:
         """The request line and fixed headers of ``method`` ``target`` (computed once by
@@ -211,6 +221,8 @@ class HTTPPool:
         return None
 
     async def _connect(self) -> _Connection:
+        if self._closed:
+            raise ConnectionAbortedError("the OPA client is closed")
         loop = asyncio.get_running_loop()
         if self._unix is not None:
             _, conn = await loop.create_unix_connection(_Connection, self._unix)
@@ -222,7 +234,8 @@ class HTTPPool:
         return conn
 
     async def close(self) -> None:
-        """Close every connection (idle or busy)."""
+        """Close every connection (idle or busy); the pool opens none after this."""
+        self._closed = True
         for conn in list(self._open):
             conn.close()
         self._open.clear()

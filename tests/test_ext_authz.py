@@ -30,7 +30,7 @@ from pdp.audit import log as log_module
 from pdp.config import ConfigError, Settings
 from pdp.routes import RouteTable, clean_path
 from pdp.schema import load_schema
-from pdp.state import AUDIT
+from pdp.state import AUDIT, DECISIONS
 
 from .audit_helpers import records as audit_records
 from .conftest import DEV_DOMAINS, ROOT
@@ -336,13 +336,19 @@ async def test_without_a_route_file_every_check_is_denied(
 
 
 async def raw_request(
-    pdp: Client, method: str, target: str, headers: dict[str, str]
+    pdp: Client,
+    method: str,
+    target: str,
+    headers: dict[str, str] | list[tuple[str, str]],
+    host: str | None = None,
 ) -> tuple[int, bytes]:
-    """One HTTP/1.1 request with the target sent byte for byte (a client library would
-    normalise dot segments and double slashes away)."""
+    """One HTTP/1.1 request with the target and headers sent byte for byte (a client
+    library would normalise dot segments and double slashes away, and merge repeats)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", pdp.port)
-    lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{pdp.port}", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
+    host = f"127.0.0.1:{pdp.port}" if host is None else host
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Connection: close"]
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    lines += [f"{k}: {v}" for k, v in pairs]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
     await writer.drain()
     raw = await reader.read()
@@ -403,6 +409,55 @@ async def test_http_refuses_a_token_header_sent_twice(
     resp = await pdp.get("/ext_authz" + SEARCH, headers=headers)
     assert resp.status == 403
     assert [r["code"] for r in (await resp.json())["reasons"]] == ["request.ambiguous_token"]
+
+
+@pytest.mark.opa
+@pytest.mark.parametrize("name", ["Host", "X-Request-ID", "X-PDP-Approval-Id"])
+async def test_http_refuses_any_header_the_decision_reads_sent_twice(
+    pdp: Client, mint: Callable[..., str], tmp_path: Path, name: str
+) -> None:
+    # Two readings (which Host routes, which approval is presented, which request id is
+    # recorded): one recorded deny, never the first value silently.
+    value = {
+        "Host": "jira.internal.acme",
+        "X-Request-ID": "r-1",
+        "X-PDP-Approval-Id": "00000000-0000-4000-8000-000000000000",
+    }[name]
+    headers = [("Authorization", f"Bearer {mint(SUPPORT_BOT)}"), (name, value)]
+    if name != "Host":
+        headers.append((name, value))  # raw_request sends one Host of its own
+    status, raw = await raw_request(pdp, "GET", "/ext_authz" + SEARCH, headers, host=value)
+    if name == "Host":  # aiohttp's parser refuses it first (RFC 9112 §3.2): nothing decided
+        assert status == 400
+        assert decision_records(tmp_path) == []
+        return
+    body = json.loads(raw)
+    assert status == 403
+    assert [r["code"] for r in body["reasons"]] == ["request.ambiguous_header"]
+    [record] = decision_records(tmp_path)
+    assert record["decision_id"] == body["decision_id"]
+    assert record["request_id"] is None  # neither of two request ids is taken
+
+
+@pytest.mark.opa
+@pytest.mark.parametrize("mode", ["grpc", "http"])
+async def test_a_refusal_is_shed_like_a_decision_when_every_slot_is_taken(
+    pdp: Client, mint: Callable[..., str], tmp_path: Path, mode: str
+) -> None:
+    # A refusal costs a durable record: a flood of unmatched paths is shed, not recorded.
+    service = pdp.app[DECISIONS]
+    service.in_flight = service.max_in_flight
+    try:
+        if mode == "grpc":
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await grpc_check(pdp, "/nowhere", bearer(mint(SUPPORT_BOT)), "GET")
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        else:
+            status, _ = await raw_request(pdp, "GET", "/ext_authz/nowhere", {})
+            assert status == 503
+    finally:
+        service.in_flight = 0
+    assert decision_records(tmp_path) == []
 
 
 @pytest.mark.opa

@@ -368,3 +368,29 @@ def test_the_pool_works_on_uvloop(tmp_path: Path) -> None:
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         assert runner.run(main()) == [(200, b'{"a": true}')] * 2
+
+
+async def test_a_closed_pool_opens_no_connection_and_retries_nothing(fake_opa: Any) -> None:
+    async def silent(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        return False  # reads the request, answers nothing, closes
+
+    fake, url = await fake_opa(answer_ok)
+    pool = HTTPPool(url)
+    head = pool.head("GET", "/")
+    assert await pool.request(head) == (200, b'{"a": true}')
+    await pool.close()
+
+    with pytest.raises(ConnectionError):
+        await pool.request(head)
+    assert fake.connections == 1  # nothing opened after close()
+
+    # A request in flight when the pool closes is not retried on a fresh connection.
+    fake2, url2 = await fake_opa(silent)
+    pool2 = HTTPPool(url2)
+    pending = asyncio.create_task(pool2.request(pool2.head("GET", "/")))
+    while not fake2.requests:
+        await asyncio.sleep(0.01)
+    await pool2.close()
+    with pytest.raises(ConnectionError):
+        await pending
+    assert fake2.connections == 1

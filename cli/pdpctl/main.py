@@ -119,6 +119,12 @@ def trust_boundary_options(f: Any) -> Any:
             "Env: PDP_CLIENT_TRUST_DOMAIN.",
         ),
         click.option(
+            "--client-id-prefix",
+            help="SPIFFE ID prefix of gateways that share a trust domain with agents "
+            "(spiffe://td/gateways/); any other caller certificate of an agents' trust "
+            "domain is an agent and its decisions are denied. Env: PDP_CLIENT_ID_PREFIX.",
+        ),
+        click.option(
             "--caller-keys",
             type=path,
             help="Hashed caller keys, '<caller-id> sha256:<hex>' lines (`pdpctl callers add`). "
