@@ -24,6 +24,7 @@ from .errors import FieldError, RequestError, StoreError, UnsupportedMediaError
 from .httpio import header, read_form, read_json_object
 from .identity import parse_spiffe_id
 from .state import CREDENTIALS
+from .store import AgentStatus
 
 log = logging.getLogger("pdp.admin")
 
@@ -167,24 +168,26 @@ def _agent_change(body: dict[str, Any], *, reason_required: bool) -> tuple[str, 
     return spiffe_id, reason
 
 
-async def post_disable(request: web.Request) -> web.Response:
-    """POST /v1/agents/disable: later decisions deny, issued credentials turn inactive."""
+async def _set_status(request: web.Request, status: AgentStatus, verb: str) -> web.Response:
+    """Set an agent's status from the admin body ``{"spiffe_id", "reason"}`` (a reason is
+    required to disable); logged with the admin's reason."""
     service = _service(request)
     service.auth.check(request)
-    spiffe_id, reason = _agent_change(await _body(request, form=False), reason_required=True)
-    state = await service.agents.set_status(spiffe_id, "disabled", reason)
-    log.warning("agent %s disabled by an admin: %s", spiffe_id, reason)
+    body = await _body(request, form=False)
+    spiffe_id, reason = _agent_change(body, reason_required=status == "disabled")
+    state = await service.agents.set_status(spiffe_id, status, reason)
+    log.warning("agent %s %s by an admin: %s", spiffe_id, verb, reason)
     return _json({"spiffe_id": spiffe_id, "status": state.status, "reason": state.reason})
+
+
+async def post_disable(request: web.Request) -> web.Response:
+    """POST /v1/agents/disable: later decisions deny, issued credentials turn inactive."""
+    return await _set_status(request, "disabled", "disabled")
 
 
 async def post_enable(request: web.Request) -> web.Response:
     """POST /v1/agents/enable: decisions are evaluated again; old credentials stay dead."""
-    service = _service(request)
-    service.auth.check(request)
-    spiffe_id, reason = _agent_change(await _body(request, form=False), reason_required=False)
-    state = await service.agents.set_status(spiffe_id, "active", reason)
-    log.warning("agent %s enabled by an admin: %s", spiffe_id, reason)
-    return _json({"spiffe_id": spiffe_id, "status": state.status, "reason": state.reason})
+    return await _set_status(request, "active", "enabled")
 
 
 async def get_keys(request: web.Request) -> web.Response:

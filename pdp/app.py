@@ -236,7 +236,9 @@ async def _credentials_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _approvals_ctx(app: web.Application) -> AsyncIterator[None]:
     """Approvals in the same store as the credentials, audited by the same recorder."""
-    service = await ApprovalService.start(app[SETTINGS], app[RECORDER])
+    service = await ApprovalService.start(
+        app[SETTINGS], app[RECORDER], shared=app[CREDENTIALS].store
+    )
     app[APPROVALS] = service
     try:
         yield
@@ -490,7 +492,7 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
     )
     ext_authz_http.add_routes(app, routes)
     if settings.ext_authz_grpc_port is not None:  # opens after (closes before) the decisions
-        app.cleanup_ctx.append(grpc_ctx(settings.host, settings.ext_authz_grpc_port, routes))
+        app.cleanup_ctx.append(grpc_ctx(settings, routes))
     app.router.add_get("/healthz", get_healthz)
     app.router.add_get("/readyz", get_readyz)
     app.router.add_get("/metrics", get_metrics)

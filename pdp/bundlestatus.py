@@ -24,7 +24,6 @@ makes the PDP not ready.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import time
@@ -39,6 +38,7 @@ from prometheus_client.registry import Collector
 
 from .errors import EngineUnavailableError
 from .opa import OPAClient
+from .periodic import Periodic
 
 log = logging.getLogger("pdp.bundles")
 
@@ -100,23 +100,15 @@ class BundleStatus(Collector):
         self.bundles: dict[str, BundleState] = {}
         #: Why OPA's metrics could not be read (None once they were).
         self.error: str | None = "not read yet"
-        self._task: asyncio.Task[None] | None = None
+        self._poller = Periodic(self.refresh, interval_s, name="bundle-status", log=log)
 
     # -- polling --------------------------------------------------------------------------
     async def start(self) -> None:
         await self.refresh()
-        self._task = asyncio.create_task(self._run(), name="bundle-status")
+        self._poller.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            await self.refresh()
+        await self._poller.close()
 
     async def refresh(self) -> None:
         """Read OPA's metrics once; never raises (a failure is kept in ``error``)."""

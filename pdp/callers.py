@@ -53,6 +53,7 @@ __all__ = [
     "client_ca_pem",
     "hash_key",
     "new_key",
+    "peercert_of_pem",
     "server_ssl_context",
 ]
 
@@ -235,36 +236,50 @@ class CallerAuthenticator:
         return self.keys is not None or self.mtls
 
     def authenticate(self, request: web.Request) -> Caller:
+        """The caller of an HTTP request (its verified client certificate, else its
+        ``Authorization: Bearer <caller key>``)."""
         if not self.enabled:
             return ANONYMOUS
+        where = f"{request.method} {request.path} from {request.remote}"
+        peercert = None
         if self.mtls and request.transport is not None:
             peercert = request.transport.get_extra_info("peercert")
-            if peercert:
-                caller_id = _cert_identity(peercert, self.trust_domain)
-                if caller_id is None:
-                    self._refuse(request, "a client certificate without an acceptable identity")
-                return Caller(True, caller_id, "mtls")
+        raw = None
         if self.keys is not None:
             try:
                 raw = header(request, "Authorization")
             except RequestError:
-                self._refuse(request, "an Authorization header that is not visible ASCII")
-            scheme, _, value = (raw or "").partition(" ")
+                self._refuse(where, "an Authorization header that is not visible ASCII")
+        return self.identify(peercert, [] if raw is None else [raw], where)
+
+    def identify(
+        self, peercert: Mapping[str, Any] | None, authorization: list[str], where: str
+    ) -> Caller:
+        """The caller presenting ``peercert`` (a certificate the TLS layer verified against
+        ``--client-ca``, in ``SSLSocket.getpeercert()`` shape) and ``authorization`` (the
+        values of its Authorization header or metadata), by the same rules for every
+        transport: the certificate's identity first, else the caller key. Raises
+        CallerAuthError when caller authentication is on and neither is acceptable."""
+        if not self.enabled:
+            return ANONYMOUS
+        if self.mtls and peercert:
+            caller_id = _cert_identity(peercert, self.trust_domain)
+            if caller_id is None:
+                self._refuse(where, "a client certificate without an acceptable identity")
+            return Caller(True, caller_id, "mtls")
+        if self.keys is not None and authorization:
+            if len(authorization) > 1:
+                self._refuse(where, "the caller key sent more than once")
+            scheme, _, value = authorization[0].partition(" ")
             if scheme.lower() == "bearer" and value.strip():
                 caller_id = self.keys.lookup(value.strip())
                 if caller_id is None:
-                    self._refuse(request, "an unknown caller key")
+                    self._refuse(where, "an unknown caller key")
                 return Caller(True, caller_id, "api_key")
-        self._refuse(request, "no client certificate and no caller key")
+        self._refuse(where, "no client certificate and no caller key")
 
-    def _refuse(self, request: web.Request, what: str) -> NoReturn:
-        log.warning(
-            "caller authentication failed: %s on %s %s from %s",
-            what,
-            request.method,
-            request.path,
-            request.remote,
-        )
+    def _refuse(self, where: str, what: str) -> NoReturn:
+        log.warning("caller authentication failed: %s on %s", what, where)
         wanted = " or ".join(
             w
             for w, on in (
@@ -274,6 +289,26 @@ class CallerAuthenticator:
             if on
         )
         raise CallerAuthError(f"the caller must authenticate with {wanted}")
+
+
+def peercert_of_pem(pem: bytes) -> dict[str, Any]:
+    """A PEM certificate in ``SSLSocket.getpeercert()`` shape (``subjectAltName`` URI and
+    DNS entries, ``subject`` common names): how a verified peer certificate handed over by
+    another TLS stack (gRPC's auth context) is judged by the same rules."""
+    cert = x509.load_pem_x509_certificate(pem)
+    sans: list[tuple[str, str]] = []
+    try:
+        ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        ext = None
+    if ext is not None:
+        sans += [("URI", v) for v in ext.get_values_for_type(x509.UniformResourceIdentifier)]
+        sans += [("DNS", v) for v in ext.get_values_for_type(x509.DNSName)]
+    subject = tuple(
+        (("commonName", str(a.value)),)
+        for a in cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+    )
+    return {"subjectAltName": tuple(sans), "subject": subject}
 
 
 CALLER: Final = web.AppKey("caller_authenticator", CallerAuthenticator)

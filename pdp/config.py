@@ -307,15 +307,8 @@ class Settings:
             "must be >= 256",
         )
         if not is_loopback(self.host) and not self.insecure_no_caller_auth:
-            # The gRPC ext_authz listener binds PDP_HOST but has no caller authentication
-            # of its own: beyond loopback it would be a door around the caller check.
-            _check(
-                self.ext_authz_grpc_port is None,
-                "PDP_EXT_AUTHZ_GRPC_PORT",
-                self.ext_authz_grpc_port,
-                "the gRPC ext_authz listener has no caller authentication: serve it only "
-                "on a loopback PDP_HOST (or with --insecure-no-caller-auth)",
-            )
+            # Both listeners (HTTP, and ext_authz gRPC when enabled) authenticate callers
+            # with these settings (pdp.callers, pdp.adapters.ext_authz_grpc).
             _check(
                 self.caller_auth,
                 "PDP_HOST",

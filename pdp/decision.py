@@ -35,9 +35,13 @@ from .normalize import is_asserted, normalize
 from .opa import OPAClient, OPAResult
 from .prompthash import PromptHasher
 from .sessions import SessionHistory, session_keys, unavailable_snapshot
+from .timefmt import rfc3339
 from .users import UserAssertionVerifier
 
-__all__ = ["DecisionService"]
+__all__ = ["CALLER_IS_AGENT", "DecisionService"]
+
+#: Reason code: the authenticated caller (PEP) is the very agent the decision is for.
+CALLER_IS_AGENT = "caller.is_agent"
 
 log = logging.getLogger("pdp.decision")
 
@@ -258,6 +262,10 @@ class DecisionService:
                 asserted=asserted,
                 approval_refusal=refusal,
             )
+            if caller.authenticated and caller.id is not None and caller.id == identity.spiffe_id:
+                # An agent acting as its own gateway (its X.509-SVID as the caller, its
+                # JWT-SVID as the agent): the PEP must be someone other than the agent.
+                _deny(response, reason(CALLER_IS_AGENT, "the caller is the agent itself"))
             obligation = ((result.decision or {}).get("obligations") or {}).get("approval")
             granted = approval_doc is not None and approval_doc["status"] == "granted"
             if response["allow"] and isinstance(obligation, dict) and obligation.get("required"):
@@ -355,6 +363,47 @@ class DecisionService:
                 decision_id, input_doc, request, started, identity, caller, exc
             )
             raise InternalDecisionError(decision_id=decision_id) from exc
+
+    async def refuse(
+        self,
+        request: dict[str, Any],
+        reasons: list[dict[str, Any]],
+        *,
+        caller: Caller = ANONYMOUS,
+    ) -> dict[str, Any]:
+        """Record a front door's deny made before any decision could be (no route, a request
+        with two readings, a token header sent twice, ...) and return its answer: one record
+        through the same recorder, a ``decision_id``, the reasons, no input (nothing reached
+        policy), no credential. Raises :class:`AuditUnavailableError` (503) when the trail
+        cannot take it: no ``decision_id`` is answered that the trail does not hold."""
+        started = time.perf_counter()
+        decision_id = str(uuid.uuid4())
+        response: dict[str, Any] = {
+            "decision_id": decision_id,
+            "allow": False,
+            "reasons": reasons,
+            "obligations": {},
+        }
+        record = build_record(
+            decision_id=decision_id,
+            input_doc=None,
+            request=request,
+            response=response,
+            latency_s=time.perf_counter() - started,
+            kid=None,
+            caller=caller.to_input() if caller.authenticated else None,
+            value_limit=self.audit_value_limit,
+        )
+        record["time"] = rfc3339(self.clock_ns())
+        self.in_progress += 1
+        try:
+            await self.recorder.record(record)
+        finally:
+            self.in_progress -= 1
+        for r in reasons:
+            self.metrics.reasons.labels(str(r.get("code", ""))).inc()
+        self.metrics.decisions.labels("deny").inc()
+        return response
 
     def set_verifier(self, verifier: SVIDVerifier) -> None:
         """Use new trust bundles (a new verifier): every cached decision is dropped, since

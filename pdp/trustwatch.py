@@ -14,8 +14,6 @@ rotation must not turn every decision into a deny, nor widen anything.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import logging
 import os
@@ -25,6 +23,7 @@ from pathlib import Path
 from aiohttp import web
 
 from .identity import SVIDVerifier, TrustBundleError, TrustBundles
+from .periodic import Periodic
 
 __all__ = ["BUNDLE_WATCHER", "BundleWatcher"]
 
@@ -44,7 +43,7 @@ class BundleWatcher:
         self.interval_s = interval_s
         self._stats: dict[str, _Stat | None] = {d: _stat(p) for d, p in self.files.items()}
         self._digests: dict[str, str | None] = {d: _digest(p) for d, p in self.files.items()}
-        self._task: asyncio.Task[None] | None = None
+        self._poller = Periodic(self._check, interval_s, name="pdp-trust-bundles", log=log)
         #: Reloads that took effect, and ones refused because a file did not parse.
         self.reloads = 0
         self.failures = 0
@@ -82,23 +81,15 @@ class BundleWatcher:
         )
         return changed
 
+    async def _check(self) -> None:
+        self.check()
+
     async def start(self) -> None:
         if self.interval_s > 0 and self.files:
-            self._task = asyncio.create_task(self._run(), name="pdp-trust-bundles")
+            self._poller.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval_s)
-            try:
-                self.check()
-            except Exception:  # the watcher must outlive any one bad check
-                log.exception("trust bundle check failed")
+        await self._poller.close()
 
 
 def _stat(path: Path) -> _Stat | None:

@@ -67,3 +67,14 @@ async def decide(client: Client, mint: Callable[..., str], example: dict[str, An
     status, body = await http_decide(client, request)
     assert status == 200
     return body
+
+
+async def introspect(client: Client, token: str, auth: str = ADMIN) -> Any:
+    """POST /v1/credentials/introspect (admin credential): the 200 answer's body, never
+    cached (Cache-Control: no-store)."""
+    resp = await client.post(
+        "/v1/credentials/introspect", data={"token": token}, headers=admin(auth)
+    )
+    assert resp.status == 200
+    assert resp.headers["Cache-Control"] == "no-store"
+    return await resp.json()

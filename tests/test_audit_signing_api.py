@@ -9,7 +9,7 @@ import datetime
 import ipaddress
 import json
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -121,34 +121,45 @@ class AuthCollector(Collector):
         await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.tls).start()
 
 
+SigningPDP = Callable[..., Awaitable[Any]]
+
+
 @pytest.fixture
-async def collectors() -> AsyncIterator[list[Collector]]:
+async def signing_pdp(
+    make_client: ClientFactory, shared_opa: OPAProcess, tmp_path: Path
+) -> AsyncIterator[SigningPDP]:
+    """Start a PDP that signs its trail (``tmp_path``/audit, /audit-keys); with a
+    ``collector`` (started here, stopped after the test) it forwards the trail to it."""
     made: list[Collector] = []
-    yield made
+
+    async def start(collector: Collector | None = None, **overrides: Any) -> Any:
+        if collector is not None:
+            made.append(collector)
+            await collector.start()
+            overrides["audit_forward_url"] = collector.url
+        return await make_client(
+            shared_opa.url,
+            opa_timeout_ms=5000,
+            audit_dir=tmp_path / "audit",
+            audit_keys_dir=tmp_path / "audit-keys",
+            **overrides,
+        )
+
+    yield start
     for c in made:
         await c.stop()
 
 
 async def test_forwarding_with_a_bearer_token_carries_the_signed_checkpoints(
-    make_client: ClientFactory,
-    shared_opa: OPAProcess,
-    tmp_path: Path,
-    mint: Callable[..., str],
-    collectors: list[Collector],
+    signing_pdp: SigningPDP, tmp_path: Path, mint: Callable[..., str]
 ) -> None:
     token = "collector-token-0123456789"
     collector = AuthCollector(free_port(), token, None)
-    collectors.append(collector)
-    await collector.start()
     token_file = tmp_path / "token"
     token_file.write_text(token + "\n")
-    client = await make_client(
-        shared_opa.url,
-        opa_timeout_ms=5000,
-        audit_dir=tmp_path / "audit",
-        audit_keys_dir=tmp_path / "audit-keys",
+    client = await signing_pdp(
+        collector,
         audit_checkpoint_every=3,
-        audit_forward_url=collector.url,
         audit_forward_token_file=token_file,
         audit_forward_max_backoff_s=0.2,
     )
@@ -173,21 +184,11 @@ async def test_forwarding_with_a_bearer_token_carries_the_signed_checkpoints(
 
 
 async def test_forwarding_with_a_wrong_token_is_refused_and_retried_without_loss(
-    make_client: ClientFactory,
-    shared_opa: OPAProcess,
-    tmp_path: Path,
-    mint: Callable[..., str],
-    collectors: list[Collector],
+    signing_pdp: SigningPDP, mint: Callable[..., str]
 ) -> None:
     collector = AuthCollector(free_port(), "the-right-token-0123456", None)
-    collectors.append(collector)
-    await collector.start()
-    client = await make_client(
-        shared_opa.url,
-        opa_timeout_ms=5000,
-        audit_dir=tmp_path / "audit",
-        audit_keys_dir=tmp_path / "audit-keys",
-        audit_forward_url=collector.url,
+    client = await signing_pdp(
+        collector,
         audit_forward_token="a-wrong-token-0123456789",
         audit_forward_max_backoff_s=0.1,
     )
@@ -203,25 +204,14 @@ async def test_forwarding_with_a_wrong_token_is_refused_and_retried_without_loss
 
 
 async def test_forwarding_over_mtls_presents_the_client_certificate(
-    make_client: ClientFactory,
-    shared_opa: OPAProcess,
-    tmp_path: Path,
-    mint: Callable[..., str],
-    collectors: list[Collector],
-    pki: dict[str, Path],
+    signing_pdp: SigningPDP, mint: Callable[..., str], pki: dict[str, Path]
 ) -> None:
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(pki["ca"]))
     tls.load_cert_chain(str(pki["server"]))
     tls.verify_mode = ssl.CERT_REQUIRED  # no client certificate, no handshake
     collector = AuthCollector(free_port(), None, tls)
-    collectors.append(collector)
-    await collector.start()
-    client = await make_client(
-        shared_opa.url,
-        opa_timeout_ms=5000,
-        audit_dir=tmp_path / "audit",
-        audit_keys_dir=tmp_path / "audit-keys",
-        audit_forward_url=collector.url,
+    client = await signing_pdp(
+        collector,
         audit_forward_tls_ca=pki["ca"],
         audit_forward_tls_cert=pki["client"],
         audit_forward_max_backoff_s=0.2,
@@ -233,20 +223,9 @@ async def test_forwarding_over_mtls_presents_the_client_certificate(
 
 
 async def test_the_audit_jwks_checkpoint_and_rotation_endpoints(
-    make_client: ClientFactory,
-    shared_opa: OPAProcess,
-    tmp_path: Path,
-    mint: Callable[..., str],
-    dev_state: Path,
+    signing_pdp: SigningPDP, tmp_path: Path, mint: Callable[..., str], dev_state: Path
 ) -> None:
-    client = await make_client(
-        shared_opa.url,
-        opa_timeout_ms=5000,
-        audit_dir=tmp_path / "audit",
-        audit_keys_dir=tmp_path / "audit-keys",
-        audit_checkpoint_every=0,
-        audit_checkpoint_interval_s=0,
-    )
+    client = await signing_pdp(audit_checkpoint_every=0, audit_checkpoint_interval_s=0)
     admin = {"Authorization": f"Bearer {(dev_state / 'admin-token').read_text().strip()}"}
     await decide_n(client, mint, 2)
 

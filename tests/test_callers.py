@@ -293,18 +293,20 @@ def test_insecure_no_caller_auth_is_an_explicit_opt_out() -> None:
     assert (settings.host, settings.caller_auth) == ("0.0.0.0", False)
 
 
-def test_the_grpc_ext_authz_listener_is_refused_beyond_loopback_even_with_caller_auth(
+def test_the_grpc_ext_authz_listener_follows_the_listener_rules_beyond_loopback(
     tmp_path: Path,
 ) -> None:
+    # The gRPC listener authenticates callers as the HTTP one does (tests/test_ext_authz_
+    # callers.py), so beyond loopback it needs what the HTTP listener needs, nothing less.
     keys = tmp_path / "caller-keys"
     keys.write_text(f"gw-1 {hash_key('k' * 32)}\n")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     cert.write_text("unused")
     key.write_text("unused")
     common = {"host": "0.0.0.0", "caller_keys": keys, "tls_cert": cert, "tls_key": key}
-    with pytest.raises(ConfigError, match="gRPC ext_authz listener has no caller authentication"):
-        Settings(**common, ext_authz_grpc_port=9191)  # type: ignore[arg-type]
-    assert Settings(**common).ext_authz_grpc_port is None  # type: ignore[arg-type]
+    assert Settings(**common, ext_authz_grpc_port=9191).ext_authz_grpc_port == 9191  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="needs caller authentication"):
+        Settings(host="0.0.0.0", ext_authz_grpc_port=9191)
     assert Settings(host="127.0.0.1", ext_authz_grpc_port=9191).ext_authz_grpc_port == 9191
     opted_out = Settings(host="0.0.0.0", insecure_no_caller_auth=True, ext_authz_grpc_port=9191)
     assert opted_out.ext_authz_grpc_port == 9191

@@ -27,18 +27,10 @@ from tests.credential_helpers import (  # noqa: F401  (the *_fixture names are f
     Factory,
     admin,
     decide,
+    introspect,
     make_pdp_fixture,
     pdp_fixture,
 )
-
-
-async def introspect(client: Client, token: str, auth: str = ADMIN) -> Any:
-    resp = await client.post(
-        "/v1/credentials/introspect", data={"token": token}, headers=admin(auth)
-    )
-    assert resp.status == 200
-    assert resp.headers["Cache-Control"] == "no-store"
-    return await resp.json()
 
 
 async def jwks(client: Client) -> dict[str, Any]:

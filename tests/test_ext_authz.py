@@ -17,13 +17,16 @@ from aiohttp.test_utils import TestClient
 from envoy.service.auth.v3 import attribute_context_pb2, external_auth_pb2, external_auth_pb2_grpc
 from google.protobuf import json_format
 from google.rpc import code_pb2
+from jsonschema import Draft202012Validator
 from multidict import CIMultiDict
 
 from pdp.adapters.ext_authz_grpc import GRPC_PORT
 from pdp.app import create_app
 from pdp.config import ConfigError, Settings
 from pdp.routes import RouteTable, clean_path
+from pdp.schema import load_schema
 
+from .audit_helpers import records as audit_records
 from .conftest import DEV_DOMAINS, ROOT
 from .credential_helpers import ADMIN, INTROSPECTOR
 from .http_helpers import is_uuid
@@ -463,3 +466,74 @@ async def test_a_malformed_approval_id_header_is_denied(
     assert resp.status == 403
     codes = [r["code"] for r in (await resp.json())["reasons"]]
     assert codes == ["request.invalid_approval_id"]
+
+
+# --------------------------------------------------------------------------- every deny is recorded
+
+#: (method, path, headers or None for the agent's SVID, reason code): denies made before a
+#: decision request exists, and denies of requests whose token is missing or malformed.
+PRE_DECISION = {
+    "unmatched": ("POST", SEARCH, None, "route.unmatched"),
+    "ambiguous": ("GET", "/rest//api/2/search", None, "route.ambiguous_path"),
+    "dot-segment": ("GET", "/rest/api/2/./search", None, "route.ambiguous_path"),
+    "too-long": ("GET", "/" + "a" * 5000, None, "route.path_too_long"),
+    "no-token": ("GET", SEARCH, {}, "authn.token_missing"),
+    "basic-token": ("GET", SEARCH, {"authorization": "Basic dXNlcjpwdw=="}, "authn.token_missing"),
+    "approval-id": (
+        "GET",
+        VAULT,
+        {"x-pdp-approval-id": "not/an id"},
+        "request.invalid_approval_id",
+    ),
+}
+
+
+def decision_records(tmp_path: Path) -> list[dict[str, Any]]:
+    return [r for r in audit_records(tmp_path / "state" / "audit") if r["type"] == "decision"]
+
+
+@pytest.mark.opa
+@pytest.mark.parametrize("mode", ["grpc", "http"])
+@pytest.mark.parametrize("case", sorted(PRE_DECISION))
+async def test_every_deny_is_one_audit_record_with_the_answered_decision_id(
+    pdp: Client, mint: Callable[..., str], tmp_path: Path, mode: str, case: str
+) -> None:
+    method, path, headers, code = PRE_DECISION[case]
+    if headers is None:
+        headers = bearer(mint(SUPPORT_BOT))
+    elif "x-pdp-approval-id" in headers:
+        headers = {**bearer(mint(FINANCE)), **headers}
+    headers = {**headers, "x-request-id": f"r-{case}"}
+    if mode == "grpc":
+        resp = await grpc_check(pdp, path, headers, method)
+        assert resp.status.code == code_pb2.PERMISSION_DENIED
+        body = json.loads(resp.denied_response.body)
+        assert headers_of(resp.denied_response.headers)["x-pdp-decision-id"] == body["decision_id"]
+    else:
+        status, raw = await raw_request(pdp, method, "/ext_authz" + path, headers)
+        assert status == 403
+        body = json.loads(raw)
+    assert [r["code"] for r in body["reasons"]] == [code]
+    assert is_uuid(body["decision_id"])
+    [record] = decision_records(tmp_path)
+    assert record["decision_id"] == body["decision_id"]
+    assert record["request_id"] == f"r-{case}"
+    assert record["time"] is not None
+    assert record["decision"]["allow"] is False and record["credential"] is None
+    assert [r["code"] for r in record["decision"]["reasons"]] == [code]
+    Draft202012Validator(load_schema("audit-record")).validate(record)
+
+
+@pytest.mark.opa
+async def test_a_token_header_sent_twice_is_one_recorded_deny_without_the_token(
+    pdp: Client, mint: Callable[..., str], tmp_path: Path
+) -> None:
+    svid = mint(SUPPORT_BOT)
+    headers = CIMultiDict([("Authorization", f"Bearer {svid}"), ("Authorization", "Bearer x")])
+    resp = await pdp.get("/ext_authz" + SEARCH, headers=headers)
+    body = await resp.json()
+    [record] = decision_records(tmp_path)
+    assert record["decision_id"] == body["decision_id"] == resp.headers["x-pdp-decision-id"]
+    assert [r["code"] for r in record["decision"]["reasons"]] == ["request.ambiguous_token"]
+    assert record["action"]["name"] == "jira.search_issues"  # the matched route's call
+    assert svid not in json.dumps(record)

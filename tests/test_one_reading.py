@@ -23,6 +23,7 @@ from tests.credential_helpers import (  # noqa: F401  (the *_fixture names are f
     Factory,
     admin,
     decide,
+    introspect,
     make_pdp_fixture,
     pdp_fixture,
 )
@@ -191,12 +192,6 @@ async def test_duplicate_members_are_refused_on_admin_endpoints_too(pdp: Client)
 # --------------------------------------------------------------------------- sample 3
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
-
-
-async def introspect(pdp: Client, token: str) -> Any:
-    resp = await pdp.post("/v1/credentials/introspect", data={"token": token}, headers=admin())
-    assert resp.status == 200
-    return await resp.json()
 
 
 async def test_sample_3_a_revoke_with_two_tokens_is_refused_and_revokes_nothing(

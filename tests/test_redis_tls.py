@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from pdp.approvals.store import RedisApprovals, open_approval_store
 from pdp.errors import StoreError
+from pdp.state import APPROVALS, CREDENTIALS
 from pdp.store import open_store
 from tests.conftest import free_port
 from tests.credential_helpers import (  # noqa: F401  (the *_fixture names are fixtures)
@@ -64,14 +67,27 @@ async def test_the_store_speaks_tls_and_authenticates(tls_redis: tuple[str, Path
         await store.close()
 
 
-async def test_without_the_password_or_over_plain_tcp_the_store_refuses(
+async def test_the_approval_store_of_its_own_speaks_tls_and_authenticates(
     tls_redis: tuple[str, Path],
 ) -> None:
+    url, password_file = tls_redis
+    store = await open_approval_store(url, password=password_file.read_text().strip())
+    try:
+        assert await store.get("apr_none") is None
+        assert await store.list(time.time()) == []
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("opener", [open_store, open_approval_store])
+async def test_without_the_password_or_over_plain_tcp_the_store_refuses(
+    tls_redis: tuple[str, Path], opener: Callable[..., Awaitable[Any]]
+) -> None:
     url, _ = tls_redis
-    with pytest.raises(StoreError):
-        await open_store(url)  # no AUTH
-    with pytest.raises(StoreError):
-        await open_store(url.replace("rediss://", "redis://"), password=PASSWORD)  # no TLS
+    with pytest.raises(StoreError, match="cannot reach the Redis store"):
+        await opener(url)  # no AUTH
+    with pytest.raises(StoreError, match="cannot reach the Redis store"):
+        await opener(url.replace("rediss://", "redis://"), password=PASSWORD)  # no TLS
 
 
 async def test_the_service_runs_on_an_authenticated_tls_store(
@@ -87,3 +103,17 @@ async def test_the_service_runs_on_an_authenticated_tls_store(
     resp = await pdp.post("/v1/credentials/introspect", data={"token": token}, headers=admin())
     assert (await resp.json())["active"] is False
     assert PASSWORD not in url
+
+
+async def test_the_approvals_share_the_credential_stores_redis_client(
+    make_pdp: Factory, tls_redis: tuple[str, Path]
+) -> None:
+    url, password_file = tls_redis
+    pdp = await make_pdp(store_url=url, store_password_file=password_file)
+    credentials, approvals = pdp.app[CREDENTIALS], pdp.app[APPROVALS]
+
+    assert isinstance(approvals.store, RedisApprovals)
+    assert approvals.store.client is credentials.store.client  # one pool, one TLS set-up
+    # Closing the approvals leaves the shared client to the credential store.
+    await approvals.store.close()
+    assert await credentials.store.client.ping() is True

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from aiohttp import web
@@ -20,6 +19,7 @@ from tests.credential_helpers import (  # noqa: F401  (the *_fixture names are f
     Factory,
     admin,
     decide,
+    introspect,
     make_pdp_fixture,
 )
 from tests.redis_process import redis_server, redis_url  # noqa: F401  (fixtures)
@@ -32,19 +32,15 @@ def app_of(client: Client) -> web.Application:
     return client.server.app
 
 
-async def introspect(client: Client, token: str) -> Any:
-    resp = await client.post("/v1/credentials/introspect", data={"token": token}, headers=admin())
-    assert resp.status == 200
-    return await resp.json()
-
-
-async def test_a_replica_that_lacks_the_signing_key_still_revokes_for_every_replica(
+@pytest.fixture
+async def replicas(
     make_pdp: Factory,
     mint: Callable[..., str],
     redis_url: str,  # noqa: F811
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> None:
+) -> tuple[Client, Client, str]:
+    """(replica A, replica B, a credential A signed with a key B has not loaded)."""
     # Replica B hears of no key change (no pub/sub wake-up, a refresh once a minute), so
     # it has not loaded the key replica A is about to create and sign with.
     monkeypatch.setattr(RefreshLoop, "_on_event", lambda self, event: None)
@@ -53,6 +49,13 @@ async def test_a_replica_that_lacks_the_signing_key_still_revokes_for_every_repl
     token = (await decide(a, mint, ALLOW_EXAMPLE))["credential"]["token"]
     kid_a = app_of(a)[CREDENTIALS].keyring.current.kid
     assert app_of(b)[CREDENTIALS].keyring.public_key(kid_a) is None
+    return a, b, token
+
+
+async def test_a_replica_that_lacks_the_signing_key_still_revokes_for_every_replica(
+    replicas: tuple[Client, Client, str],
+) -> None:
+    a, b, token = replicas
 
     resp = await b.post("/v1/credentials/revoke", data={"token": token}, headers=admin())
 
@@ -62,16 +65,9 @@ async def test_a_replica_that_lacks_the_signing_key_still_revokes_for_every_repl
 
 
 async def test_a_replica_that_cannot_read_the_key_set_answers_503_not_revoked(
-    make_pdp: Factory,
-    mint: Callable[..., str],
-    redis_url: str,  # noqa: F811
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    replicas: tuple[Client, Client, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(RefreshLoop, "_on_event", lambda self, event: None)
-    b = await make_pdp(tmp_path / "b", store_url=redis_url, store_refresh_s=60)
-    a = await make_pdp(tmp_path / "a", store_url=redis_url, store_refresh_s=60)
-    token = (await decide(a, mint, ALLOW_EXAMPLE))["credential"]["token"]
+    a, b, token = replicas
     keyring = app_of(b)[CREDENTIALS].keyring
     from pdp.errors import StoreError
 

@@ -21,6 +21,7 @@ from pdp.textsafe import safe
 
 from .admin_client import AdminClient, admin_options, echo_json
 from .errors import AUDIT_INVALID, BAD_INPUT, CLIError
+from .options import path_option
 
 _DURATION = re.compile(r"^(\d+)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
@@ -51,12 +52,11 @@ def parse_since(value: str | None) -> datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-dir_option = click.option(
+dir_option = path_option(
     "--dir",
     "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Audit directory [PDP_AUDIT_DIR, else PDP_STATE_DIR/audit, else .pdp-state/audit].",
+    "Audit directory [PDP_AUDIT_DIR, else PDP_STATE_DIR/audit, else .pdp-state/audit].",
+    file_okay=False,
 )
 format_option = click.option(
     "--format",
@@ -81,21 +81,19 @@ def audit() -> None:
 
 @audit.command()
 @dir_option
-@click.option(
+@path_option(
     "--keys",
     "keys_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="JWKS of the audit-signing keys (jwks.json, or /.well-known/audit-jwks.json): "
+    "JWKS of the audit-signing keys (jwks.json, or /.well-known/audit-jwks.json): "
     "check every checkpoint's signature.",
+    dir_okay=False,
 )
-@click.option(
+@path_option(
     "--expect-checkpoint",
     "expect_file",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=None,
-    help="A checkpoint kept out of band (the collector's copy, `audit checkpoint`): the "
+    "A checkpoint kept out of band (the collector's copy, `audit checkpoint`): the "
     "trail must still reach it and match it.",
+    dir_okay=False,
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as a JSON object.")
 def verify(

@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from pdp.bundle import BundleError
-from pdp.config import ConfigError, Settings, parse_trust_bundles
+from pdp.config import ConfigError, Settings
 from pdp.devtrust import mint_svid
 from pdp.errors import PDPError
 from pdp.eventloop import loop_name
@@ -38,6 +38,7 @@ from .errors import (
 from .fuzz import fuzz
 from .keys import keys
 from .mcp import DEFAULT_LISTEN, embed, gateway_config, mcp_gateway, parse_listen, parse_upstreams
+from .options import agent_trust_options, agent_trust_settings
 from .policy import bundle, policy
 from .project import Project
 from .replay import replay_command
@@ -172,22 +173,7 @@ def trust_boundary_options(f: Any) -> Any:
 # Integer settings read their PDP_* variable through Settings.from_env, not click: a bad
 # value there is a configuration error (exit 9) naming the variable, like every other.
 @click.option("--port", type=int, help="Listen port [8700]. Env: PDP_PORT.")
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="PDP_STATE_DIR",
-    show_envvar=True,
-    help="State directory [.pdp-state].",
-)
-@click.option("--audience", envvar="PDP_AUDIENCE", show_envvar=True, help="Required SVID audience.")
-@click.option(
-    "--trust-bundle",
-    "trust_bundles",
-    multiple=True,
-    metavar="DOMAIN=FILE",
-    help="SPIFFE trust bundle for a trust domain (repeatable; replaces that domain's "
-    "bundle). Env: PDP_TRUST_BUNDLES=D=F,D2=F2.",
-)
+@agent_trust_options("State directory [.pdp-state].")
 @click.option(
     "--opa-url",
     envvar="PDP_OPA_URL",
@@ -198,11 +184,6 @@ def trust_boundary_options(f: Any) -> Any:
     "--opa-timeout-ms",
     type=int,
     help="Deadline per OPA evaluation [100]. Env: PDP_OPA_TIMEOUT_MS.",
-)
-@click.option(
-    "--no-dev-trust",
-    is_flag=True,
-    help="Do not create dev trust domains (production). Env: PDP_DEV_TRUST_DOMAINS=''.",
 )
 @click.option(
     "--policies",
@@ -271,19 +252,14 @@ def serve(
     from pdp.app import create_app
 
     try:
-        env_bundles = Settings.from_env().trust_bundles
-        bundles = {**env_bundles, **parse_trust_bundles(trust_bundles, "--trust-bundle")}
         settings = Settings.from_env(
             host=host,
             port=port,
-            state_dir=state_dir,
-            audience=audience,
-            trust_bundles=bundles,
+            **agent_trust_settings(state_dir, audience, trust_bundles, no_dev_trust),
             opa_url=opa_url,
             opa_timeout_ms=opa_timeout_ms,
             opa_binary=project.opa_binary,
             policies_dir=serve_policies or project.policies_dir,
-            dev_trust_domains=() if no_dev_trust else None,
             **{k: v for k, v in boundary.items() if v is not None and v is not False},
             **supply,
             ext_authz_grpc_port=ext_authz_grpc_port,

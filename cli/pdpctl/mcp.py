@@ -20,9 +20,10 @@ from urllib.parse import urlsplit
 
 import click
 
-from pdp.config import ConfigError, Settings, parse_trust_bundles
+from pdp.config import ConfigError, Settings
 
 from .errors import BAD_INPUT, FAILED, CLIError
+from .options import agent_trust_options, agent_trust_settings
 
 if TYPE_CHECKING:  # the MCP SDK is imported only by the commands that run the gateway
     from aiohttp import web
@@ -155,22 +156,7 @@ def embed(app: web.Application, config: GatewayConfig) -> None:
 )
 @click.option("--listen", default=DEFAULT_LISTEN, show_default=True, metavar="HOST:PORT")
 @click.option("--public-url", help="URL agents reach the gateway at [http://HOST:PORT].")
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    envvar="PDP_STATE_DIR",
-    show_envvar=True,
-    help="Where the dev trust keys are [.pdp-state].",
-)
-@click.option("--audience", envvar="PDP_AUDIENCE", show_envvar=True, help="Required SVID audience.")
-@click.option(
-    "--trust-bundle",
-    "trust_bundles",
-    multiple=True,
-    metavar="DOMAIN=FILE",
-    help="SPIFFE trust bundle of a trust domain (repeatable). Env: PDP_TRUST_BUNDLES.",
-)
-@click.option("--no-dev-trust", is_flag=True, help="Accept no dev trust domain (production).")
+@agent_trust_options("Where the dev trust keys are [.pdp-state].")
 @click.option(
     "--list-ttl",
     type=click.FloatRange(0, 3600),
@@ -197,12 +183,8 @@ def mcp_gateway(
     upstream_map = parse_upstreams(upstreams, "--upstream")
     where = parse_listen(listen)
     try:
-        env_bundles = Settings.from_env().trust_bundles
         settings = Settings.from_env(
-            state_dir=state_dir,
-            audience=audience,
-            trust_bundles={**env_bundles, **parse_trust_bundles(trust_bundles, "--trust-bundle")},
-            dev_trust_domains=() if no_dev_trust else None,
+            **agent_trust_settings(state_dir, audience, trust_bundles, no_dev_trust)
         )
         config = gateway_config(
             pdp_url, upstream_map, where, settings, public_url=public_url, list_ttl_s=list_ttl

@@ -18,6 +18,7 @@ from pdp.textsafe import safe
 
 from .audit import default_audit_dir, parse_since
 from .errors import BAD_INPUT, REPLAY_CHANGED, SERVICE_ERROR, CLIError
+from .options import report_options
 from .project import Project, pass_project
 
 FAIL_ON = ("allow-gained", "any-change", "none")
@@ -212,22 +213,11 @@ def render(report: ReplayReport, fmt: str, fail_on: str) -> str:
     required=True,
     help="Candidate bundle (.tar.gz, e.g. from `pdpctl bundle build`).",
 )
-@click.option("--since", help="Only decisions since: a duration back (30m, 24h, 7d) or a time.")
 @click.option("--sample", type=click.IntRange(1), help="Replay a random sample of N decisions.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of --sample.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "markdown", "junit"]),
-    default="text",
-    show_default=True,
-)
-@click.option(
-    "--fail-on",
-    type=click.Choice(FAIL_ON),
-    default="allow-gained",
-    show_default=True,
-    help="Exit 11 when a decision gains access (allow-gained) or changes at all (any-change).",
+@report_options(
+    FAIL_ON,
+    "Exit 11 when a decision gains access (allow-gained) or changes at all (any-change).",
 )
 @pass_project
 def replay_command(

@@ -16,6 +16,7 @@ from pdp.shadow import SHADOW_FILE
 
 from .audit import parse_since
 from .errors import BAD_INPUT, CLIError
+from .options import path_option, report_options
 from .replay import FAIL_ON, raise_for_report, render
 
 __all__ = ["shadow"]
@@ -101,28 +102,15 @@ def shadow() -> None:
 
 
 @shadow.command("report")
-@click.option(
+@path_option(
     "--dir",
     "directory",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Shadow log directory [beside the audit trail: PDP_AUDIT_DIR/../shadow, else "
+    "Shadow log directory [beside the audit trail: PDP_AUDIT_DIR/../shadow, else "
     "STATE_DIR/shadow].",
+    file_okay=False,
 )
-@click.option("--since", help="Only decisions since: a duration back (30m, 24h, 7d) or a time.")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["text", "json", "markdown", "junit"]),
-    default="text",
-    show_default=True,
-)
-@click.option(
-    "--fail-on",
-    type=click.Choice(FAIL_ON),
-    default="allow-gained",
-    show_default=True,
-    help="Exit 11 when the shadow bundle gains access (allow-gained) or changes anything.",
+@report_options(
+    FAIL_ON, "Exit 11 when the shadow bundle gains access (allow-gained) or changes anything."
 )
 def report_command(directory: Path | None, since: str | None, fmt: str, fail_on: str) -> None:
     """Summarise the shadow log: live vs shadow answers (deny → allow, allow → deny, reasons,

@@ -10,6 +10,11 @@ returns a :class:`Verdict` that the gRPC and HTTP modes put on the wire:
     deny                  403 / DeniedHttpResponse: JSON {allow, decision_id, reasons}
     approval pending      403 with the approval object in the JSON body
     engine/audit down     503 / gRPC UNAVAILABLE (Envoy: deny, failure_mode_allow: false)
+
+Every deny is one audit record with the answered decision_id, also those made before a
+decision request exists (no route, a path with two readings, a token header sent twice):
+:meth:`DecisionService.refuse`. The authenticated caller (gateway) goes to the decision as
+on the JSON API (``input.pep``, the record's ``caller``).
 """
 
 from __future__ import annotations
@@ -21,9 +26,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..answer import reason
+from ..callers import ANONYMOUS, Caller
 from ..decision import DecisionService
 from ..errors import PDPError, RequestError
 from ..routes import RouteTable, clean_path
+from ..textsafe import safe
 
 __all__ = ["DECISION_HEADER", "HttpAttributes", "Verdict", "check"]
 
@@ -50,6 +57,9 @@ class HttpAttributes:
     #: Lower-case header names -> values. A header sent twice is one value per name in
     #: gRPC (Envoy joins them); the HTTP mode refuses the token header sent twice.
     headers: Mapping[str, str]
+    #: Lower-case names of headers sent more than once (the HTTP mode sees them; Envoy's
+    #: gRPC joins them into one value).
+    repeated: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -95,38 +105,107 @@ class Verdict:
         }
 
 
-def _deny(code: str, message: str) -> Verdict:
-    log.info("ext_authz deny without a decision: %s", code)
-    return Verdict(403, reasons=[reason(code, message)])
+#: Longest part of the original request a refusal's reason quotes.
+_QUOTE = 200
 
 
-async def check(service: DecisionService, table: RouteTable, attrs: HttpAttributes) -> Verdict:
-    """Decide one HTTP request; never raises for a bad request (a deny), only a 503 verdict
-    when the engine or the audit trail is unavailable."""
+def _quote(attrs: HttpAttributes) -> str:
+    """``METHOD host/path`` of the original request, bounded and safe to show."""
+    text = f"{attrs.method[:16]} {attrs.host[:64]}{attrs.path}"
+    return safe(text if len(text) <= _QUOTE else text[:_QUOTE] + "...")
+
+
+async def _refuse(
+    service: DecisionService,
+    request: dict[str, Any],
+    code: str,
+    message: str,
+    caller: Caller,
+) -> Verdict:
+    """A deny made before any decision could be: recorded like every deny (one record,
+    a decision_id, the reasons), or a 503 when the audit trail cannot take it."""
+    try:
+        response = await service.refuse(request, [reason(code, message)], caller=caller)
+    except PDPError as exc:  # the audit trail is unavailable: nothing may be answered
+        return Verdict(503, error=exc.message)
+    log.info("ext_authz deny before a decision: %s (decision %s)", code, response["decision_id"])
+    return Verdict(403, response["decision_id"], list(response["reasons"]))
+
+
+async def check(
+    service: DecisionService,
+    table: RouteTable,
+    attrs: HttpAttributes,
+    caller: Caller = ANONYMOUS,
+) -> Verdict:
+    """Decide one HTTP request asked by ``caller`` (the authenticated gateway: input.pep and
+    the record's ``caller``, exactly as on the JSON API). Never raises for a bad request:
+    every deny, including those made before a decision request exists, is one audit record
+    with a decision_id; a 503 verdict when the engine or the audit trail is unavailable."""
+    rid = attrs.headers.get("x-request-id")
+    base: dict[str, Any] = {}
+    if rid is not None and _ID_PATTERN.match(rid):
+        base["request_id"] = rid
+    remove = (table.token_header,) if table.token_header != "authorization" else ()
     if len(attrs.path) > MAX_PATH:
-        return _deny("route.path_too_long", f"the request path is longer than {MAX_PATH}")
+        return await _refuse(
+            service,
+            base,
+            "route.path_too_long",
+            f"the request path is longer than {MAX_PATH}: {_quote(attrs)}",
+            caller,
+        )
     path = attrs.path.split("?", 1)[0]
     if not clean_path(path):
-        return _deny("route.ambiguous_path", "the request path has more than one reading")
+        return await _refuse(
+            service,
+            base,
+            "route.ambiguous_path",
+            f"the request path has more than one reading: {_quote(attrs)}",
+            caller,
+        )
     route = table.match(attrs.host, path, attrs.method)
     if route is None:
-        return _deny("route.unmatched", "no route of the route file matches this request")
-    token = table.token(attrs.headers.get(table.token_header))
-    rid = attrs.headers.get("x-request-id")
+        return await _refuse(
+            service,
+            base,
+            "route.unmatched",
+            f"no route of the route file matches {_quote(attrs)}",
+            caller,
+        )
     context = {"http": {"method": attrs.method.upper(), "host": attrs.host, "path": path}}
-    request = route.decision_request(
-        token, rid if rid is not None and _ID_PATTERN.match(rid) else None, context
-    )
+    if table.token_header in attrs.repeated:
+        request = route.decision_request(None, base.get("request_id"), context)
+        return await _refuse(
+            service,
+            request,
+            "request.ambiguous_token",
+            f"the {table.token_header} header was sent more than once",
+            caller,
+        )
+    token = table.token(attrs.headers.get(table.token_header))
+    request = route.decision_request(token, base.get("request_id"), context)
     approval_id = attrs.headers.get(APPROVAL_HEADER)
     if approval_id is not None:
         if not _APPROVAL_PATTERN.match(approval_id):
-            return _deny("request.invalid_approval_id", f"{APPROVAL_HEADER} is not an approval id")
+            return await _refuse(
+                service,
+                _without_token(request),
+                "request.invalid_approval_id",
+                f"{APPROVAL_HEADER} is not an approval id",
+                caller,
+            )
         request["approval_id"] = approval_id
-    remove = (table.token_header,) if table.token_header != "authorization" else ()
     try:
-        response = await service.decide(request)
+        response = await service.decide(request, caller=caller)
     except RequestError as exc:  # a route whose request normalisation refuses (a bad URL)
-        return _deny("route.invalid", f"route {route.name!r}: {exc.message}")
+        return await _refuse(
+            service,
+            _without_token(request),
+            "route.invalid",
+            f"route {route.name!r}: {exc.message}",
+            caller,
+        )
     except PDPError as exc:  # engine or audit trail unavailable: the PDP cannot decide
         return Verdict(503, getattr(exc, "decision_id", None), error=exc.message)
     decision_id = response["decision_id"]
@@ -141,3 +220,8 @@ async def check(service: DecisionService, table: RouteTable, attrs: HttpAttribut
             [reason("credential.unavailable", "allowed, but no credential could be minted")],
         )
     return Verdict(200, decision_id, [], credential=credential, remove_headers=remove)
+
+
+def _without_token(request: dict[str, Any]) -> dict[str, Any]:
+    """The request as a refusal records it: the agent's token is never kept."""
+    return {**request, "agent": {}}

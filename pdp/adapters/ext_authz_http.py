@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from ..answer import reason
+from ..callers import request_caller
 from ..httpio import json_response
 from ..routes import RouteTable
 from ..state import DECISIONS
@@ -33,24 +33,27 @@ def add_routes(app: web.Application, table: RouteTable) -> None:
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
-    """Any method on /ext_authz/<path>: may the original request go through?"""
+    """Any method on /ext_authz/<path>: may the original request go through? Asked by the
+    authenticated caller (pdp.callers, the same middleware as every decision route)."""
     table = request.app[_TABLE]
     original = request.raw_path[len(PREFIX) :] or "/"
-    if len(request.headers.getall(table.token_header, [])) > 1:
-        verdict = Verdict(403, reasons=[_twice(table.token_header)])
-    else:
-        attrs = HttpAttributes(
-            method=request.method,
-            host=request.headers.get("Host", ""),
-            path=original,
-            headers={k.lower(): v for k, v in request.headers.items()},
-        )
-        verdict = await check(request.app[DECISIONS], table, attrs)
+    headers: dict[str, str] = {}
+    repeated: set[str] = set()
+    for key, value in request.headers.items():
+        name = key.lower()
+        if name in headers:
+            repeated.add(name)
+        else:
+            headers[name] = value
+    attrs = HttpAttributes(
+        method=request.method,
+        host=request.headers.get("Host", ""),
+        path=original,
+        headers=headers,
+        repeated=frozenset(repeated),
+    )
+    verdict = await check(request.app[DECISIONS], table, attrs, request_caller(request))
     return to_response(verdict)
-
-
-def _twice(header: str) -> dict[str, object]:
-    return reason("request.ambiguous_token", f"the {header} header was sent more than once")
 
 
 def to_response(verdict: Verdict) -> web.Response:

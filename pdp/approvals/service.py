@@ -12,6 +12,7 @@ from typing import Any
 from ..audit.record import Recorder
 from ..config import Settings
 from ..errors import StoreError
+from ..store import Store
 from ..timefmt import rfc3339
 from .model import Approval, Binding
 from .store import ApprovalConflict, ApprovalStore, open_approval_store
@@ -43,10 +44,17 @@ class ApprovalService:
 
     @classmethod
     async def start(
-        cls, settings: Settings, recorder: Recorder, *, clock: Callable[[], float] = time.time
+        cls,
+        settings: Settings,
+        recorder: Recorder,
+        *,
+        shared: Store | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> ApprovalService:
+        """Approvals in the store ``settings`` name; ``shared``: the credential store open
+        on it, whose Redis client the approvals reuse."""
         url = settings.store_url or f"sqlite://{settings.state_dir / 'pdp.sqlite3'}"
-        store = await open_approval_store(url, password=settings.store_password())
+        store = await open_approval_store(url, password=settings.store_password(), shared=shared)
         return cls(store, recorder, pending_ttl_s=settings.approval_pending_ttl_s, clock=clock)
 
     async def close(self) -> None:

@@ -20,12 +20,14 @@ import sqlite3
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, WatchError
 
 from ..errors import StoreError
+from ..store import Store
+from ..store.redis_store import RedisStore, connect_redis
 from .model import Approval, Binding
 
 __all__ = ["ApprovalConflict", "ApprovalStore", "open_approval_store"]
@@ -88,11 +90,16 @@ def _check_use(current: Approval | None, binding: Binding, now: float) -> Approv
     return current
 
 
-async def open_approval_store(url: str, *, password: str | None = None) -> ApprovalStore:
+async def open_approval_store(
+    url: str, *, password: str | None = None, shared: Store | None = None
+) -> ApprovalStore:
     """The approval store of the PDP store URL (sqlite://path or redis[s]://, unix://);
-    ``password``: Redis AUTH (PDP_STORE_PASSWORD_FILE)."""
+    ``password``: Redis AUTH (PDP_STORE_PASSWORD_FILE). ``shared``: the credential store
+    already open on that URL; a Redis one lends its client (no second pool)."""
     if url.startswith("sqlite://"):
         return await SQLiteApprovals.connect(Path(url[len("sqlite://") :]))
+    if isinstance(shared, RedisStore):
+        return RedisApprovals.sharing(shared)
     return await RedisApprovals.connect(url, password=password)
 
 
@@ -218,27 +225,31 @@ class SQLiteApprovals:
 class RedisApprovals:
     """Approvals in the Redis store shared by the replicas."""
 
-    def __init__(self, client: aioredis.Redis) -> None:
+    def __init__(self, client: aioredis.Redis, *, owned: bool = True) -> None:
+        """``owned``: close the client with this store (not when it is the credential
+        store's, shared: :meth:`sharing`)."""
         self._r = client
+        self._owned = owned
 
     @classmethod
     async def connect(cls, url: str, *, password: str | None = None) -> RedisApprovals:
-        extra: dict[str, Any] = {} if password is None else {"password": password}
-        try:
-            client = aioredis.Redis.from_url(
-                url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0, **extra
-            )
-        except (TypeError, ValueError) as exc:
-            raise StoreError(f"the Redis store URL is unusable: {exc}") from None
-        try:
-            await client.ping()
-        except Exception as exc:  # RedisError, OSError, or a bad TLS option in the URL
-            await client.aclose()
-            raise StoreError(f"cannot reach the Redis store for approvals: {exc}") from None
-        return cls(client)
+        """A client of its own (tests, tools); the service shares the store's."""
+        what = "the Redis store for approvals"
+        return cls(await connect_redis(url, password=password, what=what))
+
+    @classmethod
+    def sharing(cls, store: RedisStore) -> RedisApprovals:
+        """Approvals on the credential store's client and connection pool (one pool per
+        process, one TLS/AUTH set-up); closing the approvals leaves it open."""
+        return cls(store.client, owned=False)
+
+    @property
+    def client(self) -> aioredis.Redis:
+        return self._r
 
     async def close(self) -> None:
-        await self._r.aclose()
+        if self._owned:
+            await self._r.aclose()
 
     @staticmethod
     def _key(approval_id: str) -> str:

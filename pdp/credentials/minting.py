@@ -59,23 +59,16 @@ class IssuedCredential:
         return {"jti": self.jti, "aud": self.audience, "scope": self.scope, "exp": self.exp}
 
 
+@dataclass(kw_only=True)
 class Minter:
     """Signs the credential of one allowed action with the key ring's current key."""
 
-    def __init__(
-        self,
-        keyring: KeyRing,
-        *,
-        issuer: str,
-        default_ttl_s: int,
-        max_ttl_s: int,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.keyring = keyring
-        self.issuer = issuer
-        self.default_ttl_s = default_ttl_s
-        self.max_ttl_s = max_ttl_s
-        self.clock = clock
+    keyring: KeyRing
+    issuer: str
+    #: Lifetime when the policy's credential obligation names none, and the cap, seconds.
+    default_ttl_s: int
+    max_ttl_s: int
+    clock: Callable[[], float] = time.time
 
     def mint(
         self,

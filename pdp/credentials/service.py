@@ -65,12 +65,15 @@ class CredentialService:
         self.clock = clock
         self.issuer = settings.issuer
         self.minter = Minter(
-            keyring,
+            keyring=keyring,
             issuer=settings.issuer,
             default_ttl_s=settings.credential_default_ttl_s,
             max_ttl_s=settings.credential_max_ttl_s,
             clock=clock,
         )
+        #: Sign the credential for one allowed, schema-valid request (no status check, no
+        #: counting: :meth:`after_decision` is the decision path's way).
+        self.mint = self.minter.mint
         self.refresher = RefreshLoop(
             keyring, agents, interval_s=settings.store_refresh_s, clock=clock
         )
@@ -166,16 +169,6 @@ class CredentialService:
             credential=None if credential is None else (credential.jti, credential.exp),
         )
         return credential
-
-    def mint(
-        self,
-        decision_id: str,
-        request: dict[str, Any],
-        identity: Identity,
-        obligations: dict[str, Any] | None,
-    ) -> IssuedCredential:
-        """Sign the credential for one allowed, schema-valid request."""
-        return self.minter.mint(decision_id, request, identity, obligations)
 
     # -- introspection and revocation -------------------------------------------------
     async def _claims(self, token: str, *, verify_time: bool) -> dict[str, Any] | None:

@@ -50,7 +50,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import mcp_types as types
 import orjson
@@ -564,44 +564,33 @@ class McpGateway:
             raise MCPError(INTERNAL_ERROR, "the credential does not cover this call")
         return await self.forward(answer, upstream, send)
 
+    # Each decided method: the call's name and arguments, and how to send it upstream.
     async def call_tool(
         self, ctx: ServerRequestContext[Any, Any], params: types.CallToolRequestParams
     ) -> types.CallToolResult:
-        arguments = dict(params.arguments or {})
-
-        async def send(client: Any) -> Any:
-            return await client.call_tool(params.name, arguments)
-
-        result: types.CallToolResult = await self._decided_call(
-            ctx, "tools", "tools/call", params.name, arguments, send
+        name, arguments = params.name, dict(params.arguments or {})
+        result = await self._decided_call(
+            ctx, "tools", "tools/call", name, arguments, lambda c: c.call_tool(name, arguments)
         )
-        return result
+        return cast(types.CallToolResult, result)
 
     async def read_resource(
         self, ctx: ServerRequestContext[Any, Any], params: types.ReadResourceRequestParams
     ) -> types.ReadResourceResult:
         uri = str(params.uri)
-
-        async def send(client: Any) -> Any:
-            return await client.read_resource(uri)
-
-        result: types.ReadResourceResult = await self._decided_call(
-            ctx, "resources", "resources/read", uri, {}, send
+        result = await self._decided_call(
+            ctx, "resources", "resources/read", uri, {}, lambda c: c.read_resource(uri)
         )
-        return result
+        return cast(types.ReadResourceResult, result)
 
     async def get_prompt(
         self, ctx: ServerRequestContext[Any, Any], params: types.GetPromptRequestParams
     ) -> types.GetPromptResult:
-        arguments = dict(params.arguments or {})
-
-        async def send(client: Any) -> Any:
-            return await client.get_prompt(params.name, arguments)
-
-        result: types.GetPromptResult = await self._decided_call(
-            ctx, "prompts", "prompts/get", params.name, arguments, send
+        name, arguments = params.name, dict(params.arguments or {})
+        result = await self._decided_call(
+            ctx, "prompts", "prompts/get", name, arguments, lambda c: c.get_prompt(name, arguments)
         )
-        return result
+        return cast(types.GetPromptResult, result)
 
     async def gate(self, ctx: ServerRequestContext[Any, Any], call_next: CallNext) -> HandlerResult:
         """Server middleware: unmapped methods are refused before any handler runs."""

@@ -74,6 +74,29 @@ return 1
 _LISTEN_BACKOFF = (0.1, 5.0)
 
 
+async def connect_redis(
+    url: str, *, password: str | None = None, what: str = "the Redis store"
+) -> aioredis.Redis:
+    """A client of ``url`` whose server answered a PING (the URL is never logged: it may
+    hold a password). ``password``: Redis AUTH without putting it in the URL; a
+    ``rediss://`` URL speaks TLS (``?ssl_ca_certs=``, ``ssl_certfile``, ``ssl_keyfile`` for
+    a private CA and client certificates). Socket and connect timeouts: 5 s. ``what`` names
+    the store in the StoreError."""
+    extra: dict[str, Any] = {} if password is None else {"password": password}
+    try:
+        client = aioredis.Redis.from_url(
+            url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0, **extra
+        )
+    except (TypeError, ValueError) as exc:
+        raise StoreError(f"the Redis store URL is unusable: {exc}") from None
+    try:
+        await client.ping()
+    except Exception as exc:  # RedisError, OSError, or a bad TLS option in the URL
+        await client.aclose()
+        raise StoreError(f"cannot reach {what}: {exc}") from None
+    return client
+
+
 class RedisStore:
     """The :class:`~pdp.store.Store` on a Redis server shared by the replicas."""
 
@@ -85,23 +108,14 @@ class RedisStore:
 
     @classmethod
     async def open(cls, url: str, *, password: str | None = None) -> RedisStore:
-        """Connect to ``url`` and check the server answers (the URL is never logged: it may
-        hold a password). ``password``: Redis AUTH without putting it in the URL; a
-        ``rediss://`` URL speaks TLS (``?ssl_ca_certs=``, ``ssl_certfile``, ``ssl_keyfile``
-        for a private CA and client certificates)."""
-        extra: dict[str, Any] = {} if password is None else {"password": password}
-        try:
-            client = aioredis.Redis.from_url(
-                url, decode_responses=True, socket_timeout=5.0, socket_connect_timeout=5.0, **extra
-            )
-        except (TypeError, ValueError) as exc:
-            raise StoreError(f"the Redis store URL is unusable: {exc}") from None
-        try:
-            await client.ping()
-        except Exception as exc:  # RedisError, OSError, or a bad TLS option in the URL
-            await client.aclose()
-            raise StoreError(f"cannot reach the Redis store: {exc}") from None
-        return cls(client)
+        """Connect to ``url`` (:func:`connect_redis`)."""
+        return cls(await connect_redis(url, password=password))
+
+    @property
+    def client(self) -> aioredis.Redis:
+        """The store's client (its connection pool), for another concept kept in the same
+        Redis (pdp.approvals) to share instead of opening a second pool."""
+        return self._r
 
     async def close(self) -> None:
         await self._r.aclose()
