@@ -215,7 +215,9 @@ def _audit_ctx(base: Recorder) -> Callable[[web.Application], AsyncIterator[None
             return
         trail = AuditTrail(settings, app[METRICS].registry)
         await trail.start()
-        app[AUDIT], app[RECORDER] = trail, AuditRecorder(trail, base)
+        # Behind the durable trail the log line is written off the answer's path.
+        then = LogRecorder(deferred=True) if type(base) is LogRecorder else base
+        app[AUDIT], app[RECORDER] = trail, AuditRecorder(trail, then)
         try:
             yield
         finally:

@@ -190,15 +190,13 @@ class DecisionService:
         creds = self.credentials
         status = creds.agent_status(identity) if creds is not None else None
         now_ns = self.clock_ns()
-        binding: Binding | None = None
-        unbindable = False
-        if identity.authenticated and identity.spiffe_id is not None and not asserted:
-            try:
-                binding = Binding.of(request, identity.spiffe_id)
-            except Unbindable:
-                unbindable = True  # no approval can be opened for, or used by, this call
         check = request.get("mode") == "check"  # no credential, no history: a preview
         approval_id = request.get("approval_id")
+        # The approval binding (digests of the call) only when an approval is named; a
+        # decision denied for want of approval computes it below, when it opens one.
+        binding, unbindable = (
+            _binding(request, identity, asserted) if approval_id is not None else (None, False)
+        )
         approval_doc = await self._approval_input(approval_id, binding, unbindable)
         user = None
         assertion = (request.get("agent") or {}).get("user_assertion")
@@ -274,13 +272,13 @@ class DecisionService:
                     _deny(response, reason("approval_required", "the policy requires approval"))
             if (
                 not response["allow"]
-                and binding is not None
                 and self.approvals is not None
                 and isinstance(obligation, dict)
                 and obligation.get("required") is True
                 and approval_id is None
                 and not check
                 and {r.get("code") for r in response["reasons"]} == {"approval_required"}
+                and (binding := _binding(request, identity, asserted)[0]) is not None
             ):
                 # Denied only for want of approval: open (or find) the pending approval.
                 pending = await self.approvals.request(decision_id, binding, obligation)
@@ -524,6 +522,20 @@ class DecisionService:
                 status=status,
             )
         )
+
+
+def _binding(
+    request: dict[str, Any], identity: Identity, asserted: bool
+) -> tuple[Binding | None, bool]:
+    """(the approval binding of this call, whether it is unbindable): no binding for an
+    unauthenticated agent or a PEP-asserted subject; unbindable when its arguments cannot
+    be digested exactly (no approval can be opened for, or used by, such a call)."""
+    if not identity.authenticated or identity.spiffe_id is None or asserted:
+        return None, False
+    try:
+        return Binding.of(request, identity.spiffe_id), False
+    except Unbindable:
+        return None, True
 
 
 def _deny(response: dict[str, Any], why: dict[str, Any]) -> None:

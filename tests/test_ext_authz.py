@@ -5,7 +5,9 @@ route file they share."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,15 @@ from google.rpc import code_pb2
 from jsonschema import Draft202012Validator
 from multidict import CIMultiDict
 
-from pdp.adapters.ext_authz_grpc import GRPC_PORT
+from pdp.adapters.ext_authz import Verdict
+from pdp.adapters.ext_authz_grpc import GRPC_PORT, to_check_response
+from pdp.adapters.ext_authz_wire import encode_allow
 from pdp.app import create_app
+from pdp.audit import log as log_module
 from pdp.config import ConfigError, Settings
 from pdp.routes import RouteTable, clean_path
 from pdp.schema import load_schema
+from pdp.state import AUDIT
 
 from .audit_helpers import records as audit_records
 from .conftest import DEV_DOMAINS, ROOT
@@ -201,6 +207,24 @@ def assert_credential(token: str, agent_token: str) -> None:
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["iss"] == "agent-pdp" and claims["sub"] == SUPPORT_BOT
     assert claims["aud"] == "jira" and claims["scope"] == "tool.call:jira.search_issues:read"
+
+
+# --------------------------------------------------------------------------- gRPC allow on the wire
+
+
+@pytest.mark.parametrize("credential", ["t", "eyJ" + "x" * 700, "y" * 20_000])
+@pytest.mark.parametrize("remove", [(), ("x-agent-svid",), ("a", "b")])
+def test_the_encoded_allow_is_exactly_the_protobuf_built_message(
+    credential: str, remove: tuple[str, ...]
+) -> None:
+    verdict = Verdict(
+        200, "8c0f7a4e-1b2c-4d5e-8f90-123456789abc", credential=credential, remove_headers=remove
+    )
+    encoded = external_auth_pb2.CheckResponse.FromString(
+        encode_allow(credential, "8c0f7a4e-1b2c-4d5e-8f90-123456789abc", remove)
+    )
+    assert encoded == to_check_response(verdict)
+    assert encoded.ok_response.headers[0].header.value == f"Bearer {credential}"
 
 
 # --------------------------------------------------------------------------- gRPC mode
@@ -504,6 +528,7 @@ async def test_every_deny_is_one_audit_record_with_the_answered_decision_id(
     elif "x-pdp-approval-id" in headers:
         headers = {**bearer(mint(FINANCE)), **headers}
     headers = {**headers, "x-request-id": f"r-{case}"}
+    path += "?api_key=s3cr3t"  # a query string is never quoted in the record
     if mode == "grpc":
         resp = await grpc_check(pdp, path, headers, method)
         assert resp.status.code == code_pb2.PERMISSION_DENIED
@@ -522,6 +547,7 @@ async def test_every_deny_is_one_audit_record_with_the_answered_decision_id(
     assert record["decision"]["allow"] is False and record["credential"] is None
     assert [r["code"] for r in record["decision"]["reasons"]] == [code]
     Draft202012Validator(load_schema("audit-record")).validate(record)
+    assert "s3cr3t" not in json.dumps(record)
 
 
 @pytest.mark.opa
@@ -537,3 +563,25 @@ async def test_a_token_header_sent_twice_is_one_recorded_deny_without_the_token(
     assert [r["code"] for r in record["decision"]["reasons"]] == ["request.ambiguous_token"]
     assert record["action"]["name"] == "jira.search_issues"  # the matched route's call
     assert svid not in json.dumps(record)
+
+
+@pytest.mark.opa
+async def test_a_refusal_the_trail_cannot_record_is_unavailable_not_a_bare_deny(
+    pdp: Client, mint: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    trail = pdp.app[AUDIT]
+    assert trail is not None
+    trail.writer.retry_initial_s = trail.writer.retry_max_s = 600  # no recovery meanwhile
+    monkeypatch.setattr(log_module, "_write_all", full)
+    status, raw = await raw_request(pdp, "POST", "/ext_authz" + SEARCH, bearer(mint(SUPPORT_BOT)))
+    assert trail.writer.available is False
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await grpc_check(pdp, SEARCH, bearer(mint(SUPPORT_BOT)), "POST")
+
+    body = json.loads(raw)
+    assert (status, body["allow"], body["decision_id"]) == (503, False, None)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert decision_records(tmp_path) == []

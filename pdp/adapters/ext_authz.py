@@ -110,8 +110,9 @@ _QUOTE = 200
 
 
 def _quote(attrs: HttpAttributes) -> str:
-    """``METHOD host/path`` of the original request, bounded and safe to show."""
-    text = f"{attrs.method[:16]} {attrs.host[:64]}{attrs.path}"
+    """``METHOD host/path`` of the original request, bounded and safe to show; never its
+    query string (which may carry secrets)."""
+    text = f"{attrs.method[:16]} {attrs.host[:64]}{attrs.path.split('?', 1)[0]}"
     return safe(text if len(text) <= _QUOTE else text[:_QUOTE] + "...")
 
 
