@@ -15,9 +15,7 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,15 +23,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import free_port, running, wait_http  # noqa: E402
 from bench.run import (  # noqa: E402
     WRK_LUA,
-    free_port,
     post,
     raw_opa_input,
     run_wrk,
     start_pdp,
     start_raw_opa,
-    wait_http,
 )
 from pdp.bundle import build_bundle  # noqa: E402
 from pdp.devtrust import ensure_dev_trust, mint_svid  # noqa: E402
@@ -54,8 +51,7 @@ def main() -> None:
         sys.exit("needs wrk on PATH (apt-get install wrk)")
     opa = find_opa()
     work = Path(tempfile.mkdtemp(prefix="pdp-audit-ab-"))
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
+    with running(work) as procs:
         bundle = build_bundle(opa, ROOT / "policies", work / "bundle.tar.gz")
         example = json.loads(DEFAULT_EXAMPLE.read_text())
         domain = example["spiffe_id"].split("/")[2]
@@ -120,15 +116,6 @@ def main() -> None:
             "cores": os.cpu_count(),
         }  # fmt: skip
         print(json.dumps(result))
-    finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from mcp.client.streamable_http import streamable_http_client
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import free_port, stop, wait_http, wait_port  # noqa: E402
 from pdp.devtrust import mint_svid  # noqa: E402
 
 AGENT = "spiffe://acme.example/agents/mcp-assistant"
@@ -49,37 +49,6 @@ HEADERS = {
     "X-PDP-Task-Purpose": "answer hr questions",
     "X-PDP-Session": "bench-session",
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited {proc.returncode}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {port} after {timeout}s")
-
-
-def wait_ready(url: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
 def mint_credential(pdp: str, token: str) -> str:
@@ -171,7 +140,7 @@ def main() -> None:
                  "--state-dir", str(state)],
                 cwd=ROOT, env=env, stdout=log, stderr=log,
             ))  # fmt: skip
-            wait_ready(pdp + "/readyz")
+            wait_http(pdp + "/readyz", 60, procs[-1])
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "examples.mcp_server", "--name", "hr-files",
                  "--port", str(up_port), "--pdp", pdp],
@@ -203,12 +172,7 @@ def main() -> None:
             )
             decisions = asyncio.run(timed_decisions(pdp, svid, args.warmup, args.calls))
         finally:
-            for proc in reversed(procs):
-                proc.terminate()
-                try:
-                    proc.wait(10)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop(procs)
             log.close()
     figures: dict[str, Any] = {
         "calls": args.calls,

@@ -30,7 +30,8 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.run import WRK_LUA, free_port, pct, run_wrk, start_pdp, wait_http  # noqa: E402
+from bench.harness import free_port, stop, wait_http  # noqa: E402
+from bench.run import WRK_LUA, pct, run_wrk, start_pdp  # noqa: E402
 from pdp.devtrust import mint_svid  # noqa: E402
 
 EXAMPLE = ROOT / "examples" / "requests" / "allow-support-bot-jira-search.json"
@@ -116,8 +117,7 @@ def run_pdp(
             **summary(results),
         }
     finally:
-        proc.terminate()
-        proc.wait(30)
+        stop([proc], grace_s=30)
 
 
 def main() -> None:

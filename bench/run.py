@@ -28,13 +28,12 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -44,6 +43,7 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import free_port, running, wait_http  # noqa: E402
 from pdp.bundle import build_bundle  # noqa: E402
 from pdp.devtrust import ensure_dev_trust, mint_svid  # noqa: E402
 from pdp.identity import SVIDVerifier, TrustBundles  # noqa: E402
@@ -60,32 +60,23 @@ f:close()
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_http(url: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=1) as resp:
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"{url} not ready after {timeout}s")
-
-
-def post(url: str, body: bytes) -> dict[str, Any]:
+def post(url: str, body: bytes, attempts: int = 5) -> dict[str, Any]:
+    """POST ``body``; a 503 (a PDP whose OPA missed its deadline on a loaded machine: fail
+    closed) is asked again, up to ``attempts`` times, half a second apart."""
     req = urllib.request.Request(
         url, data=body, headers={"Content-Type": "application/json"}, method="POST"
     )
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        doc: dict[str, Any] = json.loads(resp.read())
-        return doc
+    for attempt in range(attempts):
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                doc: dict[str, Any] = json.loads(resp.read())
+                return doc
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            if exc.code != 503 or attempt == attempts - 1:
+                raise
+            time.sleep(0.5)
+    raise AssertionError("unreachable")
 
 
 def raw_opa_input(request: dict[str, Any], token: str, bundles: dict[str, Path]) -> bytes:
@@ -251,8 +242,7 @@ def main() -> None:
 
     opa = find_opa()
     work = Path(tempfile.mkdtemp(prefix="pdp-bench-"))
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
+    with running(work) as procs:
         bundle = build_bundle(opa, ROOT / "policies", work / "bundle.tar.gz")
         example = json.loads(args.example.read_text())
         spiffe_id = example["spiffe_id"]
@@ -405,15 +395,6 @@ def main() -> None:
             }
         )
         print(json.dumps(result))
-    finally:
-        for p in reversed(procs):
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -215,7 +215,9 @@ def _audit_ctx(base: Recorder) -> Callable[[web.Application], AsyncIterator[None
             return
         trail = AuditTrail(settings, app[METRICS].registry)
         await trail.start()
-        app[AUDIT], app[RECORDER] = trail, AuditRecorder(trail, base)
+        # Behind the durable trail the log line is written off the answer's path.
+        then = LogRecorder(deferred=True) if type(base) is LogRecorder else base
+        app[AUDIT], app[RECORDER] = trail, AuditRecorder(trail, then)
         try:
             yield
         finally:
@@ -405,6 +407,7 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         cache=app[DECISION_CACHE],
         approvals=app[APPROVALS],
         users=_user_verifier(s),
+        gateway_id_prefix=s.client_id_prefix,
     )
     service = app[DECISIONS]
 

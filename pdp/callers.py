@@ -42,8 +42,7 @@ from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .errors import CallerAuthError, RequestError
-from .httpio import header
+from .errors import CallerAuthError
 
 __all__ = [
     "ANONYMOUS",
@@ -244,13 +243,13 @@ class CallerAuthenticator:
         peercert = None
         if self.mtls and request.transport is not None:
             peercert = request.transport.get_extra_info("peercert")
-        raw = None
+        values: list[str] = []
         if self.keys is not None:
-            try:
-                raw = header(request, "Authorization")
-            except RequestError:
+            # Every value, so that identify() refuses a caller key sent twice, as on gRPC.
+            values = request.headers.getall("Authorization", [])
+            if any(not v.isascii() or not v.isprintable() for v in values):
                 self._refuse(where, "an Authorization header that is not visible ASCII")
-        return self.identify(peercert, [] if raw is None else [raw], where)
+        return self.identify(peercert, values, where)
 
     def identify(
         self, peercert: Mapping[str, Any] | None, authorization: list[str], where: str

@@ -11,6 +11,7 @@ import dataclasses
 import functools
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +210,11 @@ class Settings:
     client_ca: Path | None = None
     #: With client_ca: caller certificates must be X.509-SVIDs of this trust domain.
     client_trust_domain: str | None = None
+    #: With client_ca: the SPIFFE ID prefix of gateways (``spiffe://<td>/<path>/``) that
+    #: share a trust domain with agents. A caller certificate whose SPIFFE ID is in an
+    #: agents' trust domain and outside this prefix is an agent, never a gateway
+    #: (decisions for it are denied ``caller.is_agent``).
+    client_id_prefix: str | None = None
     #: File of hashed caller keys (``<caller-id> sha256:<hex>`` lines; `pdpctl callers`).
     caller_keys: Path | None = None
     #: Allow a non-loopback listener without caller authentication (never in production).
@@ -275,6 +281,19 @@ class Settings:
             "PDP_CLIENT_TRUST_DOMAIN",
             self.client_trust_domain,
             "needs PDP_CLIENT_CA (that trust domain's X.509 bundle)",
+        )
+        prefix = self.client_id_prefix
+        _check(
+            prefix is None or self.client_ca is not None,
+            "PDP_CLIENT_ID_PREFIX",
+            prefix,
+            "needs PDP_CLIENT_CA (gateways' certificates)",
+        )
+        _check(
+            prefix is None or _is_gateway_prefix(prefix),
+            "PDP_CLIENT_ID_PREFIX",
+            prefix,
+            "must be a SPIFFE ID prefix with a path ending in '/' (spiffe://td/gateways/)",
         )
         for key, port in (("PDP_ADMIN_PORT", self.admin_port),):
             _check(port is None or 0 <= port < 65536, key, port, "must be 0..65535")
@@ -695,3 +714,15 @@ def parse_trust_bundles(items: list[str] | tuple[str, ...], key: str) -> dict[st
             raise ConfigError(f"{key}={item!r}: expected DOMAIN=FILE")
         out[domain.strip()] = Path(path.strip())
     return out
+
+
+_GATEWAY_PREFIX = re.compile(r"spiffe://[a-z0-9._-]+(?:/[A-Za-z0-9._-]+)+/")
+
+
+def _is_gateway_prefix(prefix: str) -> bool:
+    """``spiffe://<trust domain>/<path>/`` (SPIFFE ID characters, no ``.`` or ``..``
+    segment): a path prefix, so that ``.../gateways/`` does not also admit
+    ``.../gateways-evil``."""
+    if _GATEWAY_PREFIX.fullmatch(prefix) is None:
+        return False
+    return all(seg not in (".", "..") for seg in prefix[len("spiffe://") :].split("/")[1:-1])

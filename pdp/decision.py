@@ -68,8 +68,11 @@ class DecisionService:
         users: UserAssertionVerifier | None = None,
         max_in_flight: int = 32,
         audit_value_limit: int = DEFAULT_VALUE_LIMIT,
+        gateway_id_prefix: str | None = None,
     ) -> None:
         self.verifier = verifier
+        #: SPIFFE ID prefix of gateways in an agents' trust domain (``--client-id-prefix``).
+        self.gateway_id_prefix = gateway_id_prefix
         #: Decisions evaluated at once; past it decide() raises OverloadedError at once.
         self.max_in_flight = max_in_flight
         self.in_flight = 0
@@ -190,15 +193,13 @@ class DecisionService:
         creds = self.credentials
         status = creds.agent_status(identity) if creds is not None else None
         now_ns = self.clock_ns()
-        binding: Binding | None = None
-        unbindable = False
-        if identity.authenticated and identity.spiffe_id is not None and not asserted:
-            try:
-                binding = Binding.of(request, identity.spiffe_id)
-            except Unbindable:
-                unbindable = True  # no approval can be opened for, or used by, this call
         check = request.get("mode") == "check"  # no credential, no history: a preview
         approval_id = request.get("approval_id")
+        # The approval binding (digests of the call) only when an approval is named; a
+        # decision denied for want of approval computes it below, when it opens one.
+        binding, unbindable = (
+            _binding(request, identity, asserted) if approval_id is not None else (None, False)
+        )
         approval_doc = await self._approval_input(approval_id, binding, unbindable)
         user = None
         assertion = (request.get("agent") or {}).get("user_assertion")
@@ -262,10 +263,12 @@ class DecisionService:
                 asserted=asserted,
                 approval_refusal=refusal,
             )
-            if caller.authenticated and caller.id is not None and caller.id == identity.spiffe_id:
-                # An agent acting as its own gateway (its X.509-SVID as the caller, its
-                # JWT-SVID as the agent): the PEP must be someone other than the agent.
-                _deny(response, reason(CALLER_IS_AGENT, "the caller is the agent itself"))
+            if (why := self._caller_is_agent(caller, identity)) is not None:
+                # The PEP must be a gateway, never an agent: neither the agent itself (its
+                # X.509-SVID as the caller, its JWT-SVID as the agent) nor any other
+                # workload of the agents' trust domains (an agent holding another agent's
+                # token would otherwise be that agent's gateway).
+                _deny(response, reason(CALLER_IS_AGENT, why))
             obligation = ((result.decision or {}).get("obligations") or {}).get("approval")
             granted = approval_doc is not None and approval_doc["status"] == "granted"
             if response["allow"] and isinstance(obligation, dict) and obligation.get("required"):
@@ -274,13 +277,13 @@ class DecisionService:
                     _deny(response, reason("approval_required", "the policy requires approval"))
             if (
                 not response["allow"]
-                and binding is not None
                 and self.approvals is not None
                 and isinstance(obligation, dict)
                 and obligation.get("required") is True
                 and approval_id is None
                 and not check
                 and {r.get("code") for r in response["reasons"]} == {"approval_required"}
+                and (binding := _binding(request, identity, asserted)[0]) is not None
             ):
                 # Denied only for want of approval: open (or find) the pending approval.
                 pending = await self.approvals.request(decision_id, binding, obligation)
@@ -364,6 +367,26 @@ class DecisionService:
             )
             raise InternalDecisionError(decision_id=decision_id) from exc
 
+    def _caller_is_agent(self, caller: Caller, identity: Identity) -> str | None:
+        """Why the authenticated ``caller`` is an agent rather than a gateway, or None.
+
+        A caller is an agent when it is the request's agent, or when its certificate
+        (mTLS) names a SPIFFE ID of a trust domain the PDP verifies agents' JWT-SVIDs for,
+        outside ``gateway_id_prefix``: an unknown gateway in an agents' trust domain is
+        taken for the worst case. Caller keys name operator-registered callers."""
+        if not caller.authenticated or caller.id is None:
+            return None
+        if caller.id == identity.spiffe_id:
+            return "the caller is the agent itself"
+        if caller.method != "mtls" or not caller.id.startswith("spiffe://"):
+            return None
+        if self.gateway_id_prefix is not None and caller.id.startswith(self.gateway_id_prefix):
+            return None
+        domain = caller.id[len("spiffe://") :].split("/", 1)[0]
+        if domain in self.verifier.bundles.domains():
+            return "the caller is a workload of an agents' trust domain, not a gateway"
+        return None
+
     async def refuse(
         self,
         request: dict[str, Any],
@@ -375,7 +398,16 @@ class DecisionService:
         with two readings, a token header sent twice, ...) and return its answer: one record
         through the same recorder, a ``decision_id``, the reasons, no input (nothing reached
         policy), no credential. Raises :class:`AuditUnavailableError` (503) when the trail
-        cannot take it: no ``decision_id`` is answered that the trail does not hold."""
+        cannot take it: no ``decision_id`` is answered that the trail does not hold, and
+        :class:`OverloadedError` (503) when every evaluation slot is taken: a refusal costs
+        a durable record, so it is shed like a decision (an unauthenticated flood of
+        unmatched paths must not write the trail while real decisions are refused)."""
+        async with self.admit():
+            return await self._refuse(request, reasons, caller)
+
+    async def _refuse(
+        self, request: dict[str, Any], reasons: list[dict[str, Any]], caller: Caller
+    ) -> dict[str, Any]:
         started = time.perf_counter()
         decision_id = str(uuid.uuid4())
         response: dict[str, Any] = {
@@ -524,6 +556,20 @@ class DecisionService:
                 status=status,
             )
         )
+
+
+def _binding(
+    request: dict[str, Any], identity: Identity, asserted: bool
+) -> tuple[Binding | None, bool]:
+    """(the approval binding of this call, whether it is unbindable): no binding for an
+    unauthenticated agent or a PEP-asserted subject; unbindable when its arguments cannot
+    be digested exactly (no approval can be opened for, or used by, such a call)."""
+    if not identity.authenticated or identity.spiffe_id is None or asserted:
+        return None, False
+    try:
+        return Binding.of(request, identity.spiffe_id), False
+    except Unbindable:
+        return None, True
 
 
 def _deny(response: dict[str, Any], why: dict[str, Any]) -> None:

@@ -55,10 +55,18 @@ def json_response(body: Any, status: int = 200) -> web.Response:
 
 def header(request: web.Request, name: str) -> str | None:
     """The value of header ``name`` if present; 400 if it is not visible ASCII (plus
-    spaces and tabs between words), which is all the headers we read may contain."""
-    value = request.headers.get(name)
-    if value is None:
+    spaces and tabs between words), which is all the headers we read may contain, or if
+    it is sent more than once (a proxy reading the last value and the PDP the first would
+    disagree on what was asked; RFC 9110 §5.3 allows repeats only for list fields)."""
+    values = request.headers.getall(name, [])
+    if not values:
         return None
+    if len(values) > 1:
+        raise RequestError(
+            f"header {name} was sent more than once",
+            fields=[FieldError(f"/headers/{name.lower()}", "sent more than once")],
+        )
+    value = values[0]
     # aiohttp hands undecodable bytes over as surrogate escapes: refuse them here, before
     # anything encodes the value (an encode error would be a 500).
     if not value.isascii() or not value.isprintable():

@@ -1,7 +1,9 @@
 """The one OPA client: every evaluation the service makes goes through :class:`OPAClient`.
 
-It talks to OPA's REST API over a Unix socket (default) or TCP with one keep-alive
-session for the life of the app, a per-decision deadline and no hidden retries.
+It talks to OPA's REST API over a Unix socket (default) or TCP through one pool of
+keep-alive connections for the life of the app (:mod:`pdp.opahttp`), with a per-decision
+deadline and no hidden retries (the one exception: a request on a pooled connection OPA had
+already closed, which OPA never read, is sent once more on a fresh one).
 
 Failure mapping (fail closed, never "no decision"):
 
@@ -14,17 +16,18 @@ Failure mapping (fail closed, never "no decision"):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
-import aiohttp
 import orjson
 
 from .errors import EngineUnavailableError
+from .opahttp import HTTPPool
 from .schema import decision_validator
 
 #: The entrypoint every decision is asked of (data.pdp.decision).
@@ -48,45 +51,38 @@ class OPAClient:
     """Evaluates the decision entrypoint on one OPA (embedded sidecar or remote)."""
 
     def __init__(self, url: str, *, timeout_s: float, pool_size: int = 64) -> None:
-        parts = urlsplit(url)
-        if parts.scheme == "unix":
-            self._socket: str | None = parts.path
-            self._base = "http://opa"
-        else:
-            self._socket = None
-            self._base = url.rstrip("/")
         self.url = url
         self.timeout_s = timeout_s
         self._pool_size = pool_size
-        self._session: aiohttp.ClientSession | None = None
-        self._decision_url = f"{self._base}/v1/data/{DECISION_PATH}?provenance=true"
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._pool: HTTPPool | None = None
+        self._decision_target = f"/v1/data/{DECISION_PATH}?provenance=true"
+        self._decision_head = b""
         self._validate = decision_validator().is_valid
 
     async def start(self) -> None:
-        """Open the session (one for the client's life)."""
-        connector: aiohttp.BaseConnector
-        if self._socket is not None:
-            connector = aiohttp.UnixConnector(path=self._socket, limit=self._pool_size)
-        else:
-            connector = aiohttp.TCPConnector(limit=self._pool_size)
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            json_serialize=lambda o: orjson.dumps(o).decode(),
-            skip_auto_headers=("User-Agent",),
-        )
+        """Open the connection pool (one for the client's life)."""
+        self._pool = HTTPPool(self.url, limit=self._pool_size)
+        # The request line and headers of every decision, built once.
+        self._decision_head = self._pool.head("POST", self._decision_target, "application/json")
 
     async def close(self) -> None:
-        """Close the session and its connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        """Close the pool and its connections."""
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
+    def pool(self) -> HTTPPool:
+        if self._pool is None:
             raise RuntimeError("OPAClient.start() was not called")
-        return self._session
+        return self._pool
+
+    async def _get(self, target: str, timeout_s: float) -> tuple[int, bytes]:
+        """GET ``target`` within ``timeout_s``; transport failures are 503s."""
+        pool = self.pool
+        with _unavailable(timeout_s):
+            async with asyncio.timeout(timeout_s):
+                return await pool.request(pool.head("GET", target))
 
     async def evaluate(self, input_doc: dict[str, Any]) -> OPAResult:
         """Evaluate data.pdp.decision for ``input_doc``.
@@ -94,17 +90,12 @@ class OPAClient:
         Raises :class:`EngineUnavailableError` when OPA cannot be reached in time;
         every other failure is an :class:`OPAResult` with a ``policy.*`` error code.
         """
+        pool = self.pool
         body = orjson.dumps({"input": input_doc})
         started = time.perf_counter()
         with _unavailable(self.timeout_s):
-            async with self.session.post(
-                self._decision_url,
-                data=body,
-                headers={"Content-Type": "application/json"},
-                timeout=self._timeout,
-            ) as resp:
-                status = resp.status
-                raw = await resp.read()
+            async with asyncio.timeout(self.timeout_s):
+                status, raw = await pool.request(self._decision_head, body)
         duration = time.perf_counter() - started
         return self._interpret(status, raw, duration)
 
@@ -148,13 +139,8 @@ class OPAClient:
         :class:`EngineUnavailableError` when OPA cannot be reached in time or does not
         answer 200 with JSON.
         """
-        url = f"{self._base}/v1/data/{quote(path, safe='/')}"
         deadline = self.timeout_s if timeout_s is None else timeout_s
-        timeout = self._timeout if timeout_s is None else aiohttp.ClientTimeout(total=timeout_s)
-        with _unavailable(deadline):
-            async with self.session.get(url, timeout=timeout) as resp:
-                status = resp.status
-                raw = await resp.read()
+        status, raw = await self._get(f"/v1/data/{quote(path, safe='/')}", deadline)
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -167,12 +153,7 @@ class OPAClient:
         """The loaded policy modules (``GET /v1/policies``: id, raw text and AST each), for
         the decision cache's safety check of a newly activated bundle. Raises
         :class:`EngineUnavailableError` when OPA cannot be reached or answers an error."""
-        timeout = max(self.timeout_s, 1.0)
-        with _unavailable(timeout):
-            async with self.session.get(
-                f"{self._base}/v1/policies", timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as resp:
-                status, raw = resp.status, await resp.read()
+        status, raw = await self._get("/v1/policies", max(self.timeout_s, 1.0))
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -183,29 +164,20 @@ class OPAClient:
 
     async def health(self, *, bundles: bool = True) -> bool:
         """OPA's own health check; with ``bundles`` it is true only once bundles are active."""
-        url = f"{self._base}/health" + ("?bundles" if bundles else "")
+        target = "/health" + ("?bundles" if bundles else "")
         try:
-            with _unavailable(max(self.timeout_s, 1.0)):
-                async with self.session.get(
-                    url, timeout=aiohttp.ClientTimeout(total=max(self.timeout_s, 1.0))
-                ) as resp:
-                    await resp.read()
-                    return resp.status == 200
+            status, _ = await self._get(target, max(self.timeout_s, 1.0))
         except EngineUnavailableError:
             return False
+        return status == 200
 
     async def metrics_text(self) -> str:
         """OPA's own ``/metrics`` (Prometheus text): bundle status with
         ``status.prometheus: true`` (read by :mod:`pdp.bundlestatus`)."""
-        timeout = max(self.timeout_s, 2.0)
-        with _unavailable(timeout):
-            async with self.session.get(
-                f"{self._base}/metrics", timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as resp:
-                text = await resp.text()
-        if resp.status != 200:
-            raise EngineUnavailableError(f"policy engine answered {resp.status} on /metrics")
-        return text
+        status, raw = await self._get("/metrics", max(self.timeout_s, 2.0))
+        if status != 200:
+            raise EngineUnavailableError(f"policy engine answered {status} on /metrics")
+        return raw.decode("utf-8", "replace")
 
 
 def _revision(provenance: Any) -> str | None:
@@ -234,7 +206,7 @@ def _unavailable(timeout_s: float) -> Iterator[None]:
         raise EngineUnavailableError(
             f"policy engine did not answer within {timeout_s * 1000:.0f} ms", kind="timeout"
         ) from exc
-    except (aiohttp.ClientError, OSError) as exc:
+    except OSError as exc:  # refused, reset, socket missing, not HTTP (pdp.opahttp)
         raise EngineUnavailableError(
             f"policy engine unreachable: {type(exc).__name__}: {exc}"[:300]
         ) from exc

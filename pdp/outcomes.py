@@ -6,10 +6,12 @@ audit trail, linked to the decision by ``decision_id`` (pdp/schemas/audit-record
     {"target": "hr-files", "status": "ok" | "error" | "unreachable" | "timeout",
      "latency_us": 1234, "error": "optional short text (never a payload)"}
 
-The caller proves it holds the decision's credential: ``Authorization: Bearer <credential>``,
-a credential this PDP signed whose ``tctx.decision_id`` is the decision in the path (checked
-offline against the signing keys; accepted up to :data:`OUTCOME_GRACE_S` past its ``exp``,
-since a slow target may outlive a short credential). Nobody else can write an outcome, and
+The caller proves it holds the decision's credential: ``X-PDP-Credential: <credential>``
+(so that a caller authenticating with a caller key keeps ``Authorization`` for it), else
+``Authorization: Bearer <credential>``; a credential this PDP signed whose
+``tctx.decision_id`` is the decision in the path (checked offline against the signing
+keys; accepted up to :data:`OUTCOME_GRACE_S` past its ``exp``, since a slow target may
+outlive a short credential). Nobody else can write an outcome, and
 each credential can report for its own decision only. Answers 204; 401/403 otherwise.
 """
 
@@ -23,8 +25,9 @@ from aiohttp import web
 
 from .credential_token import CredentialError, verify_credential
 from .errors import AuthError, ForbiddenError, MalformedJSONError, RequestError
+from .httpio import header
 from .state import CREDENTIALS, RECORDER
-from .target import bearer_token
+from .target import OUTCOME_CREDENTIAL_HEADER, bearer_token
 from .timefmt import rfc3339
 
 __all__ = ["OUTCOME_GRACE_S", "add_routes"]
@@ -81,9 +84,12 @@ async def post_outcome(request: web.Request) -> web.Response:
     """POST /v1/decisions/{decision_id}/outcome: record a forwarded call's outcome."""
     service, recorder = request.app[CREDENTIALS], request.app[RECORDER]
     decision_id = request.match_info["decision_id"]
-    token = bearer_token(request)
+    token = (header(request, OUTCOME_CREDENTIAL_HEADER) or "").strip() or bearer_token(request)
     if token is None:
-        raise AuthError("an outcome is reported with the decision's credential as Bearer")
+        raise AuthError(
+            f"an outcome is reported with the decision's credential in "
+            f"{OUTCOME_CREDENTIAL_HEADER} (or as Bearer)"
+        )
     try:
         claims = verify_credential(
             token,

@@ -66,6 +66,7 @@ from .jws import ALGORITHMS
 __all__ = [
     "CLAIMS",
     "MAX_CREDENTIAL_LENGTH",
+    "OUTCOME_CREDENTIAL_HEADER",
     "KeyLookup",
     "peek_header",
     "CREDENTIAL_TYP",
@@ -229,6 +230,11 @@ class CredentialVerifier:
                 "recheck_unavailable", f"the PDP could not be asked ({exc})"
             ) from None
         return isinstance(body, dict) and body.get("active") is True
+
+
+#: The header a PEP reports an outcome's credential in (POST /v1/decisions/{id}/outcome),
+#: leaving Authorization to its caller key (pdp.outcomes, pdp.mcp.pdp_client).
+OUTCOME_CREDENTIAL_HEADER: Final = "X-PDP-Credential"
 
 
 def bearer_token(request: web.Request) -> str | None:

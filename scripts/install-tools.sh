@@ -4,11 +4,14 @@
 #   regal — the Rego linter (pinned; built from tools/regal/go.mod)
 #   registry — CNCF distribution's OCI registry (pinned), for the bundle-publishing tests
 #              only: they start it on 127.0.0.1 with a config of their own
+#   ghz   — a compiled gRPC load generator (pinned), only with --bench: bench/frontdoors.py
+#           drives the ext_authz gRPC door with it (the tests never need it)
 # Idempotent: a matching binary already in .tools/bin or on PATH is reused.
 set -euo pipefail
 
 OPA_VERSION="${OPA_VERSION:-1.22.3}"
 REGISTRY_VERSION="${REGISTRY_VERSION:-3.1.2}"
+GHZ_VERSION="${GHZ_VERSION:-0.121.0}"
 REGAL_VERSION="$(awk '/open-policy-agent\/regal v/{print $NF}' "$(dirname "$0")/../tools/regal/go.mod")"
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -77,6 +80,20 @@ link_or_build_registry() {
   [[ "$reported" == *" v$REGISTRY_VERSION"* ]]
 }
 
+link_or_build_ghz() {
+  # Built with `go install`, ghz reports "dev" as its version: a stamp records it.
+  if [ -x "$bin/ghz" ] && [ "$(cat "$bin/.ghz-version" 2>/dev/null)" = "$GHZ_VERSION" ]; then
+    echo "ghz $GHZ_VERSION: $bin/ghz"; return
+  fi
+  need_go ghz "$GHZ_VERSION"
+  echo "building ghz v$GHZ_VERSION with go install..."
+  GOBIN="$bin" go install "github.com/bojand/ghz/cmd/ghz@v$GHZ_VERSION"
+  echo "$GHZ_VERSION" > "$bin/.ghz-version"
+}
+
 link_or_build_opa
 link_or_build_regal
 link_or_build_registry
+if [ "${1:-}" = "--bench" ]; then
+  link_or_build_ghz
+fi

@@ -209,6 +209,7 @@ PAIRED_ENV = {
     "PDP_TLS_KEY": _A_FILE,
     "PDP_CLIENT_CA": _A_FILE,
     "PDP_CLIENT_TRUST_DOMAIN": "gateways.example",
+    "PDP_CLIENT_ID_PREFIX": "spiffe://acme.example/gateways/",
 }
 
 
@@ -240,6 +241,30 @@ def test_every_setting_has_an_env_case() -> None:
         "user_assertion_jwks",
         *(k.removeprefix("PDP_").lower() for k in PAIRED_ENV),
     }
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        "spiffe://acme.example/gateways",  # no trailing '/': would admit gateways-evil
+        "spiffe://acme.example/",  # the whole trust domain, agents included
+        "spiffe://acme.example",
+        "spiffe://ACME.example/gateways/",
+        "spiffe://acme.example/../gateways/",
+        "spiffe://acme.example/a//gateways/",
+        "https://acme.example/gateways/",
+        "spiffe://acme.example/gate ways/",
+    ],
+)
+def test_a_gateway_id_prefix_must_be_a_spiffe_path_prefix(prefix: str) -> None:
+    env = {**PAIRED_ENV, "PDP_CLIENT_ID_PREFIX": prefix}
+    with pytest.raises(ConfigError, match="PDP_CLIENT_ID_PREFIX"):
+        Settings.from_env(env)
+
+
+def test_a_gateway_id_prefix_needs_client_certificates() -> None:
+    with pytest.raises(ConfigError, match="PDP_CLIENT_ID_PREFIX"):
+        Settings.from_env({"PDP_CLIENT_ID_PREFIX": "spiffe://acme.example/gateways/"})
 
 
 def test_user_assertions_need_both_issuer_and_jwks() -> None:

@@ -5,7 +5,9 @@ route file they share."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,15 @@ from google.rpc import code_pb2
 from jsonschema import Draft202012Validator
 from multidict import CIMultiDict
 
-from pdp.adapters.ext_authz_grpc import GRPC_PORT
+from pdp.adapters.ext_authz import Verdict
+from pdp.adapters.ext_authz_grpc import GRPC_PORT, to_check_response
+from pdp.adapters.ext_authz_wire import encode_allow
 from pdp.app import create_app
+from pdp.audit import log as log_module
 from pdp.config import ConfigError, Settings
 from pdp.routes import RouteTable, clean_path
 from pdp.schema import load_schema
+from pdp.state import AUDIT, DECISIONS
 
 from .audit_helpers import records as audit_records
 from .conftest import DEV_DOMAINS, ROOT
@@ -203,6 +209,24 @@ def assert_credential(token: str, agent_token: str) -> None:
     assert claims["aud"] == "jira" and claims["scope"] == "tool.call:jira.search_issues:read"
 
 
+# --------------------------------------------------------------------------- gRPC allow on the wire
+
+
+@pytest.mark.parametrize("credential", ["t", "eyJ" + "x" * 700, "y" * 20_000])
+@pytest.mark.parametrize("remove", [(), ("x-agent-svid",), ("a", "b")])
+def test_the_encoded_allow_is_exactly_the_protobuf_built_message(
+    credential: str, remove: tuple[str, ...]
+) -> None:
+    verdict = Verdict(
+        200, "8c0f7a4e-1b2c-4d5e-8f90-123456789abc", credential=credential, remove_headers=remove
+    )
+    encoded = external_auth_pb2.CheckResponse.FromString(
+        encode_allow(credential, "8c0f7a4e-1b2c-4d5e-8f90-123456789abc", remove)
+    )
+    assert encoded == to_check_response(verdict)
+    assert encoded.ok_response.headers[0].header.value == f"Bearer {credential}"
+
+
 # --------------------------------------------------------------------------- gRPC mode
 
 
@@ -312,13 +336,19 @@ async def test_without_a_route_file_every_check_is_denied(
 
 
 async def raw_request(
-    pdp: Client, method: str, target: str, headers: dict[str, str]
+    pdp: Client,
+    method: str,
+    target: str,
+    headers: dict[str, str] | list[tuple[str, str]],
+    host: str | None = None,
 ) -> tuple[int, bytes]:
-    """One HTTP/1.1 request with the target sent byte for byte (a client library would
-    normalise dot segments and double slashes away)."""
+    """One HTTP/1.1 request with the target and headers sent byte for byte (a client
+    library would normalise dot segments and double slashes away, and merge repeats)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", pdp.port)
-    lines = [f"{method} {target} HTTP/1.1", f"Host: 127.0.0.1:{pdp.port}", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in headers.items()]
+    host = f"127.0.0.1:{pdp.port}" if host is None else host
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Connection: close"]
+    pairs = headers.items() if isinstance(headers, dict) else headers
+    lines += [f"{k}: {v}" for k, v in pairs]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
     await writer.drain()
     raw = await reader.read()
@@ -379,6 +409,55 @@ async def test_http_refuses_a_token_header_sent_twice(
     resp = await pdp.get("/ext_authz" + SEARCH, headers=headers)
     assert resp.status == 403
     assert [r["code"] for r in (await resp.json())["reasons"]] == ["request.ambiguous_token"]
+
+
+@pytest.mark.opa
+@pytest.mark.parametrize("name", ["Host", "X-Request-ID", "X-PDP-Approval-Id"])
+async def test_http_refuses_any_header_the_decision_reads_sent_twice(
+    pdp: Client, mint: Callable[..., str], tmp_path: Path, name: str
+) -> None:
+    # Two readings (which Host routes, which approval is presented, which request id is
+    # recorded): one recorded deny, never the first value silently.
+    value = {
+        "Host": "jira.internal.acme",
+        "X-Request-ID": "r-1",
+        "X-PDP-Approval-Id": "00000000-0000-4000-8000-000000000000",
+    }[name]
+    headers = [("Authorization", f"Bearer {mint(SUPPORT_BOT)}"), (name, value)]
+    if name != "Host":
+        headers.append((name, value))  # raw_request sends one Host of its own
+    status, raw = await raw_request(pdp, "GET", "/ext_authz" + SEARCH, headers, host=value)
+    if name == "Host":  # aiohttp's parser refuses it first (RFC 9112 §3.2): nothing decided
+        assert status == 400
+        assert decision_records(tmp_path) == []
+        return
+    body = json.loads(raw)
+    assert status == 403
+    assert [r["code"] for r in body["reasons"]] == ["request.ambiguous_header"]
+    [record] = decision_records(tmp_path)
+    assert record["decision_id"] == body["decision_id"]
+    assert record["request_id"] is None  # neither of two request ids is taken
+
+
+@pytest.mark.opa
+@pytest.mark.parametrize("mode", ["grpc", "http"])
+async def test_a_refusal_is_shed_like_a_decision_when_every_slot_is_taken(
+    pdp: Client, mint: Callable[..., str], tmp_path: Path, mode: str
+) -> None:
+    # A refusal costs a durable record: a flood of unmatched paths is shed, not recorded.
+    service = pdp.app[DECISIONS]
+    service.in_flight = service.max_in_flight
+    try:
+        if mode == "grpc":
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await grpc_check(pdp, "/nowhere", bearer(mint(SUPPORT_BOT)), "GET")
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        else:
+            status, _ = await raw_request(pdp, "GET", "/ext_authz/nowhere", {})
+            assert status == 503
+    finally:
+        service.in_flight = 0
+    assert decision_records(tmp_path) == []
 
 
 @pytest.mark.opa
@@ -504,6 +583,7 @@ async def test_every_deny_is_one_audit_record_with_the_answered_decision_id(
     elif "x-pdp-approval-id" in headers:
         headers = {**bearer(mint(FINANCE)), **headers}
     headers = {**headers, "x-request-id": f"r-{case}"}
+    path += "?api_key=s3cr3t"  # a query string is never quoted in the record
     if mode == "grpc":
         resp = await grpc_check(pdp, path, headers, method)
         assert resp.status.code == code_pb2.PERMISSION_DENIED
@@ -522,6 +602,7 @@ async def test_every_deny_is_one_audit_record_with_the_answered_decision_id(
     assert record["decision"]["allow"] is False and record["credential"] is None
     assert [r["code"] for r in record["decision"]["reasons"]] == [code]
     Draft202012Validator(load_schema("audit-record")).validate(record)
+    assert "s3cr3t" not in json.dumps(record)
 
 
 @pytest.mark.opa
@@ -537,3 +618,25 @@ async def test_a_token_header_sent_twice_is_one_recorded_deny_without_the_token(
     assert [r["code"] for r in record["decision"]["reasons"]] == ["request.ambiguous_token"]
     assert record["action"]["name"] == "jira.search_issues"  # the matched route's call
     assert svid not in json.dumps(record)
+
+
+@pytest.mark.opa
+async def test_a_refusal_the_trail_cannot_record_is_unavailable_not_a_bare_deny(
+    pdp: Client, mint: Callable[..., str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    trail = pdp.app[AUDIT]
+    assert trail is not None
+    trail.writer.retry_initial_s = trail.writer.retry_max_s = 600  # no recovery meanwhile
+    monkeypatch.setattr(log_module, "_write_all", full)
+    status, raw = await raw_request(pdp, "POST", "/ext_authz" + SEARCH, bearer(mint(SUPPORT_BOT)))
+    assert trail.writer.available is False
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await grpc_check(pdp, SEARCH, bearer(mint(SUPPORT_BOT)), "POST")
+
+    body = json.loads(raw)
+    assert (status, body["allow"], body["decision_id"]) == (503, False, None)
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert decision_records(tmp_path) == []

@@ -18,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from google.rpc import code_pb2
+from multidict import CIMultiDict
 
 from pdp.adapters.ext_authz_grpc import GRPC_PORT
 from pdp.app import create_app
@@ -28,7 +29,14 @@ from .boundary_helpers import Serve, allow_request, decision_records, serve_fixt
 from .conftest import DEV_DOMAINS, ROOT
 from .credential_helpers import ADMIN, INTROSPECTOR
 from .opa_process import OPAProcess
-from .test_ext_authz import SEARCH, SUPPORT_BOT, assert_credential, bearer, check_request
+from .test_ext_authz import (
+    FINANCE,
+    SEARCH,
+    SUPPORT_BOT,
+    assert_credential,
+    bearer,
+    check_request,
+)
 from .tls_helpers import CA, write_pair
 
 Client = TestClient[Any, Any]
@@ -202,6 +210,48 @@ async def test_grpc_an_agent_acting_as_its_own_gateway_is_denied_and_recorded(
     assert (record["decision"]["allow"], record["credential"]) == (False, None)
 
 
+async def test_grpc_an_agent_is_no_gateway_for_another_agent_either(
+    make_pdp: Callable[..., Any], pki: dict[str, Any], mint: Callable[..., str], tmp_path: Path
+) -> None:
+    # support-bot's X.509-SVID as the caller, finance-analyst's JWT-SVID as the agent (a
+    # leaked token): the caller is a workload of an agents' trust domain, not a gateway.
+    pdp = await make_pdp(**mtls(pki))
+
+    resp = await tls_check(pdp, pki, pki["agent"], bearer(mint(FINANCE)))
+
+    assert resp.status.code == code_pb2.PERMISSION_DENIED
+    body = json.loads(resp.denied_response.body)
+    assert "caller.is_agent" in [r["code"] for r in body["reasons"]]
+    [record] = records(tmp_path)
+    assert record["caller"]["id"] == AGENT_X509
+    assert (record["decision"]["allow"], record["credential"]) == (False, None)
+
+
+async def test_grpc_a_caller_of_an_agents_trust_domain_is_a_gateway_only_under_the_prefix(
+    make_pdp: Callable[..., Any], pki: dict[str, Any], mint: Callable[..., str], tmp_path: Path
+) -> None:
+    # Gateways sharing the agents' trust domain (one SPIFFE trust domain per organisation).
+    inside = pki["ca"].issue("envoy-2", uris=("spiffe://acme.example/gateways/envoy-2",))
+    lookalike = pki["ca"].issue("evil", uris=("spiffe://acme.example/gateways-evil/x",))
+
+    without = await make_pdp(**mtls(pki), state_dir=tmp_path / "without-prefix")
+    resp = await tls_check(without, pki, inside, bearer(mint(SUPPORT_BOT)))
+    assert resp.status.code == code_pb2.PERMISSION_DENIED  # unknown: the worst case
+    assert "caller.is_agent" in json.loads(resp.denied_response.body)["reasons"][0]["code"]
+
+    pdp = await make_pdp(**mtls(pki, client_id_prefix="spiffe://acme.example/gateways/"))
+    ok = await tls_check(pdp, pki, inside, bearer(mint(SUPPORT_BOT)))
+    assert ok.status.code == code_pb2.OK
+    for caller in (lookalike, pki["agent"]):
+        resp = await tls_check(pdp, pki, caller, bearer(mint(FINANCE)))
+        assert resp.status.code == code_pb2.PERMISSION_DENIED
+        codes = [r["code"] for r in json.loads(resp.denied_response.body)["reasons"]]
+        assert "caller.is_agent" in codes
+    # A gateway of a trust domain no agent comes from needs no prefix.
+    ok = await tls_check(pdp, pki, pki["gateway"], bearer(mint(SUPPORT_BOT)))
+    assert ok.status.code == code_pb2.OK
+
+
 async def test_json_api_an_agent_acting_as_its_own_gateway_is_denied_too(
     serve: Serve, pki: dict[str, Any], mint: Callable[..., str], tmp_path: Path
 ) -> None:
@@ -324,3 +374,15 @@ async def test_http_mode_names_the_authenticated_caller_in_input_pep_and_the_rec
     caller = {"authenticated": True, "id": "envoy-1", "method": "api_key"}
     assert (record["caller"], record["input"]["pep"]) == (caller, caller)
     assert record["decision_id"] == resp.headers["x-pdp-decision-id"]
+
+
+async def test_http_mode_refuses_a_caller_key_sent_twice_as_grpc_does(
+    make_pdp: Callable[..., Any], keys: tuple[Path, str], mint: Callable[..., str], tmp_path: Path
+) -> None:
+    pdp = await make_pdp(caller_keys=keys[0])
+    for second in (f"Bearer {keys[1]}", "Bearer junk"):
+        headers = CIMultiDict([("Authorization", f"Bearer {keys[1]}"), ("Authorization", second)])
+        for path in ("/ext_authz" + SEARCH, "/v1/decisions"):
+            resp = await pdp.post(path, headers=headers, json={})
+            assert resp.status == 401, (path, second)
+    assert records(tmp_path) == []

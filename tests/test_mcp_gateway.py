@@ -88,33 +88,64 @@ class Stack:
         return self.upstreams[name].seen
 
 
+async def start_pdp(opa_url: str, dev_state: Path, tmp_path: Path, **settings: Any) -> TestServer:
+    """The PDP app on a real loopback port, on ``opa_url``, with its own store and audit
+    trail in ``tmp_path`` (``settings``: overrides)."""
+    values = {
+        "opa_timeout_ms": 5000,
+        "audit_dir": tmp_path / "audit",
+        "store_url": f"sqlite://{tmp_path / 'pdp.sqlite3'}",
+        **settings,
+    }
+    pdp = TestServer(
+        create_app(remote_settings(dev_state, opa_url, **values)),
+        host="127.0.0.1",
+        port=free_port(),
+    )
+    await pdp.start_server()
+    return pdp
+
+
+async def serve_gateway(
+    exits: contextlib.AsyncExitStack,
+    pdp_url: str,
+    examples: dict[str, ExampleServer],
+    dev_state: Path,
+    **config: Any,
+) -> tuple[Uvicorn, dict[str, str], dict[str, Uvicorn]]:
+    """Serve each example upstream and the gateway in front of them, on ``exits``:
+    (the gateway, upstream name -> MCP URL, upstream name -> its server). ``config``:
+    GatewayConfig overrides."""
+    urls, servers = {}, {}
+    for name, example in examples.items():
+        served = servers[name] = await exits.enter_async_context(Uvicorn(example.app()))
+        urls[name] = served.url + "/mcp"
+    gateway_config = GatewayConfig(
+        **{
+            "pdp_url": pdp_url,
+            "upstreams": urls,
+            "verifier": load_verifier("agent-pdp", {}, DEV_DOMAINS, dev_state),
+            "port": free_port(),
+            "pdp_timeout_s": 5.0,
+            "upstream_timeout_s": 5.0,
+            **config,
+        }
+    )
+    gateway = await exits.enter_async_context(
+        Uvicorn(build_app(gateway_config), gateway_config.port)
+    )
+    return gateway, urls, servers
+
+
 @pytest.fixture
 async def stack(shared_opa: OPAProcess, dev_state: Path, tmp_path: Path) -> AsyncIterator[Stack]:
-    settings = remote_settings(
-        dev_state,
-        shared_opa.url,
-        opa_timeout_ms=5000,
-        audit_dir=tmp_path / "audit",
-        store_url=f"sqlite://{tmp_path / 'pdp.sqlite3'}",
-    )
-    pdp = TestServer(create_app(settings), host="127.0.0.1", port=free_port())
-    await pdp.start_server()
+    pdp = await start_pdp(shared_opa.url, dev_state, tmp_path)
     pdp_url = f"http://127.0.0.1:{pdp.port}"
     examples = {name: example_server(name, pdp_url) for name in ("hr-files", "web")}
     async with contextlib.AsyncExitStack() as stack_:
-        upstream_urls, servers = {}, {}
-        for name, example in examples.items():
-            served = servers[name] = await stack_.enter_async_context(Uvicorn(example.app()))
-            upstream_urls[name] = served.url + "/mcp"
-        config = GatewayConfig(
-            pdp_url=pdp_url,
-            upstreams=upstream_urls,
-            verifier=load_verifier("agent-pdp", {}, DEV_DOMAINS, dev_state),
-            port=free_port(),
-            pdp_timeout_s=2.0,
-            upstream_timeout_s=5.0,
+        gateway, upstream_urls, servers = await serve_gateway(
+            stack_, pdp_url, examples, dev_state, pdp_timeout_s=2.0
         )
-        gateway = await stack_.enter_async_context(Uvicorn(build_app(config), config.port))
         result = Stack(pdp, gateway, examples)
         result.audit = tmp_path / "audit"
         result.upstream_urls = upstream_urls

@@ -270,3 +270,25 @@ async def test_json_in_another_charset_is_refused(
             },
         },
     )
+
+
+async def test_a_header_the_pdp_reads_sent_twice_is_refused(pdp: Client) -> None:
+    # aiohttp refuses a repeated Content-Type or Host itself; a repeated Authorization is
+    # ours to refuse: the admin token and anything else is not "the admin token".
+    from multidict import CIMultiDict
+
+    for second in (admin()["Authorization"], "Bearer junk"):
+        headers = CIMultiDict(
+            [
+                ("Authorization", admin()["Authorization"]),
+                ("Authorization", second),
+                ("Content-Type", "application/json"),
+            ]
+        )
+        resp = await pdp.post(
+            "/v1/agents/disable", data=b'{"spiffe_id": "spiffe://acme.example/agents/x"}',
+            headers=headers,
+        )  # fmt: skip
+        body = await resp.json()
+        assert resp.status == 400, body
+        assert "sent more than once" in body["error"]["message"]

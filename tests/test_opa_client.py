@@ -116,23 +116,33 @@ def test_the_revision_comes_from_the_provenance_bundles(
     assert _revision(provenance) == revision
 
 
-def test_a_unix_url_talks_to_the_socket() -> None:
+async def test_a_unix_url_talks_to_the_socket() -> None:
     client = OPAClient("unix:///run/opa.sock", timeout_s=0.1)
+    await client.start()
 
-    assert client._socket == "/run/opa.sock"
-    assert client._decision_url == "http://opa/v1/data/pdp/decision?provenance=true"
+    assert client.pool._unix == "/run/opa.sock"
+    assert client._decision_head == (
+        b"POST /v1/data/pdp/decision?provenance=true HTTP/1.1\r\nHost: opa\r\n"
+        b"Content-Type: application/json\r\n"
+    )
+    await client.close()
 
 
-def test_a_tcp_url_loses_its_trailing_slash() -> None:
-    client = OPAClient("http://127.0.0.1:8181/", timeout_s=0.1)
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8181/", "http://127.0.0.1:8181"])
+async def test_a_tcp_url_loses_its_trailing_slash(url: str) -> None:
+    client = OPAClient(url, timeout_s=0.1)
+    await client.start()
 
-    assert client._socket is None
-    assert client._decision_url == "http://127.0.0.1:8181/v1/data/pdp/decision?provenance=true"
+    assert client.pool._unix is None
+    assert client._decision_head.startswith(
+        b"POST /v1/data/pdp/decision?provenance=true HTTP/1.1\r\nHost: 127.0.0.1:8181\r\n"
+    )
+    await client.close()
 
 
 def test_the_client_must_be_started_before_use() -> None:
     with pytest.raises(RuntimeError, match="start"):
-        _ = OPAClient("http://127.0.0.1:1", timeout_s=0.1).session
+        _ = OPAClient("http://127.0.0.1:1", timeout_s=0.1).pool
 
 
 # --------------------------------------------------------------------------- a fake OPA
@@ -213,7 +223,7 @@ async def test_an_unreachable_opa_is_a_connection_503() -> None:
         with pytest.raises(EngineUnavailableError) as info:
             await client.evaluate({})
         assert info.value.kind == "connection"
-        assert info.value.message.startswith("policy engine unreachable: ClientConnectorError")
+        assert info.value.message.startswith("policy engine unreachable: ConnectionRefusedError")
         assert len(info.value.message) <= 300
         assert await client.health() is False
     finally:
@@ -301,3 +311,48 @@ async def test_health_of_a_stalled_opa_is_false(fake_opa: Any) -> None:
     client = await fake_opa(stall, timeout_s=0.01)  # health waits at least 1 s
 
     assert await client.health() is False
+
+
+async def test_data_honours_its_own_deadline(fake_opa: Any) -> None:
+    async def stall(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    client = await fake_opa(stall, timeout_s=2.0)
+
+    with pytest.raises(EngineUnavailableError) as info:
+        await client.data("x", timeout_s=0.05)
+    assert info.value.kind == "timeout"
+    assert info.value.message == "policy engine did not answer within 50 ms"
+
+
+@pytest.mark.parametrize("call", ["policies", "metrics_text", "health"])
+async def test_cold_reads_wait_at_least_their_floor(fake_opa: Any, call: str) -> None:
+    """A 10 ms decision deadline does not cut off the bundle check, metrics or health:
+    each waits at least its floor (here an answer 0.3 s late still arrives)."""
+
+    async def late(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.3)
+        if request.path == "/metrics":
+            return web.Response(text="up 1\n")
+        return web.json_response({"result": []})
+
+    client = await fake_opa(late, timeout_s=0.01)
+
+    got = await getattr(client, call)()
+    assert got == {"policies": [], "metrics_text": "up 1\n", "health": True}[call]
+
+
+async def test_decisions_reuse_one_keep_alive_connection(fake_opa: Any) -> None:
+    peers: set[Any] = set()
+
+    async def handler(request: web.Request) -> web.Response:
+        assert request.transport is not None
+        peers.add(request.transport.get_extra_info("peername"))  # the client's port
+        return web.json_response({"result": DECISION, "provenance": PROVENANCE})
+
+    client = await fake_opa(handler)
+    for _ in range(3):
+        assert (await client.evaluate({})).decision == DECISION
+
+    assert len(peers) == 1

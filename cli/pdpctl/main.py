@@ -119,6 +119,12 @@ def trust_boundary_options(f: Any) -> Any:
             "Env: PDP_CLIENT_TRUST_DOMAIN.",
         ),
         click.option(
+            "--client-id-prefix",
+            help="SPIFFE ID prefix of gateways that share a trust domain with agents "
+            "(spiffe://td/gateways/); any other caller certificate of an agents' trust "
+            "domain is an agent and its decisions are denied. Env: PDP_CLIENT_ID_PREFIX.",
+        ),
+        click.option(
             "--caller-keys",
             type=path,
             help="Hashed caller keys, '<caller-id> sha256:<hex>' lines (`pdpctl callers add`). "
@@ -212,7 +218,8 @@ def trust_boundary_options(f: Any) -> Any:
     "--ext-authz-grpc-port",
     type=int,
     help="Serve Envoy ext_authz gRPC (envoy.service.auth.v3.Authorization) on this port "
-    "of --host. Env: PDP_EXT_AUTHZ_GRPC_PORT.",
+    "of --host, with the TLS and caller authentication of the HTTP listener. "
+    "Env: PDP_EXT_AUTHZ_GRPC_PORT.",
 )
 @click.option(
     "--routes",
@@ -265,6 +272,15 @@ def serve(
             ext_authz_grpc_port=ext_authz_grpc_port,
             ext_authz_routes=routes_file,
         )
+        if mcp_upstreams and (settings.caller_auth or settings.tls_cert is not None):
+            # The embedded gateway calls this server over plain loopback HTTP with no caller
+            # credentials: it would be refused (every call denied). Say so at start instead.
+            raise CLIError(
+                "--mcp-upstream: the embedded MCP gateway cannot call a server with TLS or "
+                "caller authentication; run `pdpctl mcp-gateway` with --pdp-ca and "
+                "--pdp-client-cert / --pdp-caller-key-file instead (docs/mcp.md)",
+                BAD_INPUT,
+            )
         # Before anything in the state dir is touched (bundle, OPA socket, audit, keys):
         # a second serve on the same directory stops here, exit 9, the first unharmed.
         state_lock = lock_state_dir(settings.state_dir)

@@ -13,14 +13,14 @@ import contextlib
 import logging
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import click
 
-from pdp.config import ConfigError, Settings
+from pdp.config import ConfigError, Settings, is_loopback
 
 from .errors import BAD_INPUT, FAILED, CLIError
 from .options import agent_trust_options, agent_trust_settings
@@ -29,6 +29,9 @@ if TYPE_CHECKING:  # the MCP SDK is imported only by the commands that run the g
     from aiohttp import web
 
     from pdp.mcp.gateway import GatewayConfig
+    from pdp.mcp.pdp_client import CallerCredentials
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 DEFAULT_LISTEN = "127.0.0.1:8710"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -63,6 +66,87 @@ def parse_listen(value: str, flag: str = "--listen") -> tuple[str, int]:
     return host, int(port)
 
 
+def pdp_caller_options(f: F) -> F:
+    """How `mcp-gateway` authenticates to the PDP as its caller (docs/mcp.md): files only,
+    so no secret is on the command line."""
+    path = click.Path(dir_okay=False, exists=True, path_type=Path)
+    options = [
+        click.option(
+            "--pdp-ca",
+            type=path,
+            envvar="PDP_MCP_PDP_CA",
+            show_envvar=True,
+            help="CA certificates (PEM) the PDP's TLS certificate must chain to [the system's].",
+        ),
+        click.option(
+            "--pdp-client-cert",
+            type=path,
+            envvar="PDP_MCP_CLIENT_CERT",
+            show_envvar=True,
+            help="Client certificate (PEM) to present to a PDP that authenticates callers "
+            "by mTLS (serve --client-ca).",
+        ),
+        click.option(
+            "--pdp-client-key",
+            type=path,
+            envvar="PDP_MCP_CLIENT_KEY",
+            show_envvar=True,
+            help="Private key (PEM) of --pdp-client-cert [in the certificate file].",
+        ),
+        click.option(
+            "--pdp-caller-key-file",
+            type=path,
+            envvar="PDP_MCP_CALLER_KEY_FILE",
+            show_envvar=True,
+            help="File holding this gateway's caller key (`pdpctl callers add`), sent as "
+            "Authorization: Bearer to a PDP with --caller-keys.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def caller_credentials(
+    pdp_url: str,
+    ca_file: Path | None,
+    cert_file: Path | None,
+    key_file: Path | None,
+    caller_key_file: Path | None,
+) -> CallerCredentials:
+    """The gateway's caller credentials from :func:`pdp_caller_options` (CLIError, exit 9,
+    when they cannot work: TLS files for a plain-HTTP PDP, a key without its certificate, an
+    unreadable or empty key file, a caller key sent in clear beyond loopback)."""
+    from pdp.mcp.pdp_client import CallerCredentials
+
+    parts = urlsplit(pdp_url)
+    if (ca_file or cert_file) and parts.scheme != "https":
+        raise CLIError("--pdp-ca and --pdp-client-cert need an https:// --pdp URL", BAD_INPUT)
+    if key_file is not None and cert_file is None:
+        raise CLIError("--pdp-client-key needs --pdp-client-cert", BAD_INPUT)
+    caller_key = None
+    if caller_key_file is not None:
+        try:
+            caller_key = caller_key_file.read_text("ascii").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CLIError(f"--pdp-caller-key-file: cannot read it: {exc}", BAD_INPUT) from None
+        if not caller_key or not caller_key.isprintable() or " " in caller_key:
+            raise CLIError("--pdp-caller-key-file: expected one caller key", BAD_INPUT)
+        if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
+            raise CLIError(
+                "--pdp-caller-key-file: the PDP is reached over plain http beyond loopback; "
+                "the caller key would travel in clear (use https://)",
+                BAD_INPUT,
+            )
+    credentials = CallerCredentials(ca_file, cert_file, key_file, caller_key)
+    try:
+        credentials.ssl_context()  # a file that is no PEM certificate or key: say so now
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        message = f"--pdp-ca / --pdp-client-cert / --pdp-client-key: {exc}"
+        raise CLIError(message, BAD_INPUT) from None
+    return credentials
+
+
 def gateway_config(
     pdp_url: str,
     upstreams: Mapping[str, str],
@@ -71,8 +155,10 @@ def gateway_config(
     *,
     public_url: str | None = None,
     list_ttl_s: float = 30.0,
+    caller: CallerCredentials | None = None,
 ) -> GatewayConfig:
-    """The :class:`~pdp.mcp.gateway.GatewayConfig` for these flags and PDP settings."""
+    """The :class:`~pdp.mcp.gateway.GatewayConfig` for these flags and PDP settings;
+    ``caller``: how the gateway authenticates to the PDP (:func:`caller_credentials`)."""
     from pdp.mcp.gateway import GatewayConfig, load_verifier
 
     verifier = load_verifier(
@@ -90,6 +176,7 @@ def gateway_config(
         port=listen[1],
         public_url=public_url,
         list_ttl_s=list_ttl_s,
+        pdp_caller=caller,
     )
 
 
@@ -164,6 +251,7 @@ def embed(app: web.Application, config: GatewayConfig) -> None:
     show_default=True,
     help="Seconds a listed catalog and a per-agent list filter are reused.",
 )
+@pdp_caller_options
 def mcp_gateway(
     pdp_url: str,
     upstreams: tuple[str, ...],
@@ -174,20 +262,38 @@ def mcp_gateway(
     trust_bundles: tuple[str, ...],
     no_dev_trust: bool,
     list_ttl: float,
+    pdp_ca: Path | None,
+    pdp_client_cert: Path | None,
+    pdp_client_key: Path | None,
+    pdp_caller_key_file: Path | None,
 ) -> None:
     """Serve MCP at /mcp in front of upstream MCP servers; the PDP decides every call.
 
     Agents present their JWT-SVID as the bearer token and name their tenant and task in
-    X-PDP-Tenant / X-PDP-Task-Id / X-PDP-Task-Purpose / X-PDP-Session headers (or _meta).
+    X-PDP-Tenant / X-PDP-Task-Id / X-PDP-Task-Purpose / X-PDP-Session headers (or _meta),
+    and the approval a retried call uses in X-PDP-Approval-Id.
+
+    When the PDP authenticates its callers, the gateway is one: --pdp-client-cert (mTLS)
+    and/or --pdp-caller-key-file; without them every call is refused and nothing is
+    forwarded.
     """
     upstream_map = parse_upstreams(upstreams, "--upstream")
     where = parse_listen(listen)
+    caller = caller_credentials(
+        pdp_url, pdp_ca, pdp_client_cert, pdp_client_key, pdp_caller_key_file
+    )
     try:
         settings = Settings.from_env(
             **agent_trust_settings(state_dir, audience, trust_bundles, no_dev_trust)
         )
         config = gateway_config(
-            pdp_url, upstream_map, where, settings, public_url=public_url, list_ttl_s=list_ttl
+            pdp_url,
+            upstream_map,
+            where,
+            settings,
+            public_url=public_url,
+            list_ttl_s=list_ttl,
+            caller=caller,
         )
     except ConfigError as exc:
         raise CLIError(str(exc), exc.exit_code) from None

@@ -110,8 +110,9 @@ _QUOTE = 200
 
 
 def _quote(attrs: HttpAttributes) -> str:
-    """``METHOD host/path`` of the original request, bounded and safe to show."""
-    text = f"{attrs.method[:16]} {attrs.host[:64]}{attrs.path}"
+    """``METHOD host/path`` of the original request, bounded and safe to show; never its
+    query string (which may carry secrets)."""
+    text = f"{attrs.method[:16]} {attrs.host[:64]}{attrs.path.split('?', 1)[0]}"
     return safe(text if len(text) <= _QUOTE else text[:_QUOTE] + "...")
 
 
@@ -144,8 +145,19 @@ async def check(
     with a decision_id; a 503 verdict when the engine or the audit trail is unavailable."""
     rid = attrs.headers.get("x-request-id")
     base: dict[str, Any] = {}
-    if rid is not None and _ID_PATTERN.match(rid):
+    if rid is not None and _ID_PATTERN.match(rid) and "x-request-id" not in attrs.repeated:
         base["request_id"] = rid
+    # A header the decision reads, sent twice, has two readings (which one routes, which
+    # approval is presented): refused, as the token header is below.
+    ambiguous = sorted(attrs.repeated & {"host", "x-request-id", APPROVAL_HEADER})
+    if ambiguous:
+        return await _refuse(
+            service,
+            base,
+            "request.ambiguous_header",
+            f"the {', '.join(ambiguous)} header was sent more than once",
+            caller,
+        )
     remove = (table.token_header,) if table.token_header != "authorization" else ()
     if len(attrs.path) > MAX_PATH:
         return await _refuse(

@@ -57,6 +57,7 @@ from ..errors import CallerAuthError
 from ..routes import RouteTable
 from ..state import DECISIONS
 from .ext_authz import DECISION_HEADER, HttpAttributes, Verdict, check
+from .ext_authz_wire import encode_allow
 
 __all__ = ["GRPC_PORT", "grpc_ctx", "to_check_response"]
 
@@ -132,7 +133,35 @@ class AuthorizationService(external_auth_pb2_grpc.AuthorizationServicer):  # typ
             await context.abort(
                 grpc.StatusCode.UNAVAILABLE, f"agent-pdp cannot decide: {verdict.error}"
             )
+        if verdict.allowed and verdict.credential and verdict.decision_id:
+            # The hot path: the same message, encoded from a skeleton (ext_authz_wire).
+            return encode_allow(verdict.credential, verdict.decision_id, verdict.remove_headers)
         return to_check_response(verdict)
+
+
+def _serialize(response: Any) -> bytes:
+    """A CheckResponse, or the bytes of one already encoded (an allow)."""
+    if isinstance(response, bytes):
+        return response
+    data: bytes = response.SerializeToString()
+    return data
+
+
+def add_to_server(service: AuthorizationService, server: Any) -> None:
+    """Register ``Authorization/Check`` as the generated code does, with a serializer that
+    passes pre-encoded allows through."""
+    handlers = {
+        "Check": grpc.unary_unary_rpc_method_handler(
+            service.Check,
+            request_deserializer=external_auth_pb2.CheckRequest.FromString,
+            response_serializer=_serialize,
+        )
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_SERVICE, handlers),))
+    server.add_registered_method_handlers(_SERVICE, handlers)
+
+
+_SERVICE = "envoy.service.auth.v3.Authorization"
 
 
 def grpc_caller(authenticator: CallerAuthenticator, context: Any) -> Caller:
@@ -184,9 +213,7 @@ def grpc_ctx(
                 ("grpc.max_connection_idle_ms", 300_000),
             ]
         )
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            AuthorizationService(app, table), server
-        )
+        add_to_server(AuthorizationService(app, table), server)
         credentials = server_credentials(settings)
         address = f"{host}:{port}"
         if credentials is None:

@@ -13,6 +13,7 @@ never in the log line).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any, Protocol
 
@@ -43,15 +44,40 @@ class LogRecorder:
     """Writes each decision record as one JSON log line.
 
     The line leaves out the replayable ``input`` and any prompt text (hash only).
+    ``deferred``: the line is formatted and written after the current step of the event
+    loop (:meth:`flush`, scheduled once for every record that arrives in the same step), so
+    it is off the answer's path; for use behind the durable audit trail, which is the
+    record that must exist before the answer. Without the trail the line is written before
+    :meth:`record` returns.
     """
 
+    def __init__(self, *, deferred: bool = False) -> None:
+        self.deferred = deferred
+        self._pending: list[dict[str, Any]] = []
+
     async def record(self, record: dict[str, Any]) -> None:
-        if log.isEnabledFor(logging.INFO):
-            line = {k: v for k, v in record.items() if k != "input"}
-            prompt = line.get("prompt")
-            if isinstance(prompt, dict) and ("text" in prompt or "redacted" in prompt):
-                line["prompt"] = {k: v for k, v in prompt.items() if k not in {"text", "redacted"}}
-            log.info(orjson.dumps(line).decode())
+        if not log.isEnabledFor(logging.INFO):
+            return
+        if not self.deferred:
+            _log_line(record)
+            return
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self.flush)
+        self._pending.append(record)
+
+    def flush(self) -> None:
+        """Write the lines of the records waiting for it."""
+        pending, self._pending = self._pending, []
+        for record in pending:
+            _log_line(record)
+
+
+def _log_line(record: dict[str, Any]) -> None:
+    line = {k: v for k, v in record.items() if k != "input"}
+    prompt = line.get("prompt")
+    if isinstance(prompt, dict) and ("text" in prompt or "redacted" in prompt):
+        line["prompt"] = {k: v for k, v in prompt.items() if k not in {"text", "redacted"}}
+    log.info(orjson.dumps(line).decode())
 
 
 #: Free-form values (arguments, context) larger than this are recorded as digest + size.

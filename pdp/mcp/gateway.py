@@ -28,14 +28,20 @@ Per request, in order:
    write, destructive -> delete, none -> execute), ``data.sensitivity`` from the upstream's
    ``_meta["agent-pdp/sensitivity"]``, ``arguments`` are the call's. Tenant, task, purpose,
    session and delegation come from headers or ``_meta`` (see :data:`CONTEXT_FIELDS`); the
-   same field given both ways must agree.
+   same field given both ways must agree. A call retried after a human's approval names it
+   (``X-PDP-Approval-Id`` / ``_meta["agent-pdp/approval-id"]``), sent as ``approval_id``.
 5. **Answer** - deny -> JSON-RPC error -32001 ``{"decision_id", "reasons", "approval"?}``,
    never forwarded; allow without a credential (an approval pending) -> the same; the PDP
-   unreachable -> -32603, never forwarded; allow -> forwarded with the **minted credential**
+   unreachable, or refusing the gateway as its caller (401/403) -> -32603, never forwarded;
+   allow -> forwarded with the **minted credential**
    as the upstream's bearer token, and the outcome (status, latency) reported to the PDP,
    which records it linked to the decision (:mod:`pdp.outcomes`).
 
-Lists are filtered to what the agent may use, one check decision per item, cached per agent,
+The gateway is the PDP's caller: against a PDP that authenticates callers it presents
+:attr:`GatewayConfig.pdp_caller` (client certificate, caller key) on every request.
+
+Lists are filtered to what the agent may use (allowed, or denied only for want of an
+approval), one check decision per item, cached per agent,
 tenant, purpose and policy revision (a decision reporting another revision empties the
 cache), and answered with cache hints ``cacheScope: private``.
 """
@@ -80,7 +86,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..credential_token import action_scope, resource_action_name
 from ..identity import Identity, SVIDVerifier
-from .pdp_client import PDPClient, PDPRefused, PDPUnavailable
+from .pdp_client import CallerCredentials, PDPClient, PDPRefused, PDPUnavailable
 from .upstream import Upstream, operation_of, sensitivity_of
 
 log = logging.getLogger("pdp.mcp")
@@ -98,6 +104,8 @@ CONTEXT_FIELDS: Final = {
     "purpose": ("x-pdp-task-purpose", "agent-pdp/task-purpose"),
     "session": ("x-pdp-session", "agent-pdp/session"),
     "delegation": ("x-pdp-delegation", "agent-pdp/delegation"),
+    # A retried call names the approval a human granted for it (docs/approvals.md).
+    "approval_id": ("x-pdp-approval-id", "agent-pdp/approval-id"),
 }
 #: Methods passed to the SDK without a decision: protocol plumbing, no upstream data.
 PLUMBING: Final = frozenset({"initialize", "ping", "server/discover"})
@@ -123,6 +131,9 @@ class GatewayConfig:
     public_url: str | None = None
     pdp_timeout_s: float = 5.0
     upstream_timeout_s: float = 30.0
+    #: How the gateway authenticates to the PDP as its caller (mTLS, caller key): needed
+    #: when the PDP requires caller authentication; without it every call is refused.
+    pdp_caller: CallerCredentials | None = None
     #: How long listed catalogs and per-agent list filters are reused, seconds.
     list_ttl_s: float = 30.0
 
@@ -235,6 +246,15 @@ async def _reject(send: Send, status: int, code: int, message: str) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+def listable(answer: dict[str, Any]) -> bool:
+    """Whether a list check's answer shows the item: allowed, or denied for nothing but a
+    missing approval (calling it opens one; a human decides)."""
+    if answer.get("allow") is True:
+        return True
+    codes = {r.get("code") for r in answer.get("reasons") or () if isinstance(r, dict)}
+    return codes == {"approval_required"}
+
+
 def denied(message: str, data: dict[str, Any]) -> MCPError:
     """The -32001 error of a refused call."""
     return MCPError(DENIED, message, data)
@@ -262,6 +282,8 @@ class CallContext:
         request: dict[str, Any] = {"agent": agent, "tenant": self.fields["tenant"]}
         if task:
             request["task"] = task
+        if "approval_id" in self.fields:
+            request["approval_id"] = self.fields["approval_id"]
         return request
 
 
@@ -277,7 +299,9 @@ class McpGateway:
 
     def __init__(self, config: GatewayConfig) -> None:
         self.config = config
-        self.pdp = PDPClient(config.pdp_url, timeout_s=config.pdp_timeout_s)
+        self.pdp = PDPClient(
+            config.pdp_url, timeout_s=config.pdp_timeout_s, caller=config.pdp_caller
+        )
         self.upstreams = {
             name: Upstream(name, url, timeout_s=config.upstream_timeout_s, ttl_s=config.list_ttl_s)
             for name, url in config.upstreams.items()
@@ -370,6 +394,7 @@ class McpGateway:
         if check:
             request["mode"] = "check"
             request.pop("task", None)  # a list is not a step of the task
+            request.pop("approval_id", None)  # an approval is for one call, not a list
             if "purpose" in call.fields:
                 request["task"] = {"purpose": call.fields["purpose"]}
         request["action"] = action
@@ -488,7 +513,7 @@ class McpGateway:
             answers = await asyncio.gather(*(self.decide(r) for r in pending.values()))
             filt = self._filters.setdefault(key, cached)
             for item_key, answer in zip(pending, answers, strict=True):
-                filt.allowed[item_key] = answer.get("allow") is True
+                filt.allowed[item_key] = listable(answer)
             cached = filt
         return [item for item_key, item in items if cached.allowed.get(item_key)]
 

@@ -13,6 +13,7 @@
 #     - NIST-AI-RMF:GOVERN-1.2
 package pdp
 
+import data.pdp.fast
 import data.pdp.lib
 import data.pdp.rules.cache
 import data.pdp.rules.credential
@@ -38,7 +39,18 @@ default decision := {
 	"cache": {"ttl_seconds": 0},
 }
 
-decision := {
+decision := fast.decision if fast.cleared
+
+else := composed
+
+# METADATA
+# title: Composed decision
+# description: |
+#   The decision of the full composition: every module's deny and grant reasons and
+#   obligations. Undefined when a module returns something the composition cannot trust,
+#   so that decision falls back to its default. The decision for a call that pdp.fast
+#   clears is the same (tests/test_policy_fastpath.py).
+composed := {
 	"allow": allow,
 	"reasons": reasons,
 	"obligations": obligations,

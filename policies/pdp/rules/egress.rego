@@ -118,7 +118,7 @@ default cleared_for_restricted := []
 cleared_for_restricted := data.inventory.restricted_destinations
 
 # The registered destination; undefined for an unknown one (pdp.rules.tenancy denies those).
-destination := data.inventory.destinations[input.destination.name]
+destination := facts.destination
 
 # METADATA
 # scope: document

@@ -97,14 +97,39 @@ purpose_actions := data.inventory.purposes[input.task.purpose].actions
 purpose_permitted if input.task.purpose in inventory.agent.purposes
 
 # METADATA
+# scope: document
 # description: |
 #   Some entitlement of the authenticated, registered agent (inventory.agent) covers the
-#   action on the destination. A rule rather than a function of the agent's entitlements, so
-#   grant and deny share one evaluation and nothing from the inventory is copied into a call.
+#   action on the destination: it lists the action's name (exact or a glob, "." delimited)
+#   or no names at all, and the operation or no operations at all. One definition per
+#   combination, the common one first (OPA stops at the first that holds), and no function
+#   call, which would hash each entitlement it is given.
+entitled if {
+	is_string(input.action.name)
+	some entitlement in candidates
+	some pattern in entitlement.names
+	glob.match(pattern, ["."], input.action.name)
+	input.action.operation in entitlement.operations
+}
+
 entitled if {
 	some entitlement in candidates
-	name_covered(entitlement, input.action.name)
-	operation_covered(entitlement, input.action.operation)
+	not entitlement.names
+	input.action.operation in entitlement.operations
+}
+
+entitled if {
+	is_string(input.action.name)
+	some entitlement in candidates
+	not entitlement.operations
+	some pattern in entitlement.names
+	glob.match(pattern, ["."], input.action.name)
+}
+
+entitled if {
+	some entitlement in candidates
+	not entitlement.names
+	not entitlement.operations
 }
 
 # METADATA
@@ -113,29 +138,13 @@ entitled if {
 #   The agent's entitlements that list the action type and the destination: one lookup in
 #   the index the bundle build ships (data.pdp_index, see pdp.index), so the cost does not
 #   grow with the agent's entitlements; a scan of the inventory when the bundle has no index
-#   (a plain `opa build`, Rego tests).
-candidates := object.get(
-	data.pdp_index.entitlements,
-	[input.identity.spiffe_id, input.destination.name, input.action.type],
-	[],
-) if {
+#   (a plain `opa build`, Rego tests). The index is bound once and then read by key, which
+#   costs OPA less than a reference into data per key.
+candidates := object.get(index, [input.identity.spiffe_id, input.destination.name, input.action.type], []) if {
 	inventory.agent
-	data.pdp_index.entitlements
+	index := data.pdp_index.entitlements
 } else := [entitlement |
 	some entitlement in object.get(inventory.agent, "entitlements", [])
 	input.action.type in entitlement.action_types
 	input.destination.name in entitlement.destinations
 ]
-
-# The common case first: OPA stops at the first definition that holds.
-name_covered(entitlement, name) if {
-	is_string(name)
-	some pattern in entitlement.names
-	glob.match(pattern, ["."], name)
-}
-
-name_covered(entitlement, _) if not entitlement.names
-
-operation_covered(entitlement, operation) if operation in entitlement.operations
-
-operation_covered(entitlement, _) if not entitlement.operations

@@ -43,4 +43,8 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 # description: |
 #   The inventory entry of the authenticated agent (agents are keyed by SPIFFE ID); undefined
 #   when the agent is unauthenticated or unregistered. The other modules use this one lookup.
-agent := data.inventory.agents[input.identity.spiffe_id] if lib.authenticated(input.identity)
+agent := data.inventory.agents[input.identity.spiffe_id] if {
+	# lib.authenticated, inlined: a function call would hash input.identity on every decision.
+	input.identity.authenticated == true
+	is_string(input.identity.spiffe_id)
+}

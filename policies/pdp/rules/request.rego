@@ -15,6 +15,7 @@
 #     - NIST-AI-RMF:MEASURE-2.7
 package pdp.rules.request
 
+import data.pdp.facts
 import data.pdp.lib
 
 # METADATA
@@ -47,7 +48,7 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 # custom:
 #   code: destination_type_mismatch
 deny contains lib.reason(rego.metadata.chain(), message) if {
-	registered := data.inventory.destinations[input.destination.name].type
+	registered := facts.destination.type
 	input.destination.type != registered
 	message := sprintf(
 		"destination %q is registered as %q, not %q",

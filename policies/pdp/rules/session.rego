@@ -41,6 +41,8 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 # custom:
 #   code: session_toxic_flow
 deny contains lib.reason(rego.metadata.chain(), message) if {
+	# Nothing was touched before the first call of a task: stop before reading the threshold.
+	touched_rank >= 0
 	touched_rank >= toxic_rank
 	egress.trust_level != "internal"
 	not cleared_for_touched
@@ -74,9 +76,10 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 # custom:
 #   code: session_forbidden_sequence
 deny contains lib.reason(rego.metadata.chain(), message) if {
+	# A call without a history (the common case) stops here, before any pattern is matched.
+	some history in histories
 	some sequence in data.sessions.forbidden_sequences
 	matches(current, sequence.then)
-	some history in histories
 	seen(history, sequence.earlier)
 	message := sprintf(
 		"forbidden sequence %q: %s (this call: %s %v on %q)",

@@ -16,6 +16,7 @@
 #     - NIST-AI-RMF:MEASURE-2.7
 package pdp.rules.tenancy
 
+import data.pdp.facts
 import data.pdp.lib
 import data.pdp.rules.inventory
 
@@ -87,7 +88,7 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 # custom:
 #   code: destination_unknown
 deny contains lib.reason(rego.metadata.chain(), message) if {
-	not data.inventory.destinations[input.destination.name]
+	not facts.destination
 	message := sprintf("destination %q is not registered in the inventory", [input.destination.name])
 }
 
@@ -97,7 +98,7 @@ deny contains lib.reason(rego.metadata.chain(), message) if {
 # custom:
 #   code: destination_tenant_mismatch
 deny contains lib.reason(rego.metadata.chain(), message) if {
-	destination := data.inventory.destinations[input.destination.name]
+	destination := facts.destination
 	tenant := input.tenant
 
 	# Neither the request's tenant nor shared. Two negations rather than a helper function:

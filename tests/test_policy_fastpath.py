@@ -1,0 +1,363 @@
+"""The fast path (policies/pdp/fast) decides exactly what the full composition decides.
+
+``data.pdp.decision`` answers a call that ``data.pdp.fast.cleared`` clears with the constant
+``data.pdp.fast.decision`` instead of evaluating every deny rule. That is only safe if the
+composition (``data.pdp.composed``) would have decided the same for every such call: a fast
+path that allowed what a deny rule refuses would be a bypass. Hypothesis generates inputs
+from the OPA input schema and the shipped inventory (the fuzzer's strategy, pdp/fuzz), bent
+further towards the fast path's edges (histories, delegation chains, schemes, ports,
+principals, categories), and one real OPA serving the built bundle evaluates both sides.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, seed, settings
+from hypothesis import strategies as st
+from jsonschema import Draft202012Validator
+
+from pdp.bundle import BuiltBundle
+from pdp.fuzz import BatchOPA
+from pdp.fuzz.strategies import NOW_NS, identity, opa_inputs, rfc3339
+from pdp.schema import load_schema
+
+pytestmark = pytest.mark.opa
+
+#: Evaluates, per input, whether the fast path clears it and what the composition decides.
+CHECK_MODULE = """\
+package fastpath_check
+
+results := [check(case) | some case in input.cases]
+
+check(case) := {"cleared": cleared(case), "composed": composed(case), "decision": decision(case)}
+
+cleared(case) if {
+\tdata.pdp.fast.cleared with input as case
+} else := false
+
+composed(case) := value if {
+\tvalue := data.pdp.composed with input as case
+} else := null
+
+decision(case) := value if {
+\tvalue := data.pdp.decision with input as case
+}
+"""
+
+SCHEMA = load_schema("opa-input")
+VALIDATOR = Draft202012Validator(SCHEMA)
+
+
+def history(rank: int, *, truncated: bool = False) -> dict[str, Any]:
+    """A task or session history with one earlier call of data at ``rank``."""
+    step = {
+        "type": "tool.call",
+        "name": "jira.search_issues",
+        "operation": "read",
+        "destination": "jira",
+        "destination_type": "tool",
+        "sensitivity_rank": rank,
+    }
+    return {
+        "id": "T-1",
+        "calls": 1,
+        "state_changing": 0,
+        "first_at_ns": NOW_NS,
+        "last_at_ns": NOW_NS,
+        "age_s": 1.0,
+        "max_sensitivity": ["public", "internal", "confidential", "restricted"][rank],
+        "max_sensitivity_rank": rank,
+        "action_types": {"tool.call": 1},
+        "tools": ["jira.search_issues"],
+        "destinations": ["jira"],
+        "steps": [step],
+        "recent": [step],
+        "truncated": truncated,
+    }
+
+
+#: Changes that push an input to the fast path's edges: (path, value).
+EDGES: list[tuple[tuple[str, ...], Any]] = [
+    (("action", "operation"), "read"),
+    (("action", "operation"), "write"),
+    (("action", "operation"), None),
+    (("action", "type"), "model.invoke"),
+    (("action", "type"), "http.request"),
+    (("action", "type"), "secret.read"),
+    (("action", "type"), "data.export"),
+    (("action", "type"), "data.write"),
+    (("action", "name"), "jira.search_issues:write"),
+    (("action", "name"), None),
+    (("agent", "status"), "disabled"),
+    (("session", "available"), False),
+    (("tenant",), "globex"),
+    (("destination", "type"), "service"),
+    (("destination", "host"), "evil.example"),
+    (("destination", "name"), "globex-wiki"),
+    (("data", "sensitivity"), "confidential"),
+    (("task",), {"id": "T-1"}),
+    (("action", "type"), "tool.call"),
+    (("action", "type"), "data.read"),
+    (("destination", "scheme"), "http"),
+    (("destination", "port"), 8443),
+    (("destination", "port"), 80),
+    (("agent", "on_behalf_of"), {}),
+    (
+        ("agent", "on_behalf_of"),
+        {"subject": "user:alice@acme.example", "tenant": "acme", "verified": True},
+    ),
+    (("agent", "on_behalf_of"), {"tenant": "acme"}),
+    (("agent", "on_behalf_of"), {"subject": "user:alice@acme.example"}),
+    (("data", "categories"), ["customer-tickets"]),
+    (("data", "categories"), ["pii"]),
+    (("data", "sensitivity"), "public"),
+    (("data", "sensitivity_rank"), 0),
+    (("data", "sensitivity_rank"), 2),
+    (("prompt", "risk_signals"), ["pii_detected"]),
+    (("session", "task"), history(1)),
+    (("session", "task"), history(3)),
+    (("session", "session"), history(0, truncated=True)),
+    (("chain", "present"), True),
+    (
+        ("chain",),
+        {
+            "present": True,
+            "verified": False,
+            "error": {"code": "delegation.invalid", "message": "bad"},
+            "subject": None,
+            "subject_tenant": None,
+            "issuer": None,
+            "actors": [],
+            "depth": 0,
+        },
+    ),
+    (("chain", "verified"), True),
+    (
+        ("chain",),
+        {
+            "present": True,
+            "verified": True,
+            "error": None,
+            "subject": "user:alice@acme.example",
+            "subject_tenant": "acme",
+            "issuer": "spiffe://globex.example",
+            "actors": [
+                {"sub": "spiffe://globex.example/agents/x", "trust_domain": "globex.example"}
+            ],
+            "depth": 1,
+        },
+    ),
+    (
+        ("chain",),
+        {
+            "present": False,
+            "verified": True,
+            "error": None,
+            "subject": "user:alice@acme.example",
+            "subject_tenant": "acme",
+            "issuer": "spiffe://globex.example",
+            "actors": [
+                {"sub": "spiffe://globex.example/agents/x", "trust_domain": "globex.example"}
+            ],
+            "depth": 1,
+        },
+    ),
+    (("identity", "trust_domain"), "globex.example"),
+    (("task", "purpose"), "answer hr questions"),
+]
+
+
+def fast_bases(inventory: dict[str, Any]) -> list[dict[str, Any]]:
+    """Coherent low-risk reads, one per registered agent, entitlement and destination that
+    allow one: the region the fast path is for, before EDGES bend it."""
+    purposes = inventory.get("purposes", {})
+    bases = []
+    for spiffe_id, agent in sorted(inventory["agents"].items()):
+        for ent in agent.get("entitlements", []):
+            if "read" not in ent.get("operations", ["read"]):
+                continue
+            for action_type in sorted(set(ent["action_types"]) & {"tool.call", "data.read"}):
+                for dest_name in ent["destinations"]:
+                    dest = inventory["destinations"].get(dest_name, {})
+                    host = (dest.get("hosts") or [f"{dest_name}.example"])[0]
+                    scheme = (dest.get("schemes") or ["https"])[0]
+                    port = (dest.get("ports") or [443])[0]
+                    pattern = (ent.get("names") or [f"{dest_name}.search"])[0]
+                    fitting = [
+                        p
+                        for p in agent.get("purposes", [])
+                        if action_type in purposes.get(p, {}).get("actions", [])
+                    ]
+                    task = {"id": "T-1", "purpose": fitting[0]} if fitting else {"id": "T-1"}
+                    bases.append(
+                        {
+                            "version": 1,
+                            "now": {"rfc3339": rfc3339(NOW_NS), "unix_ns": NOW_NS},
+                            "identity": identity(spiffe_id),
+                            "agent": {
+                                "id": spiffe_id.rsplit("/", 1)[-1],
+                                "status": "active",
+                                "on_behalf_of": {
+                                    "subject": "user:alice@acme.example",
+                                    "tenant": agent["tenant"],
+                                },
+                            },
+                            "tenant": agent["tenant"],
+                            "task": task,
+                            "action": {
+                                "type": action_type,
+                                "name": pattern.replace("*", "search"),
+                                "operation": "read",
+                                "arguments": {},
+                            },
+                            "destination": {
+                                "type": dest.get("type", "tool"),
+                                "name": dest_name,
+                                "url": f"{scheme}://{host}:{port}/api",
+                                "host": host,
+                                "scheme": scheme,
+                                "port": port,
+                                "environment": None,
+                            },
+                            "data": {
+                                "sensitivity": "internal",
+                                "sensitivity_rank": 1,
+                                "categories": [],
+                            },
+                            "prompt": {"present": False, "length": 0, "risk_signals": []},
+                            "context": {},
+                            "request": {"id": "fastpath", "received_at": rfc3339(NOW_NS)},
+                            "session": {
+                                "available": True,
+                                "origin": "sqlite",
+                                "error": None,
+                                "read_at_ns": NOW_NS,
+                                "task": None,
+                                "session": None,
+                            },
+                            "chain": {
+                                "present": False,
+                                "verified": False,
+                                "error": None,
+                                "subject": None,
+                                "subject_tenant": None,
+                                "issuer": None,
+                                "actors": [],
+                                "depth": 0,
+                            },
+                        }
+                    )
+    return bases
+
+
+def with_edges(inventory: dict[str, Any]) -> st.SearchStrategy[dict[str, Any]]:
+    """A coherent low-risk read (fast_bases) or any generated input (the fuzzer's
+    strategy), with up to three EDGES applied."""
+    starts = st.sampled_from(fast_bases(inventory)) | opa_inputs(SCHEMA, inventory)
+
+    @st.composite
+    def build(draw: st.DrawFn) -> dict[str, Any]:
+        case: dict[str, Any] = copy.deepcopy(draw(starts))
+        for path, value in draw(st.lists(st.sampled_from(EDGES), max_size=3)):
+            target = case
+            for key in path[:-1]:
+                target = target.setdefault(key, {})
+            target[path[-1]] = copy.deepcopy(value)
+        return case
+
+    return build()
+
+
+@pytest.fixture(scope="module")
+def checker(
+    opa_bin: str, policy_bundle: BuiltBundle, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BatchOPA]:
+    module = tmp_path_factory.mktemp("fastpath") / "check.rego"
+    module.write_text(CHECK_MODULE)
+    with BatchOPA(opa_bin, Path(policy_bundle.path), [module]) as opa:
+        yield opa
+
+
+def evaluate(opa: BatchOPA, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    answers = opa.data("fastpath_check/results", {"cases": cases})
+    assert isinstance(answers, list) and len(answers) == len(cases)
+    return answers
+
+
+def test_the_allow_example_takes_the_fast_path_and_the_composition_agrees(
+    checker: BatchOPA,
+) -> None:
+    inventory = checker.data("inventory")
+    fast = checker.data("pdp/fast/decision")
+    assert fast["allow"] is True and fast["reasons"] == []
+    bot = "spiffe://acme.example/agents/support-bot"
+    assert inventory["agents"][bot]["status"] == "active"
+
+
+def test_whenever_the_fast_path_clears_the_composition_decides_the_same(checker: BatchOPA) -> None:
+    inventory = checker.data("inventory")
+    fast_decision = checker.data("pdp/fast/decision")
+    seen = {"cases": 0, "cleared": 0, "composed_allows": 0}
+
+    @seed(13)
+    @settings(
+        max_examples=40,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+    @given(st.lists(with_edges(inventory), min_size=25, max_size=25))
+    def prove(cases: list[dict[str, Any]]) -> None:
+        for case in cases:
+            errors = sorted(VALIDATOR.iter_errors(case), key=str)
+            assert not errors, f"generated input does not match the schema: {errors[0].message}"
+        for case, answer in zip(cases, evaluate(checker, cases), strict=True):
+            seen["cases"] += 1
+            composed = answer["composed"]
+            if composed is not None and composed["allow"]:
+                seen["composed_allows"] += 1
+            if answer["cleared"]:
+                seen["cleared"] += 1
+                assert composed == fast_decision, (case, composed)
+                assert answer["decision"] == fast_decision
+            else:
+                # Off the fast path, the decision is the composition's (or its default).
+                if composed is not None:
+                    assert answer["decision"] == composed
+
+    prove()
+    # The property must have bitten: a good share of the inputs took the fast path, and
+    # the composition allowed others that it did not clear (the fast path is narrower).
+    assert seen["cleared"] >= seen["cases"] // 20, seen
+    assert seen["composed_allows"] > seen["cleared"], seen
+
+
+def test_every_edge_on_every_coherent_read_is_decided_the_same_both_ways(
+    checker: BatchOPA,
+) -> None:
+    """Exhaustive where it is cheap: each of EDGES alone on each coherent read."""
+    inventory = checker.data("inventory")
+    fast_decision = checker.data("pdp/fast/decision")
+    cases = [copy.deepcopy(base) for base in fast_bases(inventory)]
+    for base in fast_bases(inventory):
+        for path, value in EDGES:
+            case = copy.deepcopy(base)
+            target = case
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = copy.deepcopy(value)
+            cases.append(case)
+    cleared = 0
+    for case, answer in zip(cases, evaluate(checker, cases), strict=True):
+        assert not list(VALIDATOR.iter_errors(case))
+        if answer["cleared"]:
+            cleared += 1
+            assert answer["composed"] == fast_decision, case
+        assert answer["decision"] == (answer["composed"] or answer["decision"])
+    assert cleared >= len(cases) // 10, (cleared, len(cases))
