@@ -71,6 +71,20 @@ def test_a_bundle_file_that_is_not_an_object_is_refused(
     assert str(info.value) == f"trust bundle for {DOMAIN!r} at {str(path)!r} {problem}"
 
 
+def test_a_bundle_file_that_is_not_json_is_refused_naming_domain_and_path(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "b.json"
+    path.write_bytes(b"{not json")
+
+    with pytest.raises(TrustBundleError) as info:
+        TrustBundles.from_files({DOMAIN: path})
+
+    assert str(info.value).startswith(
+        f"trust bundle for {DOMAIN!r} at {str(path)!r} is not valid JSON: "
+    )
+
+
 def test_an_unreadable_bundle_file_names_the_reason(tmp_path: Path) -> None:
     missing = tmp_path / "missing.json"
 

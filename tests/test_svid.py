@@ -170,6 +170,13 @@ REFUSALS: list[Any] = [
         id="no sub",
     ),
     pytest.param(
+        forge({"alg": "ES256", "kid": "acme-ec"}, claims(sub="user:bob")),
+        "authn.invalid_spiffe_id",
+        "sub is not a valid SPIFFE ID: 'user:bob' is not a SPIFFE ID: the scheme must be "
+        "'spiffe://'",
+        id="sub not a SPIFFE ID",
+    ),
+    pytest.param(
         forge({"alg": "ES256", "kid": "acme-ec"}, claims(sub="spiffe://acme.example")),
         "authn.invalid_spiffe_id",
         "sub names a trust domain, not a workload (no path)",
