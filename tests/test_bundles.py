@@ -218,6 +218,29 @@ def test_an_unusable_document_is_refused_saying_why(doc: Any, problem: str) -> N
     assert message.removeprefix(f"trust bundle for {DOMAIN!r}: ").startswith(problem), message
 
 
+@pytest.mark.parametrize(
+    "ignored",
+    [
+        EC384.public_jwk(use="x509-svid"),
+        EC384.public_jwk(use=None),
+        {"kty": "OKP", "crv": "Ed25519", "x": "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo",
+         "kid": "ed", "use": "jwt-svid"},
+    ],
+    ids=["x509-use", "no-use-in-a-spiffe-bundle", "okp"],
+)  # fmt: skip
+def test_an_ignored_key_does_not_hide_the_keys_after_it(ignored: dict[str, Any]) -> None:
+    bundles = TrustBundles.from_documents({DOMAIN: bundle_doc(ignored, EC.public_jwk())})
+
+    assert bundles.key(DOMAIN, EC.kid) is not None
+
+
+def test_an_invalid_trust_domain_name_is_refused_saying_why() -> None:
+    assert refusal(bundle_doc(EC.public_jwk()), domain="acme.example:8443") == (
+        "trust bundle for 'acme.example:8443': invalid trust domain name: "
+        "a port is not allowed in a SPIFFE ID trust domain"
+    )
+
+
 def test_a_trust_domain_name_must_be_a_string() -> None:
     assert refusal(bundle_doc(EC.public_jwk()), domain=7) == (
         "trust domain names are strings, got 7"
