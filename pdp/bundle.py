@@ -6,7 +6,10 @@ A policy directory holds Rego under ``pdp/`` and data documents under ``data/``
 Derived data: when the policy defines ``data.pdp.index.entitlements`` (policies/pdp/index),
 the build evaluates it once with ``opa eval`` over the same sources and ships the result
 as the data document ``data.pdp_index.entitlements``, so a decision looks up the agent's
-entitlements for one destination and action type instead of scanning them.
+entitlements for one destination and action type instead of scanning them. Beside it,
+``data.pdp_index.fast_reviewed``: whether the policy modules are the ones the fast path
+(policies/pdp/fast) was reviewed against (:func:`fast_review`); the fast path clears
+nothing otherwise.
 """
 
 from __future__ import annotations
@@ -68,9 +71,8 @@ def build_bundle(
     roots = [root.name for root in source_roots(policies_dir)]
     with tempfile.TemporaryDirectory(prefix="pdp-bundle-") as tmp:
         derived = derived_data(opa, policies_dir, roots)
-        if derived is not None:
-            (Path(tmp) / "data.json").write_text(json.dumps(derived, sort_keys=True))
-            roots.append(tmp)
+        (Path(tmp) / "data.json").write_text(json.dumps(derived, sort_keys=True))
+        roots.append(tmp)
         # Run from the policy directory so the bundle holds relative paths (pdp/...,
         # data/...): the same sources give the same bundle wherever they are built.
         cmd = [
@@ -97,10 +99,50 @@ INDEX_RULE = "data.pdp.index.entitlements"
 INDEX_DOCUMENT = ("pdp_index", "entitlements")
 
 
-def derived_data(opa: str, policies_dir: Path, roots: list[str]) -> dict[str, Any] | None:
-    """The data the build derives from the sources (the entitlement index), or None when
-    the policy defines no index or it cannot be evaluated: decisions then scan the
-    inventory (same answers), and `opa build` reports what is wrong with the sources."""
+#: The digest of the policy modules a fast path (policies/pdp/fast) was reviewed against,
+#: relative to the policy directory: ``sha256:<hex>`` of :func:`review_digest`.
+FAST_REVIEW_FILE = Path("pdp") / "fast" / "REVIEWED"
+#: Where the bundle says whether that review still holds (data.pdp_index.fast_reviewed).
+FAST_REVIEWED_DOCUMENT = ("pdp_index", "fast_reviewed")
+
+
+def review_digest(policies_dir: Path) -> str:
+    """``sha256:<hex>`` over every policy module under ``pdp/`` (``*.rego``, tests excluded:
+    relative path and bytes, in path order). Any change to any rule — a new deny module, a
+    new rule in a reviewed one, a changed helper — changes it."""
+    digest = hashlib.sha256()
+    root = policies_dir / "pdp"
+    if root.is_dir():
+        for path in sorted(p for p in root.rglob("*.rego") if p.is_file()):
+            if path.name.endswith("_test.rego"):
+                continue
+            digest.update(path.relative_to(policies_dir).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return "sha256:" + digest.hexdigest()
+
+
+def fast_review(policies_dir: Path) -> tuple[bool, str, str | None]:
+    """(whether the fast path's review holds, the modules' digest now, the reviewed one or
+    None without a review file). A fast path (policies/pdp/fast) evaluates none of the deny
+    rules when it clears a call, so it may only clear calls for the very modules it was
+    reviewed against: otherwise the bundle turns it off and every decision is composed."""
+    now = review_digest(policies_dir)
+    file = policies_dir / FAST_REVIEW_FILE
+    try:
+        reviewed = file.read_text(encoding="ascii").strip()
+    except (OSError, UnicodeDecodeError):
+        return False, now, None
+    return reviewed == now, now, reviewed
+
+
+def derived_data(opa: str, policies_dir: Path, roots: list[str]) -> dict[str, Any]:
+    """The data the build derives from the sources: whether the fast path's review holds
+    (``data.pdp_index.fast_reviewed``, always present) and the entitlement index, absent
+    when the policy defines no index or it cannot be evaluated (decisions then scan the
+    inventory: same answers; `opa build` reports what is wrong with the sources)."""
+    derived: dict[str, Any] = {
+        FAST_REVIEWED_DOCUMENT[0]: {FAST_REVIEWED_DOCUMENT[1]: fast_review(policies_dir)[0]}
+    }
     data_args = [arg for root in roots for arg in ("--data", root)]
     cmd = [opa, "eval", "--format", "json", *data_args, "--ignore", "*_test.rego", INDEX_RULE]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=policies_dir)
@@ -108,7 +150,6 @@ def derived_data(opa: str, policies_dir: Path, roots: list[str]) -> dict[str, An
         results = json.loads(proc.stdout).get("result") or [] if proc.returncode == 0 else []
     except (ValueError, AttributeError):
         results = []
-    if not results:
-        return None
-    value = results[0]["expressions"][0]["value"]
-    return {INDEX_DOCUMENT[0]: {INDEX_DOCUMENT[1]: value}}
+    if results:
+        derived[INDEX_DOCUMENT[0]][INDEX_DOCUMENT[1]] = results[0]["expressions"][0]["value"]
+    return derived

@@ -159,15 +159,21 @@ def _reads_time(ast: dict[str, Any]) -> list[str]:
     return sorted(set(found))
 
 
-#: Input members whose presence the PDP never caches (pdp.decision_cache.uncacheable).
-NEVER_CACHED_INPUT: Final = frozenset({"approval", "session"})
+#: Input paths whose members the PDP never caches (pdp.decision_cache.uncacheable): a
+#: member of a presented approval, or of a task's or session's history. The PDP caches a
+#: decision whose input has ``approval`` empty or ``session.task``/``session.session``
+#: null or empty, so only a reference *into* them (one level below) makes a body
+#: undefined on every cacheable input; ``input.session.available`` or
+#: ``input.session.task == null`` does not.
+NEVER_CACHED_INPUT: Final = (("approval",), ("session", "task"), ("session", "session"))
 _NOT_REQUIRING: Final = frozenset(
     {"arraycomprehension", "setcomprehension", "objectcomprehension", "every"}
 )
 
 
 def _requires_never_cached(expr: dict[str, Any]) -> bool:
-    """A non-negated body expression that is undefined without input.approval/session."""
+    """A non-negated body expression that is undefined on every cacheable input (it reads a
+    member of input.approval or of input.session.task/session, NEVER_CACHED_INPUT)."""
     if not isinstance(expr, dict) or expr.get("negated"):
         return False
     stack: list[Any] = [expr.get("terms")]
@@ -179,9 +185,11 @@ def _requires_never_cached(expr: dict[str, Any]) -> bool:
             if cur.get("type") in _NOT_REQUIRING:
                 continue  # defined (empty) or true over an undefined collection
             path = _ref_path(cur)
-            if path is not None and len(path) >= 2 and path[0] == "input":
-                if path[1] in NEVER_CACHED_INPUT:
-                    return True
+            if path is not None and path[0] == "input":
+                for prefix in NEVER_CACHED_INPUT:
+                    n = len(prefix)
+                    if len(path) >= n + 2 and tuple(path[1 : n + 1]) == prefix:
+                        return True
             value = cur.get("value")
             if isinstance(value, list | dict):
                 stack.append(value)

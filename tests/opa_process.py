@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import http.client
 import os
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
+from pdp.fuzz.engine import UnixHTTPConnection
 from tests import process_helpers
-
-
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float = 1.0) -> None:
-        super().__init__("opa", timeout=timeout)
-        self._path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            sock.settimeout(self.timeout)
-            sock.connect(self._path)
-        except BaseException:
-            sock.close()  # not yet self.sock, so close() would not: no ResourceWarning
-            raise
-        self.sock = sock
 
 
 def unix_get(path: Path, url: str, timeout: float = 1.0) -> int:
     """GET ``url`` over the Unix socket at ``path``; return the status code."""
-    conn = _UnixHTTPConnection(str(path), timeout)
+    conn = UnixHTTPConnection(path, timeout)
     try:
         conn.request("GET", url)
         return conn.getresponse().status

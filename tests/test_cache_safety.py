@@ -98,6 +98,15 @@ GUARDED = (
 )
 
 
+def test_time_read_only_inside_a_task_history_may_declare_a_ttl(
+    opa_bin: str, tmp_path: Path
+) -> None:
+    # Undefined unless the input carries a task's history, and such inputs are never cached.
+    source = "package p\n\nx if {\n\tinput.session.task.calls > 3\n\tinput.now.unix_ns > 0\n}\n"
+    modules = [("r", ast(opa_bin, tmp_path, source)), ("d", ast(opa_bin, tmp_path, DECLARES))]
+    assert cache_safety.problems(modules) == []
+
+
 def test_time_read_only_alongside_the_never_cached_approval_may_declare_a_ttl(
     opa_bin: str, tmp_path: Path
 ) -> None:
@@ -116,6 +125,11 @@ def test_time_read_only_alongside_the_never_cached_approval_may_declare_a_ttl(
         "\tinput.now.unix_ns > n\n}\n",
         # the guard is in another definition (the else), not in this one
         "package p\n\nx := 1 if input.approval.ok\n\nelse := input.now.unix_ns\n",
+        # input.session is on every input, cacheable ones included: the fast path's guards
+        "package p\n\nx if {\n\tinput.session.available == true\n\tinput.now.unix_ns > 0\n}\n",
+        "package p\n\nx if {\n\tinput.session.task == null\n\tinput.now.unix_ns > 0\n}\n",
+        # an empty approval object is cacheable, and input.approval == {} holds on it
+        "package p\n\nx if {\n\tinput.approval == {}\n\tinput.now.unix_ns > 0\n}\n",
     ],
 )
 def test_a_guard_that_does_not_require_the_approval_does_not_count(

@@ -17,7 +17,7 @@ from click.testing import CliRunner, Result
 from pdpctl import errors
 from pdpctl.main import cli
 
-from pdp.bundle import content_revision
+from pdp.bundle import content_revision, review_digest
 from pdp.devtrust import ensure_dev_trust
 from pdp.identity import SVIDVerifier, TrustBundles
 
@@ -128,8 +128,28 @@ def test_check_passes_on_repo_policies() -> None:
     assert (result.exit_code, result.output) == (
         errors.OK,
         "policies compile (opa check --strict)\n"
-        "decision-cache TTLs: safe (no TTL depends on time or other per-request input)\n",
+        "decision-cache TTLs: safe (no TTL depends on time or other per-request input)\n"
+        f"fast path: reviewed against these modules ({review_digest(POLICIES)})\n",
     )
+
+
+def test_check_warns_when_the_fast_path_review_is_stale_and_review_fast_records_it(
+    tmp_path: Path,
+) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    rules = policies / "pdp" / "rules" / "egress.rego"
+    rules.write_text(rules.read_text() + "\n# a change after the review\n")
+
+    stale = run("policy", "check", policies=policies)
+    recorded = run("policy", "review-fast", policies=policies)
+    fresh = run("policy", "check", policies=policies)
+
+    assert stale.exit_code == errors.OK  # a stale review is safe: only slower
+    assert "warning: fast path OFF" in stale.output
+    assert recorded.exit_code == errors.OK
+    assert (policies / "pdp" / "fast" / "REVIEWED").read_text() == review_digest(policies) + "\n"
+    assert "fast path: reviewed" in fresh.output and "OFF" not in fresh.output
 
 
 @pytest.mark.parametrize(

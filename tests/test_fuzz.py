@@ -148,3 +148,17 @@ def test_a_missing_bundle_is_bad_input(tmp_path: Path) -> None:
 
     assert result.exit_code == errors.BAD_INPUT
     assert "no such bundle" in result.output
+
+
+def test_a_connection_to_an_opa_not_yet_listening_leaks_no_socket(tmp_path: Path) -> None:
+    # BatchOPA retries while OPA starts: each failed connect must close its socket (an
+    # unclosed one is a ResourceWarning at collection, an error under this suite).
+    import gc
+
+    from pdp.fuzz.engine import UnixHTTPConnection
+
+    conn = UnixHTTPConnection(tmp_path / "not-listening.sock", 1.0)
+    with pytest.raises(OSError):
+        conn.request("GET", "/health")
+    assert conn.sock is None
+    gc.collect()

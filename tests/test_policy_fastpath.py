@@ -12,6 +12,7 @@ principals, categories), and one real OPA serving the built bundle evaluates bot
 from __future__ import annotations
 
 import copy
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,12 @@ from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from pdp.bundle import BuiltBundle
+from pdp.bundle import BuiltBundle, build_bundle, fast_review
 from pdp.fuzz import BatchOPA
 from pdp.fuzz.strategies import NOW_NS, identity, opa_inputs, rfc3339
 from pdp.schema import load_schema
+
+from .conftest import POLICIES
 
 pytestmark = pytest.mark.opa
 
@@ -361,3 +364,81 @@ def test_every_edge_on_every_coherent_read_is_decided_the_same_both_ways(
             assert answer["composed"] == fast_decision, case
         assert answer["decision"] == (answer["composed"] or answer["decision"])
     assert cleared >= len(cases) // 10, (cleared, len(cases))
+
+
+# --------------------------------------------------------------------------- the review gate
+
+#: A deny module added after the fast path's review: it refuses every call of support-bot.
+BLOCKLIST_MODULE = """\
+# METADATA
+# title: Blocklist
+# description: Agents an operator blocked.
+# custom:
+#   controls: []
+package pdp.rules.blocklist
+
+import data.pdp.lib
+
+# METADATA
+# title: Blocked agent
+# description: The agent is on the blocklist.
+# custom:
+#   code: agent_blocked
+deny contains lib.reason(rego.metadata.chain(), "the agent is on the blocklist") if {
+\tinput.identity.spiffe_id == "spiffe://acme.example/agents/support-bot"
+}
+"""
+
+#: A rule appended to a reviewed module after the review (the same refusal, another code).
+APPENDED_RULE = """
+# METADATA
+# title: Another gateway
+# description: The call came through a gateway the tenant does not use.
+# custom:
+#   code: gateway_not_allowed
+deny contains lib.reason(rego.metadata.chain(), "another gateway") if {
+\tinput.identity.spiffe_id == "spiffe://acme.example/agents/support-bot"
+}
+"""
+
+
+def test_the_shipped_policy_is_the_reviewed_one_and_its_bundle_says_so(
+    checker: BatchOPA,
+) -> None:
+    holds, now, reviewed = fast_review(POLICIES)
+    assert (holds, reviewed) == (True, now), "run `pdpctl policy review-fast` after a review"
+    assert checker.data("pdp_index/fast_reviewed") is True
+
+
+@pytest.mark.parametrize("change", ["new deny module", "rule added to a reviewed module"])
+def test_a_deny_rule_added_after_the_review_is_never_skipped(
+    opa_bin: str, checker: BatchOPA, tmp_path: Path, change: str
+) -> None:
+    inventory = checker.data("inventory")
+    [case] = [
+        b for b in fast_bases(inventory)
+        if b["identity"]["spiffe_id"] == "spiffe://acme.example/agents/support-bot"
+    ][:1]  # fmt: skip
+    [before] = evaluate(checker, [case])
+    assert before["cleared"] and before["decision"]["allow"]  # the fast path's own call
+
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    if change == "new deny module":
+        (policies / "pdp" / "rules" / "blocklist.rego").write_text(BLOCKLIST_MODULE)
+        code = "agent_blocked"
+    else:
+        egress = policies / "pdp" / "rules" / "egress.rego"
+        egress.write_text(egress.read_text() + APPENDED_RULE)
+        code = "gateway_not_allowed"
+    assert fast_review(policies)[0] is False
+    built = build_bundle(opa_bin, policies, tmp_path / "changed.tar.gz")
+    module = tmp_path / "check.rego"
+    module.write_text(CHECK_MODULE)
+    with BatchOPA(opa_bin, built.path, [module]) as opa:
+        assert opa.data("pdp_index/fast_reviewed") is False
+        [after] = evaluate(opa, [case])
+
+    assert after["cleared"] is False
+    assert after["decision"]["allow"] is False
+    assert code in [r["code"] for r in after["decision"]["reasons"]]

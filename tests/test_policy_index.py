@@ -53,7 +53,8 @@ def test_a_policy_without_an_index_rule_builds_without_derived_data(
     (tmp_path / "pdp").mkdir()
     (tmp_path / "pdp" / "p.rego").write_text("package pdp\n\ndecision := {}\n")
     built = build_bundle(opa_bin, tmp_path, tmp_path / "b.tar.gz")
-    assert "pdp_index" not in bundle_data(built.path)
+    # No index; and no fast-path review, so a fast path would clear nothing.
+    assert bundle_data(built.path)["pdp_index"] == {"fast_reviewed": False}
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import click
 from jsonschema import Draft202012Validator
 
 from pdp import cache_safety
-from pdp.bundle import BundleError, build_bundle
+from pdp.bundle import FAST_REVIEW_FILE, BundleError, build_bundle, fast_review
 from pdp.bundlesign import SIGNING_ALGS, BundleSigningError, sign_bundle
 from pdp.config import DEFAULT_BUNDLE_KEY_ID
 from pdp.schema import load_schema
@@ -109,6 +109,40 @@ def check(project: Project) -> None:
         click.echo("\n".join(found), err=True)
         raise CLIError("a policy that reads time declares a decision-cache TTL", DOES_NOT_COMPILE)
     click.echo("decision-cache TTLs: safe (no TTL depends on time or other per-request input)")
+    _echo_fast_review(project.policies_dir)
+
+
+def _echo_fast_review(policies_dir: Path) -> None:
+    """Say whether the fast path's review holds (a stale one is safe: the bundle then turns
+    the fast path off and every decision is composed, only slower)."""
+    if not (policies_dir / FAST_REVIEW_FILE).parent.is_dir():
+        return
+    holds, now, reviewed = fast_review(policies_dir)
+    if holds:
+        click.echo(f"fast path: reviewed against these modules ({now})")
+        return
+    click.echo(
+        f"warning: fast path OFF: the policy modules ({now}) are not the ones "
+        f"{FAST_REVIEW_FILE} was reviewed against ({reviewed or 'none'}); every decision "
+        "is composed. Review pdp/fast/fast.rego against the change, then run "
+        "`pdpctl policy review-fast`.",
+        err=True,
+    )
+
+
+@policy.command("review-fast")
+@pass_project
+def review_fast(project: Project) -> None:
+    """Record that the fast path (pdp/fast/fast.rego) was reviewed against the policy
+    modules as they are now: writes their digest to pdp/fast/REVIEWED. Bundles built from
+    other modules turn the fast path off (data.pdp_index.fast_reviewed). Run it only after
+    checking that `cleared` still keeps every deny rule silent (docs/policy-authoring.md)."""
+    file = project.policies_dir / FAST_REVIEW_FILE
+    if not file.parent.is_dir():
+        raise CLIError(f"{file.parent}: this policy directory has no fast path", BAD_INPUT)
+    _, now, _ = fast_review(project.policies_dir)
+    file.write_text(now + "\n", encoding="ascii")
+    click.echo(f"{FAST_REVIEW_FILE}: {now}")
 
 
 def _module_asts(project: Project) -> list[tuple[str, dict[str, Any]]]:

@@ -24,17 +24,22 @@ from ..errors import SidecarError
 START_TIMEOUT_S = 30.0
 
 
-class _UnixHTTPConnection(http.client.HTTPConnection):
-    """HTTP/1.1 (keep-alive) over a Unix socket."""
+class UnixHTTPConnection(http.client.HTTPConnection):
+    """HTTP/1.1 (keep-alive) over the Unix socket at ``path`` (blocking; ``timeout`` in
+    seconds per socket operation)."""
 
-    def __init__(self, path: Path, timeout: float) -> None:
+    def __init__(self, path: str | Path, timeout: float) -> None:
         super().__init__("localhost", timeout=timeout)
-        self._path = path
+        self._path = str(path)
 
     def connect(self) -> None:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        sock.connect(str(self._path))
+        try:
+            sock.settimeout(self.timeout)
+            sock.connect(self._path)
+        except BaseException:
+            sock.close()  # not yet self.sock, so close() would not: no leaked socket
+            raise
         self.sock = sock
 
 
@@ -51,7 +56,7 @@ class BatchOPA:
         self._dir = tempfile.TemporaryDirectory(prefix="pdp-fuzz-")
         self.socket = Path(self._dir.name) / "opa.sock"
         self._proc: subprocess.Popen[bytes] | None = None
-        self._conn: _UnixHTTPConnection | None = None
+        self._conn: UnixHTTPConnection | None = None
 
     def __enter__(self) -> BatchOPA:
         self.start()
@@ -134,7 +139,7 @@ class BatchOPA:
         payload = None if body is None else json.dumps(body).encode()
         for attempt in (1, 2):
             if self._conn is None:
-                self._conn = _UnixHTTPConnection(self.socket, self.timeout_s)
+                self._conn = UnixHTTPConnection(self.socket, self.timeout_s)
             try:
                 headers = {"Content-Type": "application/json"} if payload is not None else {}
                 self._conn.request(method, url, payload, headers)

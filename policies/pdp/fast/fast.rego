@@ -10,10 +10,13 @@
 #   obligations the modules would set for a low-risk read. When it does not hold, nothing
 #   changes: the full composition decides.
 #
-#   Each condition names the rules it keeps silent. Two checks keep this in step with the
-#   modules: reviewed_modules must list every package under pdp.rules (a Rego test fails
-#   otherwise), and tests/test_policy_fastpath.py proves, over generated inputs, that
-#   whenever `cleared` holds the full composition decides exactly `decision`.
+#   Each condition names the rules it keeps silent. Three checks keep this in step with
+#   the modules: the bundle turns the fast path off unless every module under pdp/ is byte
+#   for byte the one it was reviewed against (pdp/fast/REVIEWED holds their digest,
+#   written by `pdpctl policy review-fast`; data.pdp_index.fast_reviewed); reviewed_modules
+#   must list every package under pdp.rules (a Rego test fails otherwise); and
+#   tests/test_policy_fastpath.py proves, over generated inputs, that whenever `cleared`
+#   holds the full composition decides exactly `decision`.
 # custom:
 #   controls:
 #     - OWASP-ASI03
@@ -58,6 +61,11 @@ decision := {
 #   it clears: each group as a rule of its own costs OPA a third more per decision. The
 #   inventory is bound once and read by key (cheaper than one reference into data per fact).
 cleared if { # regal ignore:rule-length
+	# The bundle's modules are the ones this rule was reviewed against (pdp/bundle.py
+	# compares their digest with pdp/fast/REVIEWED when it builds the bundle): a deny
+	# rule added or changed since is never skipped, the full composition decides.
+	data.pdp_index.fast_reviewed == true
+
 	# A read, by tool call or data read, with a canonical name (request's action rules);
 	# neither state-changing nor high risk, so risk (approval_required, both
 	# high_risk_with_prompt_risk) and session.session_budget_exceeded stay silent, and

@@ -227,12 +227,27 @@ cases := object.union(cleared_cases, refused_cases)
 
 test_clears[note] if {
 	some note, tc in cleared_cases
-	fast.cleared with input as fixtures.input_for(tc) with data.inventory as fixtures.inventory_for(tc)
+	fast.cleared with input as fixtures.input_for(tc)
+		with data.inventory as fixtures.inventory_for(tc)
+		with data.pdp_index.fast_reviewed as true
 }
 
 test_does_not_clear[note] if {
 	some note, tc in refused_cases
-	not fast.cleared with input as fixtures.input_for(tc) with data.inventory as fixtures.inventory_for(tc)
+	not fast.cleared with input as fixtures.input_for(tc)
+		with data.inventory as fixtures.inventory_for(tc)
+		with data.pdp_index.fast_reviewed as true
+}
+
+# A bundle whose modules are not the reviewed ones (or built without the review, by a
+# plain `opa build`) clears nothing: every decision is composed.
+test_clears_nothing_unless_the_bundle_says_the_review_holds if {
+	every tc in cleared_cases {
+		not fast.cleared with input as fixtures.input_for(tc)
+			with data.inventory as fixtures.inventory_for(tc)
+			with data.pdp_index.fast_reviewed as false
+		not fast.cleared with input as fixtures.input_for(tc) with data.inventory as fixtures.inventory_for(tc)
+	}
 }
 
 # Where the fast path clears, the composition decides the same.
