@@ -356,3 +356,117 @@ async def test_decisions_reuse_one_keep_alive_connection(fake_opa: Any) -> None:
         assert (await client.evaluate({})).decision == DECISION
 
     assert len(peers) == 1
+
+
+# --------------------------------------------------------------------------- kept exact
+
+
+def test_a_result_is_immutable_and_says_no_error_with_none() -> None:
+    # The decision cache hands one OPAResult to every hit: nobody may change it, and "no
+    # error" / "no OPA decision id" are None (callers test `is None`), never "".
+    import dataclasses
+
+    result = OPAResult(DECISION, "rev-7", 0.001)
+    assert (result.error_code, result.error_message, result.decision_id) == (None, None, None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.revision = "other"  # type: ignore[misc]
+    assert not hasattr(result, "__dict__")  # slots: no stray attributes either
+
+
+def test_the_provenance_revision_is_the_one_the_decision_cache_reads() -> None:
+    from pdp.opa import provenance_revision
+
+    assert provenance_revision(PROVENANCE) == "rev-7"
+    assert provenance_revision({"bundles": {"a": {"revision": "1"}, "b": {"revision": "2"}}}) == (
+        "a=1,b=2"
+    )
+
+
+def test_a_transport_failure_message_is_cut_to_300_characters() -> None:
+    from pdp.opa import _unavailable
+
+    with pytest.raises(EngineUnavailableError) as info, _unavailable(1.0):
+        raise ConnectionResetError("x" * 1000)
+    assert len(info.value.message) == 300
+    assert info.value.message.startswith("policy engine unreachable: ConnectionResetError: xx")
+
+
+def test_the_client_must_be_started_and_is_unusable_once_closed() -> None:
+    client = OPAClient("http://127.0.0.1:1", timeout_s=0.1)
+    with pytest.raises(RuntimeError, match=r"^OPAClient\.start\(\) was not called$"):
+        _ = client.pool
+
+    async def cycle() -> None:
+        await client.start()
+        assert client.pool is not None
+        await client.close()
+
+    asyncio.run(cycle())
+    with pytest.raises(RuntimeError):
+        _ = client.pool  # closed: the pool is gone, no request can use a closed one
+
+
+async def test_evaluate_measures_its_own_duration(fake_opa: Any) -> None:
+    async def slow(request: web.Request) -> web.Response:
+        await asyncio.sleep(0.05)
+        return web.json_response({"result": DECISION})
+
+    client = await fake_opa(slow)
+    result = await client.evaluate({})
+    assert 0.05 <= result.duration_s < 5  # the time of this call, not a clock reading
+
+
+async def test_a_timeout_message_names_the_deadline_in_milliseconds(fake_opa: Any) -> None:
+    async def stall(request: web.Request) -> web.Response:
+        await asyncio.sleep(5)
+        return web.json_response({})
+
+    client = await fake_opa(stall, timeout_s=0.7)
+    with pytest.raises(EngineUnavailableError) as info:
+        await client.evaluate({})
+    assert info.value.message == "policy engine did not answer within 700 ms"
+
+
+@pytest.mark.parametrize(("call", "floor"), [("policies", 1.0), ("health", 1.0)])
+async def test_cold_reads_wait_their_floor_and_no_longer(
+    fake_opa: Any, call: str, floor: float
+) -> None:
+    """The floor bounds the wait too: an OPA that answers later than it is unavailable."""
+
+    async def later(request: web.Request) -> web.Response:
+        await asyncio.sleep(floor + 0.6)
+        return web.json_response({"result": []})
+
+    client = await fake_opa(later, timeout_s=0.01)
+    if call == "health":
+        assert await client.health() is False
+    else:
+        with pytest.raises(EngineUnavailableError) as info:
+            await client.policies()
+        assert info.value.message == "policy engine did not answer within 1000 ms"
+
+
+async def test_metrics_wait_two_seconds_at_most(fake_opa: Any) -> None:
+    async def later(request: web.Request) -> web.Response:
+        await asyncio.sleep(2.6)
+        return web.Response(text="up 1\n")
+
+    client = await fake_opa(later, timeout_s=0.01)
+    with pytest.raises(EngineUnavailableError) as info:
+        await client.metrics_text()
+    assert info.value.message == "policy engine did not answer within 2000 ms"
+
+
+async def test_metrics_text_names_the_status_and_survives_bad_bytes(fake_opa: Any) -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(body=b"up 1 \xff\n", content_type="text/plain")
+
+    async def failing(request: web.Request) -> web.Response:
+        return web.Response(status=500, text="no")
+
+    client = await fake_opa(handler)
+    assert await client.metrics_text() == "up 1 \ufffd\n"
+    broken = await fake_opa(failing)
+    with pytest.raises(EngineUnavailableError) as info:
+        await broken.metrics_text()
+    assert info.value.message == "policy engine answered 500 on /metrics"
