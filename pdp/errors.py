@@ -99,17 +99,29 @@ class PDPError(Exception):
     code: ClassVar[str] = "internal"
     exit_code: ClassVar[int] = FAILED
 
-    def __init__(self, message: str, *, fields: list[FieldError] | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        fields: list[FieldError] | None = None,
+        decision_id: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.fields = fields or []
+        #: The id the failed decision was recorded under in the audit trail, when there
+        #: was one: the body carries it so the answer can be found there.
+        self.decision_id = decision_id
 
     def body(self) -> dict[str, Any]:
         """The JSON body answered for this error."""
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.fields:
             error["fields"] = [{"path": f.path, "message": f.message} for f in self.fields]
-        return {"allow": False, "error": error}
+        body: dict[str, Any] = {"allow": False, "error": error}
+        if self.decision_id is not None:
+            body["decision_id"] = self.decision_id
+        return body
 
 
 class RequestError(PDPError):
@@ -171,17 +183,9 @@ class EngineUnavailableError(UnavailableError):
     def __init__(
         self, message: str, *, kind: str = "connection", decision_id: str | None = None
     ) -> None:
-        super().__init__(message)
+        super().__init__(message, decision_id=decision_id)
         #: "connection" or "timeout": what the metrics count.
         self.kind = kind
-        #: The id the failed decision was recorded under, when there was one.
-        self.decision_id = decision_id
-
-    def body(self) -> dict[str, Any]:
-        body = super().body()
-        if self.decision_id is not None:
-            body["decision_id"] = self.decision_id
-        return body
 
 
 class AuditUnavailableError(UnavailableError):
@@ -197,14 +201,7 @@ class HistoryUnavailableError(UnavailableError):
     code = "session_history_unavailable"
 
     def __init__(self, message: str, *, decision_id: str | None = None) -> None:
-        super().__init__(message)
-        self.decision_id = decision_id
-
-    def body(self) -> dict[str, Any]:
-        body = super().body()
-        if self.decision_id is not None:
-            body["decision_id"] = self.decision_id
-        return body
+        super().__init__(message, decision_id=decision_id)
 
 
 class StoreError(UnavailableError):
@@ -305,11 +302,4 @@ class InternalDecisionError(PDPError):
         *,
         decision_id: str | None = None,
     ) -> None:
-        super().__init__(message)
-        self.decision_id = decision_id
-
-    def body(self) -> dict[str, Any]:
-        body = super().body()
-        if self.decision_id is not None:
-            body["decision_id"] = self.decision_id
-        return body
+        super().__init__(message, decision_id=decision_id)
