@@ -7,6 +7,7 @@ these tests pin the guards and bookkeeping of the path itself (the mutation targ
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,7 +31,7 @@ from pdp.errors import (
 from pdp.identity import Identity
 from pdp.metrics import Metrics
 from pdp.opa import OPAResult
-from tests.http_helpers import metric
+from tests.http_helpers import is_uuid, metric
 
 AGENT = Identity(
     authenticated=True,
@@ -1218,14 +1219,17 @@ async def test_a_refusal_is_one_deny_record_without_input_or_credential() -> Non
     box.append(svc)
 
     response = await svc.refuse(dict(REQUEST), [REFUSAL], caller=GATEWAY)
+    other = await svc.refuse(dict(REQUEST), [REFUSAL], caller=GATEWAY)
 
+    assert is_uuid(response["decision_id"]) and is_uuid(other["decision_id"])
+    assert response["decision_id"] != other["decision_id"]
     assert response == {
         "decision_id": response["decision_id"],
         "allow": False,
         "reasons": [REFUSAL],
         "obligations": {},
     }
-    [record] = recorder.records
+    record, _ = recorder.records
     assert record["decision_id"] == response["decision_id"]
     assert record["time"] == "2026-11-18T11:06:40.000000Z"  # the service's clock (NOW_NS)
     assert record["input"] is None
@@ -1239,10 +1243,10 @@ async def test_a_refusal_is_one_deny_record_without_input_or_credential() -> Non
         "obligations": {},
         "error": None,
     }
-    assert recorder.in_progress == [1]  # the audit writer sees a decision in progress
+    assert recorder.in_progress == [1, 1]  # the audit writer sees a decision in progress
     assert (svc.in_progress, svc.in_flight) == (0, 0)
-    assert count(metrics, "pdp_decisions_total", outcome="deny") == 1
-    assert count(metrics, "pdp_decision_reasons_total", code="route.unknown") == 1
+    assert count(metrics, "pdp_decisions_total", outcome="deny") == 2
+    assert count(metrics, "pdp_decision_reasons_total", code="route.unknown") == 2
 
 
 async def test_an_anonymous_refusal_records_no_caller() -> None:
@@ -1491,3 +1495,78 @@ async def test_a_refusals_latency_is_measured_from_its_start(
     await svc.refuse(dict(REQUEST), [REFUSAL])
 
     assert recorder.records[0]["latency_us"] == 500_000
+
+
+async def test_concurrent_decisions_are_each_counted_in_progress_and_in_flight() -> None:
+    entered, release = asyncio.Event(), asyncio.Event()
+    seen: list[tuple[int, int]] = []
+    box: list[DecisionService] = []
+
+    class Held(OPA):
+        """The first evaluation waits for ``release``; each notes the service's counters."""
+
+        async def evaluate(self, input_doc: dict[str, Any]) -> OPAResult:
+            seen.append((box[0].in_progress, box[0].in_flight))
+            if len(seen) == 1:
+                entered.set()
+                await release.wait()
+            return await super().evaluate(input_doc)
+
+    svc, _, _ = service(Held(allowing(), allowing()))
+    recorder = Watched(box)
+    svc.recorder = recorder
+    box.append(svc)
+
+    first = asyncio.create_task(svc.decide(dict(REQUEST)))
+    await entered.wait()
+    second = await svc.decide(dict(REQUEST))
+    await svc.refuse(dict(REQUEST), [REFUSAL])  # a refusal is in progress while written too
+    release.set()
+    await first
+
+    assert seen == [(1, 1), (2, 2)]
+    assert recorder.in_progress == [2, 2, 1]  # second, the refusal, then first
+    assert second["allow"] is True
+    assert (svc.in_progress, svc.in_flight) == (0, 0)
+
+
+async def test_a_pdp_deny_of_an_allow_drops_the_policys_reasons_for_allowing() -> None:
+    note = {"code": "low_risk_read", "message": "allowed: read", "rule": "r", "controls": []}
+    creds = Credentials("active", "disabled")  # disabled between the decision and minting
+    svc, _, _ = service(OPA(allowing(reasons=[note])), credentials=creds)
+
+    response = await svc.decide(dict(REQUEST))
+
+    assert response["allow"] is False
+    assert [r["code"] for r in response["reasons"]] == ["agent_disabled"]
+
+
+async def test_reasons_of_one_code_are_ordered_by_message() -> None:
+    def tenant(message: str) -> dict[str, Any]:
+        return {"code": "tenant_mismatch", "message": message, "rule": "r", "controls": []}
+
+    svc, _, _ = pep_service()
+    svc.opa = OPA(denying(tenant("b"), tenant("a")))  # type: ignore[assignment]
+    caller = Caller(authenticated=True, id=AGENT.spiffe_id, method="mtls")
+
+    response = await svc.decide(dict(REQUEST), caller=caller)
+
+    assert [(r["code"], r["message"][:1]) for r in response["reasons"]] == [
+        ("caller.is_agent", "t"),
+        ("tenant_mismatch", "a"),
+        ("tenant_mismatch", "b"),
+    ]
+
+
+async def test_an_unauthenticated_identity_gets_no_approval_binding_whatever_it_names() -> None:
+    # Defense in depth: even an identity that failed verification yet carries a SPIFFE ID
+    # (none does today) must not be bound to, or use, an approval.
+    claimed = Identity(authenticated=False, spiffe_id=AGENT.spiffe_id, error_code="authn.x")
+    approvals = Approvals()
+    opa = OPA(allowing())
+    svc, _, _ = service(opa, identity=claimed, approvals=approvals)
+
+    await svc.decide({**REQUEST, "approval_id": "ap-1"})
+
+    assert approvals.checked == []
+    assert opa.inputs[0]["approval"]["refusal"] == "approval_unknown"
