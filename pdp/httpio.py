@@ -88,6 +88,14 @@ def _check_charset(request: web.Request, what: str) -> None:
 async def _read(request: web.Request, limit: int, timeout_s: float) -> bytes:
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLargeError(f"body is larger than {limit} bytes")
+    content = request.content
+    if limit and content.is_eof():
+        # The whole body arrived with the head (the usual small request): nothing to wait
+        # for, so no deadline to arm (a timer per request costs more than the read).
+        raw = content.read_nowait(limit + 1)
+        if len(raw) > limit:
+            raise BodyTooLargeError(f"body is larger than {limit} bytes")
+        return raw
     try:
         async with asyncio.timeout(timeout_s):
             raw = await request.content.read(limit + 1) if limit else b""

@@ -17,7 +17,9 @@ Every JSON body the service accepts goes through :func:`loads`. Compared with a 
 Errors are :class:`~pdp.errors.MalformedJSONError` (400) whose ``fields`` point at the
 offending member; no submitted value is echoed. The parser is the standard library's
 C scanner with hooks: duplicates and out-of-range numbers are marked by the hooks and
-reported by one iterative walk that also checks depth and strings.
+reported by one iterative walk that also checks depth and strings. The walk is skipped when
+it cannot find anything: no hook marked a value, the text has no surrogate escape, and it
+has no more brackets than ``max_depth`` (so it cannot nest deeper) — the usual request.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import threading
 from typing import Any, Final
 
 from .errors import FieldError, MalformedJSONError
@@ -40,6 +43,10 @@ _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
 
 
+#: ``bad``: a hook marked a value (duplicate member, bad number) during this thread's parse.
+_marks = threading.local()
+
+
 class _Duplicated(dict[str, Any]):
     """An object in which ``key`` appeared more than once (kept for the error's path)."""
 
@@ -52,12 +59,14 @@ class _BadNumber:
     __slots__ = ("why",)
 
     def __init__(self, why: str) -> None:
+        _marks.bad = True
         self.why = why
 
 
 def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     obj = dict(pairs)
     if len(obj) != len(pairs):
+        _marks.bad = True
         seen: set[str] = set()
         dup = _Duplicated(obj)
         for key, _ in pairs:
@@ -117,6 +126,7 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
         text = raw
     if text.startswith("\ufeff"):
         raise _fail([], "a byte order mark is not allowed")
+    _marks.bad = False
     try:
         doc = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
@@ -125,7 +135,9 @@ def loads(raw: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
         raise _fail([], f"nesting is deeper than {max_depth}") from None
     if isinstance(doc, dict | list):
         # Raw UTF-8 cannot carry a surrogate: only a \\uD8xx..\\uDFxx escape can make one.
-        _check(doc, max_depth, strings=_SURROGATE_ESCAPE.search(text) is not None)
+        strings = _SURROGATE_ESCAPE.search(text) is not None
+        if _marks.bad or strings or text.count("{") + text.count("[") > max_depth:
+            _check(doc, max_depth, strings=strings)
     elif isinstance(doc, _BadNumber):
         raise _fail([], doc.why)
     elif isinstance(doc, str) and _SURROGATE.search(doc):

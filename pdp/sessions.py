@@ -196,8 +196,12 @@ class SessionHistory:
     @contextlib.asynccontextmanager
     async def serialized(self, request: Mapping[str, Any]) -> AsyncIterator[None]:
         """Hold the per-task/session locks of ``request`` (in key order, so no deadlock)."""
+        keys = sorted(session_keys(request).values())
+        if not keys:  # most decisions name no task or session: nothing to hold
+            yield
+            return
         locks = []
-        for key in sorted(session_keys(request).values()):
+        for key in keys:
             lock = self._locks.get(key)
             if lock is None:
                 lock = asyncio.Lock()

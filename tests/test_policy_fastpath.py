@@ -12,6 +12,7 @@ principals, categories), and one real OPA serving the built bundle evaluates bot
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -442,3 +443,41 @@ def test_a_deny_rule_added_after_the_review_is_never_skipped(
     assert after["cleared"] is False
     assert after["decision"]["allow"] is False
     assert code in [r["code"] for r in after["decision"]["reasons"]]
+
+
+def test_a_bundle_built_from_a_changed_inventory_carries_a_fresh_index(
+    opa_bin: str, checker: BatchOPA, tmp_path: Path
+) -> None:
+    """The fast path reads entitlements only from the bundle's index (data.pdp_index): an
+    entitlement withdrawn from the inventory is gone from the index of the next build, so
+    no stale index can clear (and allow) a call the inventory no longer grants."""
+    inventory = checker.data("inventory")
+    bot = "spiffe://acme.example/agents/support-bot"
+    [case] = [b for b in fast_bases(inventory) if b["identity"]["spiffe_id"] == bot][:1]
+    [before] = evaluate(checker, [case])
+    assert before["cleared"] and before["decision"]["allow"]
+
+    policies = tmp_path / "policies"
+    shutil.copytree(POLICIES, policies)
+    inventory_file = policies / "data" / "inventory" / "data.json"
+    changed = json.loads(inventory_file.read_text())
+    destination, kind = case["destination"]["name"], case["action"]["type"]
+    changed["agents"][bot]["entitlements"] = [
+        e for e in changed["agents"][bot]["entitlements"]
+        if not (destination in e["destinations"] and kind in e["action_types"])
+    ]  # fmt: skip
+    inventory_file.write_text(json.dumps(changed))
+    # Data is not reviewed: the same modules, so the fast path stays on for the new build.
+    assert fast_review(policies)[0] is True
+    built = build_bundle(opa_bin, policies, tmp_path / "changed.tar.gz")
+    module = tmp_path / "check.rego"
+    module.write_text(CHECK_MODULE)
+    with BatchOPA(opa_bin, built.path, [module]) as opa:
+        assert opa.data("pdp_index/fast_reviewed") is True
+        index = opa.data("pdp_index/entitlements")
+        assert kind not in index.get(bot, {}).get(destination, {})
+        [after] = evaluate(opa, [case])
+
+    assert after["cleared"] is False
+    assert after["decision"]["allow"] is False
+    assert "action_not_entitled" in [r["code"] for r in after["decision"]["reasons"]]

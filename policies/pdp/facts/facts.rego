@@ -50,23 +50,31 @@ prod if environment == "prod"
 #   (data.inventory.tools[action name].data_class). An unknown label ranks as restricted.
 default sensitivity_rank := 3
 
+# One rule, no helper rules or function calls: every decision the fast path does not clear
+# reads it (egress, models, credential and cache TTLs), and each rule or call costs OPA more
+# than the lookups themselves.
 sensitivity_rank := max(ranks) if {
-	labelled := {lib.sensitivity_rank(object.get(input, ["data", "sensitivity"], null))}
+	ranked := lib.sensitivity_ranks
+
+	# The request's label (unknown or missing: restricted) and the PDP's stated rank.
+	labelled := {object.get(ranked, object.get(input, ["data", "sensitivity"], null), 3)}
 	stated := {input.data.sensitivity_rank | input.data.sensitivity_rank in {0, 1, 2, 3}}
-	ranks := (((labelled | stated) | category_floors) | destination_class) | tool_class
+
+	# The floors of the request's data categories; a category without a floor adds none.
+	floors := {object.get(ranked, minimum, 3) |
+		some category in input.data.categories
+		minimum := data.classification.category_floors[category]
+	}
+
+	# The declared data class of the destination and of the tool, where they declare one.
+	destination_class := {object.get(ranked, class, 3) |
+		class := data.inventory.destinations[input.destination.name].data_class
+	}
+	tool_class := {object.get(ranked, class, 3) |
+		class := data.inventory.tools[input.action.name].data_class
+	}
+	ranks := (((labelled | stated) | floors) | destination_class) | tool_class
 }
-
-# The floors of the request's data categories; a category without a floor adds none.
-category_floors contains lib.sensitivity_rank(minimum) if {
-	some category in input.data.categories
-	minimum := data.classification.category_floors[category]
-}
-
-# The destination's declared data class, if it declares one.
-destination_class contains lib.sensitivity_rank(destination.data_class)
-
-# The tool's declared data class, if the action names a registered tool that declares one.
-tool_class contains lib.sensitivity_rank(data.inventory.tools[input.action.name].data_class)
 
 # METADATA
 # scope: document

@@ -25,8 +25,6 @@
 package pdp.fast
 
 import data.pdp.lib
-import data.pdp.rules.entitlements
-import data.pdp.rules.inventory
 
 # METADATA
 # title: Modules reviewed
@@ -64,7 +62,8 @@ cleared if { # regal ignore:rule-length
 	# The bundle's modules are the ones this rule was reviewed against (pdp/bundle.py
 	# compares their digest with pdp/fast/REVIEWED when it builds the bundle): a deny
 	# rule added or changed since is never skipped, the full composition decides.
-	data.pdp_index.fast_reviewed == true
+	derived := data.pdp_index
+	derived.fast_reviewed == true
 
 	# A read, by tool call or data read, with a canonical name (request's action rules);
 	# neither state-changing nor high risk, so risk (approval_required, both
@@ -86,18 +85,26 @@ cleared if { # regal ignore:rule-length
 	input.chain.present == false
 	input.chain.verified == false
 
-	# Authenticated (authn) and registered (inventory.agent_unknown: inventory.agent is the
-	# verified agent's entry), active (inventory.agent_inactive), of the request's tenant
-	# (tenancy.tenant_mismatch), from a trust domain the tenant trusts
+	# Authenticated (authn), registered (inventory.agent_unknown: agent is the verified
+	# agent's entry, as inventory.agent reads it), active (inventory.agent_inactive), of the
+	# request's tenant (tenancy.tenant_mismatch), from a trust domain the tenant trusts
 	# (tenancy.trust_domain_mismatch), for a principal tenancy accepts, for a purpose
-	# entitlements accepts.
-	inventory.agent.status == "active"
-	inventory.agent.tenant == input.tenant
+	# entitlements accepts. The inventory is bound once and read by key, and the helpers
+	# take the few values they need as arguments: a reference to another rule or into data
+	# costs OPA more than the comparisons themselves.
+	input.identity.authenticated == true
+	is_string(input.identity.spiffe_id)
 	inv := data.inventory
+	agent := inv.agents[input.identity.spiffe_id]
+	agent.status == "active"
+	agent.tenant == input.tenant
 	input.identity.trust_domain in inv.tenants[input.tenant].trust_domains
 	principal_cleared
-	verified_delegation_cleared
-	purpose_cleared
+	verified_delegation_cleared(object.get(agent, "requires_verified_delegation", null))
+	purpose_cleared(
+		object.get(agent, "purposes", false),
+		object.get(inv, ["purposes", object.get(input.task, "purpose", null), "actions"], []),
+	)
 
 	# A registered destination (tenancy.destination_unknown) of the tenant or shared
 	# (tenancy.destination_tenant_mismatch), of the type the request says
@@ -111,25 +118,28 @@ cleared if { # regal ignore:rule-length
 	input.destination.scheme in object.get(destination, "schemes", ["https"])
 	input.destination.port in object.get(destination, "ports", [443])
 
-	# An entitlement covers the call (entitlements.action_not_entitled; the grant).
-	entitlements.entitled
-
 	# Data no more than internal as pdp.facts.sensitivity_rank raises it: the request's
 	# label and rank, the destination's and the tool's data_class, each category's floor
 	# (egress: egress_sensitivity_blocked, restricted_destination_not_allowed; the
 	# credential and cache TTLs of decision).
-	input.data.sensitivity in low
+	input.data.sensitivity in {"public", "internal"}
 	input.data.sensitivity_rank <= 1 # internal, as in lib.sensitivity_ranks
-	object.get(destination, "data_class", "public") in low
-	object.get(inv, ["tools", input.action.name, "data_class"], "public") in low
+	object.get(destination, "data_class", "public") in {"public", "internal"}
+	object.get(inv, ["tools", input.action.name, "data_class"], "public") in {"public", "internal"}
 	every category in input.data.categories {
-		object.get(data.classification.category_floors, category, "public") in low
+		object.get(data.classification.category_floors, category, "public") in {"public", "internal"}
 	}
-}
 
-# METADATA
-# description: The sensitivity labels at or below internal.
-low := {"public", "internal"}
+	# An entitlement covers the call (entitlements.action_not_entitled; the grant): one of
+	# the agent's entitlements for this destination and action type, from the index the
+	# bundle build ships (pdp.index; without it nothing is cleared), whose names (if it
+	# lists any) match the action's name and whose operations (if it lists any) include
+	# "read". What entitlements.entitled grants, read from the same index.
+	some entitlement in derived.entitlements[input.identity.spiffe_id][input.destination.name][input.action.type]
+	some pattern in object.get(entitlement, "names", ["**"])
+	glob.match(pattern, ["."], input.action.name)
+	"read" in object.get(entitlement, "operations", ["read"])
+}
 
 # METADATA
 # scope: document
@@ -147,22 +157,25 @@ principal_cleared if {
 # METADATA
 # scope: document
 # description: |
-#   The agent does not require a verified principal, or the principal is verified
+#   The agent does not require a verified principal (its inventory entry's
+#   requires_verified_delegation, passed in, is not true), or the principal is verified
 #   (tenancy.delegation_unverified).
-verified_delegation_cleared if not inventory.agent.requires_verified_delegation == true
+verified_delegation_cleared(required) if required != true
 
-verified_delegation_cleared if input.agent.on_behalf_of.verified == true
+verified_delegation_cleared(_) if input.agent.on_behalf_of.verified == true
 
 # METADATA
 # scope: document
 # description: |
-#   The agent is not purpose-bound, or the task names one of its purposes and that purpose
-#   allows the action type (entitlements: purpose_required, purpose_not_allowed,
+#   The agent is not purpose-bound (its entry's purposes, passed in, are false when it lists
+#   none), or the task names one of its purposes and that purpose allows the action type
+#   (the purpose's actions in data.inventory.purposes, passed in; none for an unregistered
+#   purpose) (entitlements: purpose_required, purpose_not_allowed,
 #   action_not_allowed_for_purpose).
-purpose_cleared if not inventory.agent.purposes
+purpose_cleared(false, _)
 
-purpose_cleared if {
+purpose_cleared(purposes, actions) if {
 	is_string(input.task.purpose)
-	input.task.purpose in inventory.agent.purposes
-	input.action.type in data.inventory.purposes[input.task.purpose].actions
+	input.task.purpose in purposes
+	input.action.type in actions
 }
