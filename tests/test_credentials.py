@@ -265,6 +265,26 @@ async def test_an_active_credential_introspects_with_its_claims(start: Starter) 
     assert answer == {"active": True, "token_type": "Bearer", **claims}
 
 
+async def test_introspection_returns_every_optional_claim_a_credential_carries(
+    start: Starter,
+) -> None:
+    service = await start()
+    response = {
+        "allow": True,
+        "obligations": {"credential": {"ttl_seconds": 120}, "recheck_at_target": True},
+    }
+    issued = service.after_decision("d-1", REQUEST, identity(), response, approval_id="apr-1")
+    assert issued is not None
+    claims = unverified(issued.token)[1]
+    assert {"act", "recheck_at_target", "approval_id", "tctx", "req_wl"} <= claims.keys()
+
+    assert await service.introspect(issued.token) == {
+        "active": True,
+        "token_type": "Bearer",
+        **claims,
+    }
+
+
 def tamper(token: str) -> str:
     header, payload, signature = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
@@ -533,3 +553,26 @@ async def test_a_failed_publish_or_flush_is_logged_and_the_rest_still_happens(
         ("WARNING", "could not announce 'keys' to the other replicas: store down"),
         ("WARNING", "could not write agent activity at shutdown: store down"),
     ]
+
+
+async def test_the_service_checks_the_configured_admin_introspection_and_approver_tokens(
+    start: Starter,
+) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from pdp.errors import ForbiddenError
+
+    introspector, approver = "introspection-token-0123456789", "approver-token-0123456789"
+    service = await start(introspection_token=introspector, approver_token=approver)
+
+    def bearer(token: str) -> Any:
+        return make_mocked_request("POST", "/", headers={"Authorization": f"Bearer {token}"})
+
+    service.auth.check(bearer(ADMIN))
+    service.auth.check(bearer(introspector), introspection=True)
+    with pytest.raises(ForbiddenError):
+        service.auth.check(bearer(introspector))
+    assert service.auth.check_approver(bearer(approver)) == "approver"
+    assert service.auth.check_approver(bearer(ADMIN)) == "admin"
+    with pytest.raises(ForbiddenError):
+        service.auth.check_approver(bearer(introspector))

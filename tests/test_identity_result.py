@@ -57,6 +57,28 @@ def test_the_input_path_is_a_fresh_list_and_the_kid_is_not_in_the_input() -> Non
     assert identity.path == ("agents", "support-bot")
 
 
+def test_a_failed_identity_gives_nulls_whatever_it_carries() -> None:
+    failed = Identity(
+        authenticated=False,
+        spiffe_id=BOT,
+        trust_domain="acme.example",
+        path=("agents", "support-bot"),
+        expires_at=1_800_000_300,
+        jti="j-1",
+        error_code="authn.expired",
+        error_message="token has expired",
+    )
+    assert failed.to_input() == {
+        "authenticated": False,
+        "spiffe_id": None,
+        "trust_domain": None,
+        "path": None,
+        "expires_at": None,
+        "jti": None,
+        "error": {"code": "authn.expired", "message": "token has expired"},
+    }
+
+
 def test_a_failed_identity_with_only_a_code_gets_the_fallback_message_and_vice_versa() -> None:
     only_code = Identity(authenticated=False, error_code="authn.expired").to_input()
     assert only_code["error"] == {"code": "authn.expired", "message": "not authenticated"}

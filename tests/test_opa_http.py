@@ -195,6 +195,26 @@ async def test_a_connection_lost_after_the_answer_began_is_not_retried(fake_opa:
     assert len(fake.requests) == 1
 
 
+async def test_a_reused_connection_lost_after_the_answer_began_is_not_retried(
+    fake_opa: Any,
+) -> None:
+    async def ok_then_half(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        if len(fake.requests) == 1:
+            writer.write(OK)
+            return True
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"a"')
+        return False
+
+    fake, url = await fake_opa(ok_then_half)
+    pool = HTTPPool(url)
+
+    assert await pool.request(pool.head("GET", "/")) == (200, b'{"a": true}')
+    with pytest.raises(ConnectionResetError, match="closed the connection before answering"):
+        await pool.request(pool.head("GET", "/"))  # on the kept-alive connection
+    await pool.close()
+    assert (len(fake.requests), fake.connections) == (2, 1)  # the answer had begun: no retry
+
+
 @pytest.mark.parametrize(
     "garbage",
     [
