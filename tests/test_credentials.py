@@ -437,3 +437,99 @@ async def test_a_verifier_refuses_a_credential_for_another_issuer(start: Starter
         )
 
     assert info.value.code == "wrong_issuer"
+
+
+# --------------------------------------------------------------------------- the service's edges
+
+
+async def test_the_decision_is_counted_with_its_tool_whether_or_not_a_credential_is_minted(
+    start: Starter,
+) -> None:
+    service = await start()
+
+    assert service.after_decision("d-1", REQUEST, identity(), ALLOW, mint=False) is None
+    issued = service.after_decision("d-2", REQUEST, identity(), ALLOW, approval_id="apr-1")
+    assert issued is not None
+    assert unverified(issued.token)[1]["approval_id"] == "apr-1"
+    no_name = {**REQUEST, "action": {"type": "tool.list"}}
+    assert service.after_decision("d-3", no_name, identity(), ALLOW, mint=False) is None
+    assert service.after_decision("d-4", REQUEST, identity(), {"allow": "true"}) is None
+
+    activity = service.agents._pending[BOT]  # only True allows; a deny counts no tool
+    assert (activity.allowed, activity.denied) == (3, 1)
+    assert activity.tools == {"jira.search_issues": 2, "tool.list": 1}
+    assert activity.credentials == [(issued.jti, issued.exp)]
+
+
+async def test_an_expired_credential_is_revocable_only_within_the_clock_skew(
+    start: Starter, clock: Clock
+) -> None:
+    service = await start(clock_skew_seconds=30)
+    late, too_late = mint(service), mint(service)  # exp = T0 + 120
+    clock.now = T0 + 120 + 29
+    assert await service.revoke(late) is True
+    clock.now = T0 + 120 + 30
+    assert await service.revoke(too_late) is False
+    clock.now = T0
+    assert await service.introspect(late) == {"active": False}
+    assert (await service.introspect(too_late))["active"] is True  # nothing was stored
+
+
+async def test_a_revocation_is_logged_by_jti_and_subject_never_the_token(
+    start: Starter, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = await start()
+    token = mint(service)
+    caplog.set_level("INFO", logger="pdp.credentials")
+
+    assert await service.revoke(token) is True
+
+    jti = unverified(token)[1]["jti"]
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("pdp.credentials", f"revoked credential jti={jti} sub={BOT}")
+    ]
+    assert token not in caplog.text
+
+
+async def test_the_default_store_is_sqlite_in_the_state_dir(start: Starter, tmp_path: Path) -> None:
+    service = await start()
+
+    assert service.store.kind == "sqlite"
+    assert (tmp_path / "state" / "pdp.sqlite3").is_file()
+    assert service.last_refresh == T0
+    assert service.issuer == service.settings.issuer
+
+
+async def test_a_failed_publish_or_flush_is_logged_and_the_rest_still_happens(
+    start: Starter, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pdp.errors import StoreError
+
+    service = await start()
+    heard: list[str] = []
+    service.listeners.append(heard.append)
+
+    async def down(*args: Any) -> None:
+        raise StoreError("store down")
+
+    monkeypatch.setattr(service.store, "publish", down)
+    await service.announce("keys")
+    assert heard == ["keys"]  # this replica heard it anyway
+
+    service.after_decision("d-1", REQUEST, identity(), ALLOW)  # pending activity to write
+    monkeypatch.setattr(service.agents, "flush", down)
+    closed: list[bool] = []
+    real_close = service.store.close
+
+    async def close() -> None:
+        closed.append(True)
+        await real_close()
+
+    monkeypatch.setattr(service.store, "close", close)
+    await stop(service)
+
+    assert closed == [True]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "could not announce 'keys' to the other replicas: store down"),
+        ("WARNING", "could not write agent activity at shutdown: store down"),
+    ]

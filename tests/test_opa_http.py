@@ -220,6 +220,12 @@ async def test_an_answer_that_is_not_http_is_a_protocol_error(
     await pool.close()
 
 
+def test_the_answer_bound_is_64_mib() -> None:
+    # /v1/policies carries every module's AST; the bound is a documented limit, not tuning
+    assert opahttp.MAX_BODY_BYTES == 64 * 1024 * 1024
+    assert isinstance(opahttp.MAX_BODY_BYTES, int)
+
+
 async def test_an_answer_larger_than_the_bound_is_refused(
     fake_opa: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -235,6 +241,36 @@ async def test_an_answer_larger_than_the_bound_is_refused(
     with pytest.raises(ProtocolError, match="larger than 10 bytes"):
         await pool.request(pool.head("GET", "/"))
     await pool.close()
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.closed = False
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_connection_not_yet_made_refuses_to_send_and_closes_quietly() -> None:
+    conn = opahttp._Connection()
+    with pytest.raises(ConnectionResetError, match="^OPA connection is not open$"):
+        conn.send(b"GET / HTTP/1.1\r\n\r\n")
+    conn.close()
+    assert conn.closed
+
+
+def test_bytes_before_the_first_request_close_a_fresh_connection() -> None:
+    conn = opahttp._Connection()
+    transport = _Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    assert (conn.closed, conn.received) == (False, False)
+    conn.data_received(OK)
+    assert conn.closed and conn.received and transport.closed
+    assert transport.written == []
 
 
 async def test_bytes_nobody_asked_for_close_the_connection(fake_opa: Any) -> None:
