@@ -511,13 +511,28 @@ async def test_a_revocation_is_logged_by_jti_and_subject_never_the_token(
     assert token not in caplog.text
 
 
-async def test_the_default_store_is_sqlite_in_the_state_dir(start: Starter, tmp_path: Path) -> None:
+async def test_the_default_store_is_sqlite_in_the_state_dir(
+    start: Starter, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="pdp.credentials")
     service = await start()
+
+    assert "credential store: sqlite" in [r.getMessage() for r in caplog.records]
 
     assert service.store.kind == "sqlite"
     assert (tmp_path / "state" / "pdp.sqlite3").is_file()
     assert service.last_refresh == T0
     assert service.issuer == service.settings.issuer
+
+
+async def test_mint_signs_without_the_status_check_or_counting(start: Starter) -> None:
+    service = await start()
+    await service.agents.set_status(BOT, "disabled", "offboarded")
+
+    issued = service.mint("d-1", REQUEST, identity(), {"credential": {"ttl_seconds": 120}}, None)
+
+    assert unverified(issued.token)[1]["sub"] == BOT
+    assert BOT not in service.agents._pending
 
 
 async def test_a_failed_publish_or_flush_is_logged_and_the_rest_still_happens(
@@ -576,3 +591,30 @@ async def test_the_service_checks_the_configured_admin_introspection_and_approve
     assert service.auth.check_approver(bearer(ADMIN)) == "admin"
     with pytest.raises(ForbiddenError):
         service.auth.check_approver(bearer(introspector))
+
+
+async def test_a_key_another_replica_just_created_is_read_once_before_judging(
+    start: Starter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = f"sqlite://{tmp_path / 'shared.sqlite3'}"
+    a = await start(tmp_path / "a", store_url=shared)
+    b = await start(tmp_path / "b", store_url=shared)  # a has not refreshed: b's key unknown
+    reloads: list[bool] = []
+    real_reload = a.keyring.reload
+
+    async def counted() -> None:
+        reloads.append(True)
+        await real_reload()
+
+    monkeypatch.setattr(a.keyring, "reload", counted)
+    token_b = mint(b)
+
+    assert (await a.introspect(token_b))["active"] is True
+    assert reloads == [True]  # the key set was read again, once
+    assert (await a.introspect(tamper(mint(a))))["active"] is False
+    assert reloads == [True]  # a bad signature under a known key: nothing re-read
+    foreign = mint(await start(tmp_path / "c", store_url=f"sqlite://{tmp_path / 'c.db'}"))
+    assert await a.introspect(foreign) == {"active": False}
+    assert reloads == [True, True]  # an unknown key: read once more, then judged
+    assert await a.revoke(foreign) is False
+    assert reloads == [True, True, True]
