@@ -7,6 +7,7 @@ real OPA never sends (garbage, early close, an answer nobody asked for)."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,32 @@ def test_a_tcp_url_sends_its_host_and_keeps_its_path_prefix() -> None:
     pool = HTTPPool("http://127.0.0.1:8181/opa/")
 
     assert pool.head("GET", "/health") == b"GET /opa/health HTTP/1.1\r\nHost: 127.0.0.1:8181\r\n"
+
+
+def test_a_path_prefix_loses_only_its_trailing_slashes() -> None:
+    assert HTTPPool("http://opa.internal/opaX//").prefix == "/opaX"
+    assert HTTPPool("http://opa.internal").prefix == ""
+    assert HTTPPool("unix:///run/opa.sock").prefix == ""
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "tls"),
+    [
+        ("http://opa.internal", "opa.internal", 80, False),
+        ("https://opa.internal", "opa.internal", 443, True),
+        ("http://opa.internal:8181", "opa.internal", 8181, False),
+        ("https://opa.internal:8443/x", "opa.internal", 8443, True),
+        ("http://:8181", "localhost", 8181, False),
+    ],
+)
+def test_a_tcp_url_gets_its_scheme_default_port_and_tls_only_for_https(
+    url: str, host: str, port: int, tls: bool
+) -> None:
+    pool = HTTPPool(url)  # where it connects (no server listens on these)
+    assert (pool._host, pool._port) == (host, port)
+    assert isinstance(pool._ssl, ssl.SSLContext) is tls
+    if tls:
+        assert pool._ssl is not None and pool._ssl.verify_mode == ssl.CERT_REQUIRED
 
 
 async def test_concurrent_requests_open_at_most_limit_connections(fake_opa: Any) -> None:
