@@ -618,3 +618,20 @@ async def test_a_key_another_replica_just_created_is_read_once_before_judging(
     assert reloads == [True, True]  # an unknown key: read once more, then judged
     assert await a.revoke(foreign) is False
     assert reloads == [True, True, True]
+
+
+@pytest.mark.parametrize(
+    "who",
+    [
+        Identity(authenticated=False, spiffe_id=BOT, error_code="authn.expired"),
+        Identity(authenticated=True, spiffe_id=None),
+    ],
+    ids=["unauthenticated-with-an-id", "authenticated-without-an-id"],
+)
+async def test_an_identity_needs_both_authentication_and_an_id_to_mint_or_count(
+    start: Starter, who: Identity
+) -> None:
+    service = await start()
+
+    assert service.after_decision("d-1", REQUEST, who, ALLOW) is None
+    assert service.agents._pending == {}
