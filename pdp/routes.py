@@ -10,10 +10,12 @@ matching route wins and a request that matches none is denied by the caller.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 import yaml
 
@@ -24,13 +26,49 @@ from .schema import validate_def, validate_request
 __all__ = ["Route", "RouteTable", "clean_path"]
 
 _AMBIGUOUS = re.compile(r"//|/\.\.?(/|$)|\\|%(2f|2e|5c|00)|[\x00-\x20\x7f]", re.IGNORECASE)
+#: Characters a path may hold as they are (RFC 3986 pchar and "/"), without ";": servlet
+#: containers cut "path parameters" (``/a/..;/b`` is ``/a/../b`` to Tomcat and Spring).
+_PLAIN = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,=:@/%]*")
+#: A percent escape: "%" and two upper-case hex digits (RFC 3986 §6.2.2.1, the canonical
+#: form); anything else after a "%" is a malformed or non-canonical escape.
+_ESCAPE = re.compile(r"%([0-9A-F]{2})?")
+#: Bytes that must never be written as an escape: every character a path may hold plainly
+#: (a target decodes ``%73ecret`` to ``secret``, the route pattern does not), "%" itself
+#: (``%252e`` is ``%2e`` to one decoder, ``.`` to a second), ";", "\\", and controls.
+_NEVER_ESCAPED = (
+    frozenset(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~!$&'()*+,=:@/%;\\"
+    )
+    | frozenset(range(0x20))
+    | {0x7F}
+)
 
 
 def clean_path(path: str) -> bool:
-    """True if ``path`` (no query) has one reading: absolute, no empty, ``.`` or ``..``
-    segment, no backslash, no encoded slash, dot, backslash or NUL, no control character.
-    Gateways and targets may normalise those differently, so such paths are refused."""
-    return path.startswith("/") and _AMBIGUOUS.search(path) is None
+    """True if ``path`` (no query) has one reading, so the route matcher and any target
+    behind the gateway read the same path: absolute; no empty, ``.`` or ``..`` segment; no
+    backslash, ``;`` (path parameters), ``#`` or control character; only ASCII, with
+    escapes in upper-case hex for characters that cannot appear plainly (never for one
+    that can, nor for ``%``, ``/``, ``\\``, ``;`` or a control); the escaped bytes valid
+    UTF-8 that NFKC leaves as it is (no overlong ``%C0%AE``, no fullwidth ``%EF%BC%8E``).
+    Gateways and targets may normalise the rest differently, so such paths are refused."""
+    if not path.startswith("/") or _AMBIGUOUS.search(path) is not None:
+        return False
+    if not _PLAIN.fullmatch(path):
+        return False
+    escaped = False
+    for match in _ESCAPE.finditer(path):
+        if match.group(1) is None or int(match.group(1), 16) in _NEVER_ESCAPED:
+            return False  # malformed, lower-case, or escaping what needs no escape
+        escaped = True
+    if escaped:
+        try:
+            text = unquote_to_bytes(path).decode("utf-8")
+        except UnicodeDecodeError:
+            return False
+        if unicodedata.normalize("NFKC", text) != text:
+            return False
+    return True
 
 
 def _path_regex(pattern: str) -> re.Pattern[str]:

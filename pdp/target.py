@@ -238,9 +238,13 @@ OUTCOME_CREDENTIAL_HEADER: Final = "X-PDP-Credential"
 
 
 def bearer_token(request: web.Request) -> str | None:
-    """The credential of ``Authorization: Bearer <token>``, or None."""
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
+    """The credential of ``Authorization: Bearer <token>``, or None: also when the header
+    is sent more than once (a proxy reading the last value and this target the first
+    would disagree on who is calling) or is not visible ASCII."""
+    values = request.headers.getall("Authorization", [])
+    if len(values) != 1 or not values[0].isascii() or not values[0].isprintable():
+        return None
+    scheme, _, value = values[0].partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()

@@ -399,6 +399,7 @@ async def test_approval_listing_shows_every_bound_fact(
         "on_behalf_of": {"subject": "user:bob@acme.example", "tenant": "acme"},
         "task": {"id": "FIN-PAY-0412", "purpose": "payroll reconciliation", "session": "sess-91c2"},
         "data": {"sensitivity": "restricted", "categories": ["credentials"]},
+        "context_digest": arguments_digest({}),
     }
 
 

@@ -26,6 +26,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
+from multidict import CIMultiDict
 
 from pdp import credential_token
 from pdp.jws import b64url
@@ -481,7 +482,10 @@ async def test_the_verifier_closes_only_a_session_it_opened(stand: Stand) -> Non
 def test_the_bearer_credential_is_read_from_the_authorization_header(
     header: str | None, token: str | None
 ) -> None:
-    request = SimpleNamespace(headers={} if header is None else {"Authorization": header})
+    # aiohttp's headers are a multidict (a header may come more than once)
+    request = SimpleNamespace(
+        headers=CIMultiDict([] if header is None else [("Authorization", header)])
+    )
 
     assert bearer_token(request) == token  # type: ignore[arg-type]
 

@@ -40,7 +40,7 @@ from ..errors import (
     PDPError,
     RequestError,
 )
-from ..httpio import json_response, read_json_body
+from ..httpio import header, json_response, read_json_body
 from ..schema import validate_def, validate_request
 from ..state import DECISIONS, SETTINGS
 
@@ -99,16 +99,22 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def _request_id(request: web.Request) -> str | None:
-    rid = request.headers.get("X-Request-ID")
+    """The one X-Request-ID (visible ASCII, sent once: :func:`pdp.httpio.header`)."""
+    rid = header(request, "X-Request-ID")
     if rid is not None and not 0 < len(rid) <= MAX_REQUEST_ID:
         raise RequestError(f"X-Request-ID must be 1..{MAX_REQUEST_ID} characters")
     return rid
 
 
 def _answer(request: web.Request, body: Any, status: int = 200) -> web.Response:
+    """The answer, echoing X-Request-ID only when it has one reading (else, it is the
+    400 being answered)."""
     response = json_response(body, status)
-    rid = request.headers.get("X-Request-ID")
-    if rid is not None and 0 < len(rid) <= MAX_REQUEST_ID:
+    try:
+        rid = _request_id(request)
+    except RequestError:
+        rid = None
+    if rid is not None:
         response.headers["X-Request-ID"] = rid
     return response
 
@@ -192,9 +198,11 @@ async def post_evaluations(request: web.Request) -> web.StreamResponse:
     return _answer(request, {"evaluations": answers})
 
 
+@_spec_errors
 async def get_configuration(request: web.Request) -> web.StreamResponse:
     """GET /.well-known/authzen-configuration: the PDP metadata (served endpoints only)."""
-    base = f"{request.scheme}://{request.host}"
+    host = header(request, "Host") or request.host  # visible ASCII, sent once, else 400
+    base = f"{request.scheme}://{host}"
     body: dict[str, Any] = {"policy_decision_point": base}
     body.update({key: base + path for key, path in ENDPOINTS.items()})
     return _answer(request, body)

@@ -44,6 +44,10 @@ APPROVAL_HEADER = "x-pdp-approval-id"
 MAX_PATH = 4096
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _APPROVAL_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+#: The original request's host: a DNS name or IPv4 address, or a bracketed IPv6 address,
+#: with an optional port (or nothing). Anything else (raw bytes, "/", "@", "%", spaces) is
+#: a host two readers could take differently, and must not reach policy or the record.
+_HOST_PATTERN = re.compile(r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9._-]{0,253})(?::[0-9]{1,5})?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +160,14 @@ async def check(
             base,
             "request.ambiguous_header",
             f"the {', '.join(ambiguous)} header was sent more than once",
+            caller,
+        )
+    if not _HOST_PATTERN.fullmatch(attrs.host):
+        return await _refuse(
+            service,
+            base,
+            "request.invalid_host",
+            "the original request's host is not a host name or address with an optional port",
             caller,
         )
     remove = (table.token_header,) if table.token_header != "authorization" else ()

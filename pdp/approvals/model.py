@@ -45,9 +45,9 @@ APPROVAL_CODES = {
 
 
 class Unbindable(ValueError):
-    """The call's arguments hold a number that parsing may have changed (an integral float
-    beyond 2**53, NaN, infinity): no digest could tell two such calls apart, so no approval
-    can be bound to (or used for) it."""
+    """The call's arguments (or context) hold a number that parsing may have changed (an
+    integral float beyond 2**53, NaN, infinity): no digest could tell two such calls apart,
+    so no approval can be bound to (or used for) it."""
 
 
 #: Beyond this, an integral float stands for many integers (JSON text parsed lossily).
@@ -106,7 +106,7 @@ def canonical_url(url: str | None) -> str | None:
 
 #: Bumped whenever the binding gains a fact: an approval stored under an older binding is
 #: bound to no call this PDP sees (approval_mismatch), never to a looser one.
-BINDING_VERSION = 2
+BINDING_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,12 +132,16 @@ class Binding:
     task_session: str | None = None
     data_sensitivity: str | None = None
     data_categories: tuple[str, ...] = ()
+    #: SHA-256 of the context's canonical JSON (as :func:`arguments_digest`; absent = {}):
+    #: it reaches policy, and at the ext_authz doors it names the real call
+    #: (``context.http``: the original method, host and path).
+    context_digest: str | None = None
     version: int = BINDING_VERSION
 
     @classmethod
     def of(cls, request: dict[str, Any], spiffe_id: str) -> Binding:
         """The binding of a schema-valid decision request made by ``spiffe_id``;
-        :class:`Unbindable` when its arguments cannot be digested exactly."""
+        :class:`Unbindable` when its arguments or context cannot be digested exactly."""
         action = request["action"]
         dest = request["destination"]
         on_behalf_of = (request.get("agent") or {}).get("on_behalf_of") or {}
@@ -161,6 +165,7 @@ class Binding:
             task_session=task.get("session"),
             data_sensitivity=data.get("sensitivity", DEFAULT_SENSITIVITY),
             data_categories=tuple(sorted(set(data.get("categories", ())))),
+            context_digest=arguments_digest(request.get("context")),
         )
 
     @classmethod
@@ -203,6 +208,7 @@ class Binding:
                 "sensitivity": self.data_sensitivity,
                 "categories": list(self.data_categories),
             },
+            "context_digest": self.context_digest,
         }
 
     def digest(self) -> str:

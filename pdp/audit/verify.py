@@ -3,7 +3,8 @@
 :func:`verify` reads every segment in order and stops at the first problem, naming the
 first bad ``seq``:
 
-- ``modified``   a record's ``hash`` does not match its content;
+- ``modified``   a record's ``hash`` does not match its content, or its line is not its
+  canonical JSON byte for byte (a member repeated, reordered, re-spaced, re-escaped);
 - ``deleted``    a seq is missing and appears nowhere in the trail;
 - ``reordered``  a seq is missing here but appears elsewhere;
 - ``broken``     a record's ``prev`` is not the hash of the record before it;
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .chain import GENESIS, record_hash
+from .chain import GENESIS, canonical, record_hash
 from .checkpoint import Checkpoint, CheckpointError, PublicKeys, check_record
 from .segment import (
     AuditReadError,
@@ -165,6 +166,17 @@ class _Scan:
         seq = rec.get("seq")
         if rec.get("hash") != record_hash(rec) or not isinstance(seq, int):
             return bad(self.expected or seq, "modified", "hash mismatch (record modified)")
+        if line.raw != canonical(rec):
+            # The hash covers the parsed record; the line must be its canonical JSON byte
+            # for byte, or it was rewritten without changing any hash: a member repeated
+            # (last-wins and first-wins readers then disagree), reordered, re-spaced or
+            # re-escaped.
+            return bad(
+                seq,
+                "modified",
+                "the line is not the record's canonical JSON (a member repeated, reordered, "
+                "re-spaced or re-escaped: record rewritten)",
+            )
         if first_in_segment and seq != seg.first_seq:
             return bad(seg.first_seq, *_out_of_place(seg.first_seq, seq, self.segments))
         if self.expected is None:
