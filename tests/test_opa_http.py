@@ -463,7 +463,7 @@ async def test_a_closed_pool_opens_no_connection_and_retries_nothing(fake_opa: A
     assert await pool.request(head) == (200, b'{"a": true}')
     await pool.close()
 
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionAbortedError, match="^the OPA client is closed$"):
         await pool.request(head)
     assert fake.connections == 1  # nothing opened after close()
 
