@@ -115,6 +115,32 @@ def test_a_tcp_url_sends_its_host_and_keeps_its_path_prefix() -> None:
     assert pool.head("GET", "/health") == b"GET /opa/health HTTP/1.1\r\nHost: 127.0.0.1:8181\r\n"
 
 
+async def test_a_tcp_url_connects_over_tcp() -> None:
+    requests: list[bytes] = []
+    done = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (request := await read_request(reader)) is not None:
+            requests.append(request)
+            writer.write(OK)
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        done.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = HTTPPool(f"http://127.0.0.1:{port}/opa")
+    try:
+        assert await pool.request(pool.head("GET", "/health")) == (200, b'{"a": true}')
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
+    await asyncio.wait_for(done.wait(), 5)  # the server side saw the close
+    assert requests == [f"GET /opa/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()]
+
+
 def test_a_path_prefix_loses_only_its_trailing_slashes() -> None:
     assert HTTPPool("http://opa.internal/opaX//").prefix == "/opaX"
     assert HTTPPool("http://opa.internal").prefix == ""
