@@ -350,6 +350,20 @@ def test_bytes_before_the_first_request_close_a_fresh_connection() -> None:
     assert transport.written == []
 
 
+async def test_a_lost_connection_fails_its_request_with_the_os_error_as_cause() -> None:
+    conn = opahttp._Connection()
+    conn.connection_made(_Transport())  # type: ignore[arg-type]
+    pending = conn.send(b"GET / HTTP/1.1\r\n\r\n")
+    reset = ConnectionResetError(104, "Connection reset by peer")
+
+    conn.connection_lost(reset)
+
+    with pytest.raises(ConnectionResetError, match="^OPA closed the connection before answering$"):
+        await pending
+    assert pending.exception().__cause__ is reset  # type: ignore[union-attr]
+    assert conn.closed
+
+
 async def test_the_bound_counts_every_chunk_of_an_answer(
     fake_opa: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
