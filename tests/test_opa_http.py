@@ -350,6 +350,21 @@ def test_bytes_before_the_first_request_close_a_fresh_connection() -> None:
     assert transport.written == []
 
 
+async def test_a_connection_lost_while_idle_or_after_its_answer_fails_nothing() -> None:
+    idle = opahttp._Connection()
+    idle.connection_made(_Transport())  # type: ignore[arg-type]
+    idle.connection_lost(None)
+    assert idle.closed
+
+    answered = opahttp._Connection()
+    answered.connection_made(_Transport())  # type: ignore[arg-type]
+    pending = answered.send(b"GET / HTTP/1.1\r\n\r\n")
+    answered.data_received(OK)
+    answered.connection_lost(None)
+    assert await pending == (200, b'{"a": true}')
+    assert answered.closed
+
+
 async def test_a_lost_connection_fails_its_request_with_the_os_error_as_cause() -> None:
     conn = opahttp._Connection()
     conn.connection_made(_Transport())  # type: ignore[arg-type]
