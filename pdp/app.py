@@ -402,7 +402,10 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         prompt_hasher=await asyncio.to_thread(resolve_prompt_hasher, s),
         sessions=SessionHistory(app[CREDENTIALS].store, ttl_s=s.session_ttl_s),
         delegation=DelegationVerifier(
-            app[VERIFIER].bundles, s.audience, leeway_seconds=s.clock_skew_seconds
+            app[VERIFIER].bundles,
+            s.audience,
+            leeway_seconds=s.clock_skew_seconds,
+            max_lifetime_s=s.svid_max_lifetime_s,
         ),
         cache=app[DECISION_CACHE],
         approvals=app[APPROVALS],

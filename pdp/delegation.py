@@ -9,7 +9,8 @@ signed by a key of a configured trust domain (the same bundles as JWT-SVIDs)::
     claims  iss   "spiffe://<trust domain>"   the issuer; its bundle verifies the signature
             sub   the user (or service) the chain acts for, e.g. "user:alice@acme.example"
             aud   contains the PDP's audience (PDP_AUDIENCE)
-            exp   required; nbf/iat optional
+            exp   required; nbf/iat optional; exp - iat (or exp - now) at most the SVID
+                  lifetime bound (PDP_SVID_MAX_LIFETIME_S, 24 h), iat not in the future
             tenant  optional: the user's tenant
             act   {"sub": <current agent>, "act": {"sub": <the agent that delegated>, ...}}
 
@@ -37,6 +38,7 @@ from typing import Any, Final
 import jwt
 
 from .identity import TrustBundles, parse_spiffe_id
+from .identity.svid import DEFAULT_MAX_LIFETIME_S
 from .normalize import NO_CHAIN
 
 __all__ = ["MAX_PARSED_DEPTH", "DelegationVerifier", "absent_chain"]
@@ -70,11 +72,15 @@ class DelegationVerifier:
         *,
         leeway_seconds: int = 30,
         clock: Callable[[], float] = time.time,
+        max_lifetime_s: float = DEFAULT_MAX_LIFETIME_S,
     ) -> None:
         self.bundles = bundles
         self.audience = audience
         self.leeway = leeway_seconds
         self.clock = clock
+        #: Longest ``exp - iat`` (or ``exp - now``) accepted, as for JWT-SVIDs: an assertion
+        #: signed by the same keys must not outlive what an SVID may.
+        self.max_lifetime_s = max_lifetime_s
 
     @staticmethod
     def refused(message: str) -> dict[str, Any]:
@@ -158,6 +164,16 @@ class DelegationVerifier:
             raise _Refused("delegation.expired", "the assertion has expired")
         if nbf is not None and (not _number(nbf) or float(nbf) - self.leeway > now):
             raise _Refused("delegation.not_yet_valid", "the assertion is not valid yet")
+        iat = claims.get("iat")
+        if iat is not None and (not _number(iat) or float(iat) - self.leeway > now):
+            raise _Refused("delegation.issued_in_future", "the assertion is issued in the future")
+        lifetime = float(exp) - (float(iat) if iat is not None else now)
+        if lifetime > self.max_lifetime_s:
+            raise _Refused(
+                "delegation.lifetime_too_long",
+                f"the assertion's lifetime {lifetime:.0f} s exceeds the maximum "
+                f"{self.max_lifetime_s:.0f} s",
+            )
         sub = claims.get("sub")
         if not isinstance(sub, str) or not sub or len(sub) > _MAX_SUB:
             raise _Refused("delegation.malformed", "sub must be a non-empty string")

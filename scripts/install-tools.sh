@@ -6,7 +6,8 @@
 #              only: they start it on 127.0.0.1 with a config of their own
 #   ghz   — a compiled gRPC load generator (pinned), only with --bench: bench/frontdoors.py
 #           drives the ext_authz gRPC door with it (the tests never need it)
-# Idempotent: a matching binary already in .tools/bin or on PATH is reused.
+# Idempotent: a matching binary already in .tools/bin is reused; for opa and regal also one
+# on PATH (registry and ghz are always built into .tools/bin).
 set -euo pipefail
 
 OPA_VERSION="${OPA_VERSION:-1.22.3}"

@@ -235,3 +235,23 @@ def test_approvals_with_a_wrong_approver_token_fail(pdpctl: Callable[..., Result
 
     assert result.exit_code == errors.SERVICE_ERROR
     assert "HTTP 403" in result.output
+
+
+def test_json_output_is_json_only_on_stdout(
+    served: ServeProcess, pdpctl: Callable[..., Result], tmp_path: Path
+) -> None:
+    """Every admin command's --json prints nothing but the JSON on stdout (`| jq` works);
+    a human line (e.g. where a checkpoint was saved) goes to stderr."""
+    saved = tmp_path / "checkpoint.json"
+    for args in (
+        ("keys", "list", "--json"),
+        ("agents", "list", "--json"),
+        ("approvals", "list", "--json"),
+        ("audit", "checkpoint", "--json"),
+        ("audit", "checkpoint", "--json", "-o", str(saved)),
+    ):
+        result = pdpctl(*args)
+        assert result.exit_code == 0, (args, result.output)
+        json.loads(result.stdout)  # raises when anything else is on stdout
+    assert json.loads(saved.read_text())["checkpoint"]
+    assert f"-> {saved}" in result.stderr

@@ -265,6 +265,26 @@ async def test_an_active_credential_introspects_with_its_claims(start: Starter) 
     assert answer == {"active": True, "token_type": "Bearer", **claims}
 
 
+async def test_introspection_returns_every_optional_claim_a_credential_carries(
+    start: Starter,
+) -> None:
+    service = await start()
+    response = {
+        "allow": True,
+        "obligations": {"credential": {"ttl_seconds": 120}, "recheck_at_target": True},
+    }
+    issued = service.after_decision("d-1", REQUEST, identity(), response, approval_id="apr-1")
+    assert issued is not None
+    claims = unverified(issued.token)[1]
+    assert {"act", "recheck_at_target", "approval_id", "tctx", "req_wl"} <= claims.keys()
+
+    assert await service.introspect(issued.token) == {
+        "active": True,
+        "token_type": "Bearer",
+        **claims,
+    }
+
+
 def tamper(token: str) -> str:
     header, payload, signature = token.split(".")
     claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
@@ -437,3 +457,181 @@ async def test_a_verifier_refuses_a_credential_for_another_issuer(start: Starter
         )
 
     assert info.value.code == "wrong_issuer"
+
+
+# --------------------------------------------------------------------------- the service's edges
+
+
+async def test_the_decision_is_counted_with_its_tool_whether_or_not_a_credential_is_minted(
+    start: Starter,
+) -> None:
+    service = await start()
+
+    assert service.after_decision("d-1", REQUEST, identity(), ALLOW, mint=False) is None
+    issued = service.after_decision("d-2", REQUEST, identity(), ALLOW, approval_id="apr-1")
+    assert issued is not None
+    assert unverified(issued.token)[1]["approval_id"] == "apr-1"
+    no_name = {**REQUEST, "action": {"type": "tool.list"}}
+    assert service.after_decision("d-3", no_name, identity(), ALLOW, mint=False) is None
+    assert service.after_decision("d-4", REQUEST, identity(), {"allow": "true"}) is None
+
+    activity = service.agents._pending[BOT]  # only True allows; a deny counts no tool
+    assert (activity.allowed, activity.denied) == (3, 1)
+    assert activity.tools == {"jira.search_issues": 2, "tool.list": 1}
+    assert activity.credentials == [(issued.jti, issued.exp)]
+
+
+async def test_an_expired_credential_is_revocable_only_within_the_clock_skew(
+    start: Starter, clock: Clock
+) -> None:
+    service = await start(clock_skew_seconds=30)
+    late, too_late = mint(service), mint(service)  # exp = T0 + 120
+    clock.now = T0 + 120 + 29
+    assert await service.revoke(late) is True
+    clock.now = T0 + 120 + 30
+    assert await service.revoke(too_late) is False
+    clock.now = T0
+    assert await service.introspect(late) == {"active": False}
+    assert (await service.introspect(too_late))["active"] is True  # nothing was stored
+
+
+async def test_a_revocation_is_logged_by_jti_and_subject_never_the_token(
+    start: Starter, caplog: pytest.LogCaptureFixture
+) -> None:
+    service = await start()
+    token = mint(service)
+    caplog.set_level("INFO", logger="pdp.credentials")
+
+    assert await service.revoke(token) is True
+
+    jti = unverified(token)[1]["jti"]
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        ("pdp.credentials", f"revoked credential jti={jti} sub={BOT}")
+    ]
+    assert token not in caplog.text
+
+
+async def test_the_default_store_is_sqlite_in_the_state_dir(
+    start: Starter, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO", logger="pdp.credentials")
+    service = await start()
+
+    assert "credential store: sqlite" in [r.getMessage() for r in caplog.records]
+
+    assert service.store.kind == "sqlite"
+    assert (tmp_path / "state" / "pdp.sqlite3").is_file()
+    assert service.last_refresh == T0
+    assert service.issuer == service.settings.issuer
+
+
+async def test_mint_signs_without_the_status_check_or_counting(start: Starter) -> None:
+    service = await start()
+    await service.agents.set_status(BOT, "disabled", "offboarded")
+
+    issued = service.mint("d-1", REQUEST, identity(), {"credential": {"ttl_seconds": 120}}, None)
+
+    assert unverified(issued.token)[1]["sub"] == BOT
+    assert BOT not in service.agents._pending
+
+
+async def test_a_failed_publish_or_flush_is_logged_and_the_rest_still_happens(
+    start: Starter, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pdp.errors import StoreError
+
+    service = await start()
+    heard: list[str] = []
+    service.listeners.append(heard.append)
+
+    async def down(*args: Any) -> None:
+        raise StoreError("store down")
+
+    monkeypatch.setattr(service.store, "publish", down)
+    await service.announce("keys")
+    assert heard == ["keys"]  # this replica heard it anyway
+
+    service.after_decision("d-1", REQUEST, identity(), ALLOW)  # pending activity to write
+    monkeypatch.setattr(service.agents, "flush", down)
+    closed: list[bool] = []
+    real_close = service.store.close
+
+    async def close() -> None:
+        closed.append(True)
+        await real_close()
+
+    monkeypatch.setattr(service.store, "close", close)
+    await stop(service)
+
+    assert closed == [True]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "could not announce 'keys' to the other replicas: store down"),
+        ("WARNING", "could not write agent activity at shutdown: store down"),
+    ]
+
+
+async def test_the_service_checks_the_configured_admin_introspection_and_approver_tokens(
+    start: Starter,
+) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from pdp.errors import ForbiddenError
+
+    introspector, approver = "introspection-token-0123456789", "approver-token-0123456789"
+    service = await start(introspection_token=introspector, approver_token=approver)
+
+    def bearer(token: str) -> Any:
+        return make_mocked_request("POST", "/", headers={"Authorization": f"Bearer {token}"})
+
+    service.auth.check(bearer(ADMIN))
+    service.auth.check(bearer(introspector), introspection=True)
+    with pytest.raises(ForbiddenError):
+        service.auth.check(bearer(introspector))
+    assert service.auth.check_approver(bearer(approver)) == "approver"
+    assert service.auth.check_approver(bearer(ADMIN)) == "admin"
+    with pytest.raises(ForbiddenError):
+        service.auth.check_approver(bearer(introspector))
+
+
+async def test_a_key_another_replica_just_created_is_read_once_before_judging(
+    start: Starter, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shared = f"sqlite://{tmp_path / 'shared.sqlite3'}"
+    a = await start(tmp_path / "a", store_url=shared)
+    b = await start(tmp_path / "b", store_url=shared)  # a has not refreshed: b's key unknown
+    reloads: list[bool] = []
+    real_reload = a.keyring.reload
+
+    async def counted() -> None:
+        reloads.append(True)
+        await real_reload()
+
+    monkeypatch.setattr(a.keyring, "reload", counted)
+    token_b = mint(b)
+
+    assert (await a.introspect(token_b))["active"] is True
+    assert reloads == [True]  # the key set was read again, once
+    assert (await a.introspect(tamper(mint(a))))["active"] is False
+    assert reloads == [True]  # a bad signature under a known key: nothing re-read
+    foreign = mint(await start(tmp_path / "c", store_url=f"sqlite://{tmp_path / 'c.db'}"))
+    assert await a.introspect(foreign) == {"active": False}
+    assert reloads == [True, True]  # an unknown key: read once more, then judged
+    assert await a.revoke(foreign) is False
+    assert reloads == [True, True, True]
+
+
+@pytest.mark.parametrize(
+    "who",
+    [
+        Identity(authenticated=False, spiffe_id=BOT, error_code="authn.expired"),
+        Identity(authenticated=True, spiffe_id=None),
+    ],
+    ids=["unauthenticated-with-an-id", "authenticated-without-an-id"],
+)
+async def test_an_identity_needs_both_authentication_and_an_id_to_mint_or_count(
+    start: Starter, who: Identity
+) -> None:
+    service = await start()
+
+    assert service.after_decision("d-1", REQUEST, who, ALLOW) is None
+    assert service.agents._pending == {}

@@ -7,6 +7,7 @@ real OPA never sends (garbage, early close, an answer nobody asked for)."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -114,6 +115,58 @@ def test_a_tcp_url_sends_its_host_and_keeps_its_path_prefix() -> None:
     assert pool.head("GET", "/health") == b"GET /opa/health HTTP/1.1\r\nHost: 127.0.0.1:8181\r\n"
 
 
+async def test_a_tcp_url_connects_over_tcp() -> None:
+    requests: list[bytes] = []
+    done = asyncio.Event()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (request := await read_request(reader)) is not None:
+            requests.append(request)
+            writer.write(OK)
+            await writer.drain()
+        writer.close()
+        await writer.wait_closed()
+        done.set()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    pool = HTTPPool(f"http://127.0.0.1:{port}/opa")
+    try:
+        assert await pool.request(pool.head("GET", "/health")) == (200, b'{"a": true}')
+    finally:
+        await pool.close()
+        server.close()
+        await server.wait_closed()
+    await asyncio.wait_for(done.wait(), 5)  # the server side saw the close
+    assert requests == [f"GET /opa/health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode()]
+
+
+def test_a_path_prefix_loses_only_its_trailing_slashes() -> None:
+    assert HTTPPool("http://opa.internal/opaX//").prefix == "/opaX"
+    assert HTTPPool("http://opa.internal").prefix == ""
+    assert HTTPPool("unix:///run/opa.sock").prefix == ""
+
+
+@pytest.mark.parametrize(
+    ("url", "host", "port", "tls"),
+    [
+        ("http://opa.internal", "opa.internal", 80, False),
+        ("https://opa.internal", "opa.internal", 443, True),
+        ("http://opa.internal:8181", "opa.internal", 8181, False),
+        ("https://opa.internal:8443/x", "opa.internal", 8443, True),
+        ("http://:8181", "localhost", 8181, False),
+    ],
+)
+def test_a_tcp_url_gets_its_scheme_default_port_and_tls_only_for_https(
+    url: str, host: str, port: int, tls: bool
+) -> None:
+    pool = HTTPPool(url)  # where it connects (no server listens on these)
+    assert (pool._host, pool._port) == (host, port)
+    assert isinstance(pool._ssl, ssl.SSLContext) is tls
+    if tls:
+        assert pool._ssl is not None and pool._ssl.verify_mode == ssl.CERT_REQUIRED
+
+
 async def test_concurrent_requests_open_at_most_limit_connections(fake_opa: Any) -> None:
     async def slow(request: bytes, writer: asyncio.StreamWriter) -> bool:
         await asyncio.sleep(0.01)
@@ -195,6 +248,26 @@ async def test_a_connection_lost_after_the_answer_began_is_not_retried(fake_opa:
     assert len(fake.requests) == 1
 
 
+async def test_a_reused_connection_lost_after_the_answer_began_is_not_retried(
+    fake_opa: Any,
+) -> None:
+    async def ok_then_half(request: bytes, writer: asyncio.StreamWriter) -> bool:
+        if len(fake.requests) == 1:
+            writer.write(OK)
+            return True
+        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"a"')
+        return False
+
+    fake, url = await fake_opa(ok_then_half)
+    pool = HTTPPool(url)
+
+    assert await pool.request(pool.head("GET", "/")) == (200, b'{"a": true}')
+    with pytest.raises(ConnectionResetError, match="closed the connection before answering"):
+        await pool.request(pool.head("GET", "/"))  # on the kept-alive connection
+    await pool.close()
+    assert (len(fake.requests), fake.connections) == (2, 1)  # the answer had begun: no retry
+
+
 @pytest.mark.parametrize(
     "garbage",
     [
@@ -220,6 +293,12 @@ async def test_an_answer_that_is_not_http_is_a_protocol_error(
     await pool.close()
 
 
+def test_the_answer_bound_is_64_mib() -> None:
+    # /v1/policies carries every module's AST; the bound is a documented limit, not tuning
+    assert opahttp.MAX_BODY_BYTES == 64 * 1024 * 1024
+    assert isinstance(opahttp.MAX_BODY_BYTES, int)
+
+
 async def test_an_answer_larger_than_the_bound_is_refused(
     fake_opa: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -235,6 +314,36 @@ async def test_an_answer_larger_than_the_bound_is_refused(
     with pytest.raises(ProtocolError, match="larger than 10 bytes"):
         await pool.request(pool.head("GET", "/"))
     await pool.close()
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.closed = False
+        self.written: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_a_connection_not_yet_made_refuses_to_send_and_closes_quietly() -> None:
+    conn = opahttp._Connection()
+    with pytest.raises(ConnectionResetError, match="^OPA connection is not open$"):
+        conn.send(b"GET / HTTP/1.1\r\n\r\n")
+    conn.close()
+    assert conn.closed
+
+
+def test_bytes_before_the_first_request_close_a_fresh_connection() -> None:
+    conn = opahttp._Connection()
+    transport = _Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    assert (conn.closed, conn.received) == (False, False)
+    conn.data_received(OK)
+    assert conn.closed and conn.received and transport.closed
+    assert transport.written == []
 
 
 async def test_bytes_nobody_asked_for_close_the_connection(fake_opa: Any) -> None:
@@ -380,7 +489,7 @@ async def test_a_closed_pool_opens_no_connection_and_retries_nothing(fake_opa: A
     assert await pool.request(head) == (200, b'{"a": true}')
     await pool.close()
 
-    with pytest.raises(ConnectionError):
+    with pytest.raises(ConnectionAbortedError, match="^the OPA client is closed$"):
         await pool.request(head)
     assert fake.connections == 1  # nothing opened after close()
 

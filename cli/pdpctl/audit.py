@@ -397,7 +397,8 @@ def checkpoint_command(client: AdminClient, as_json: bool, output: Path | None) 
         echo_json(answer)
     if output is not None:
         claims = answer.get("checkpoint") or {}
-        click.echo(f"checkpoint seq {claims.get('seq')} ({claims.get('kid')}) -> {output}")
+        line = f"checkpoint seq {claims.get('seq')} ({claims.get('kid')}) -> {output}"
+        click.echo(line, err=as_json)  # under --json stdout is the JSON only
 
 
 @audit.group("keys")

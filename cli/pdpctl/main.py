@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import ssl
 import sys
 import urllib.error
 import urllib.request
@@ -37,8 +38,16 @@ from .errors import (
 )
 from .fuzz import fuzz
 from .keys import keys
-from .mcp import DEFAULT_LISTEN, embed, gateway_config, mcp_gateway, parse_listen, parse_upstreams
-from .options import agent_trust_options, agent_trust_settings
+from .mcp import (
+    DEFAULT_LISTEN,
+    caller_credentials,
+    embed,
+    gateway_config,
+    mcp_gateway,
+    parse_listen,
+    parse_upstreams,
+)
+from .options import agent_trust_options, agent_trust_settings, caller_credential_options
 from .policy import bundle, policy
 from .project import Project
 from .replay import replay_command
@@ -384,14 +393,31 @@ def token(spiffe_id: str, audience: str, ttl: int, state_dir: Path) -> None:
     show_default=True,
     help="Where dev keys are, to mint a token for an example's spiffe_id.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the raw JSON response.")
-def decide(file: Any, url: str, token_: str | None, state_dir: Path, as_json: bool) -> None:
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the raw JSON response (stdout: JSON only)."
+)
+@caller_credential_options("--", who="pdpctl")
+def decide(
+    file: Any,
+    url: str,
+    token_: str | None,
+    state_dir: Path,
+    as_json: bool,
+    ca: Path | None,
+    client_cert: Path | None,
+    client_key: Path | None,
+    caller_key_file: Path | None,
+) -> None:
     """Send a decision request from FILE and print the decision.
 
     FILE is either a plain decision request, or an example
     ({"spiffe_id", "request", "expect"}): a dev token is minted for its spiffe_id and the
-    answer is compared with "expect" (exit 1 when it differs).
+    answer is compared with "expect" (exit 1 when it differs; the comparison goes to stderr
+    under --json). A PDP that authenticates callers (serve --caller-keys / --client-ca) takes
+    --caller-key-file and/or --client-cert/--client-key (files only), with --ca for its
+    certificate.
     """
+    caller = caller_credentials(url, ca, client_cert, client_key, caller_key_file, "--", "--url")
     try:
         doc = json.load(file)
     except ValueError as exc:
@@ -407,7 +433,12 @@ def decide(file: Any, url: str, token_: str | None, state_dir: Path, as_json: bo
             raise CLIError(str(exc), BAD_INPUT) from None
     if token_ is not None:
         request = {**request, "agent": {**request.get("agent", {}), "token": token_}}
-    status, answer = _post_json(url.rstrip("/") + "/v1/decisions", request)
+    status, answer = _post_json(
+        url.rstrip("/") + "/v1/decisions",
+        request,
+        headers=caller.headers(),
+        context=caller.ssl_context(),
+    )
     if as_json:
         click.echo(json.dumps(answer, indent=2))
     else:
@@ -419,18 +450,24 @@ def decide(file: Any, url: str, token_: str | None, state_dir: Path, as_json: bo
         want = {"allow": expect.get("allow"), "reasons": list(expect.get("reasons", []))}
         if got != want:
             raise CLIError(f"expected {json.dumps(want)}, got {json.dumps(got)}", FAILED)
-        click.echo("matches expect")
+        click.echo("matches expect", err=as_json)  # under --json stdout is the JSON only
 
 
-def _post_json(url: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+def _post_json(
+    url: str,
+    body: dict[str, Any],
+    *,
+    headers: dict[str, str] | None = None,
+    context: ssl.SSLContext | None = None,
+) -> tuple[int, dict[str, Any]]:
     req = urllib.request.Request(
         url,
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={"Content-Type": "application/json", **(headers or {})},
         method="POST",
     )
     try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
+        with urllib.request.urlopen(req, timeout=10, context=context) as resp:
             return resp.status, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
         try:

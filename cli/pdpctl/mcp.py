@@ -23,7 +23,7 @@ import click
 from pdp.config import ConfigError, Settings, is_loopback
 
 from .errors import BAD_INPUT, FAILED, CLIError
-from .options import agent_trust_options, agent_trust_settings
+from .options import agent_trust_options, agent_trust_settings, caller_credential_options
 
 if TYPE_CHECKING:  # the MCP SDK is imported only by the commands that run the gateway
     from aiohttp import web
@@ -66,45 +66,17 @@ def parse_listen(value: str, flag: str = "--listen") -> tuple[str, int]:
     return host, int(port)
 
 
-def pdp_caller_options(f: F) -> F:
-    """How `mcp-gateway` authenticates to the PDP as its caller (docs/mcp.md): files only,
-    so no secret is on the command line."""
-    path = click.Path(dir_okay=False, exists=True, path_type=Path)
-    options = [
-        click.option(
-            "--pdp-ca",
-            type=path,
-            envvar="PDP_MCP_PDP_CA",
-            show_envvar=True,
-            help="CA certificates (PEM) the PDP's TLS certificate must chain to [the system's].",
-        ),
-        click.option(
-            "--pdp-client-cert",
-            type=path,
-            envvar="PDP_MCP_CLIENT_CERT",
-            show_envvar=True,
-            help="Client certificate (PEM) to present to a PDP that authenticates callers "
-            "by mTLS (serve --client-ca).",
-        ),
-        click.option(
-            "--pdp-client-key",
-            type=path,
-            envvar="PDP_MCP_CLIENT_KEY",
-            show_envvar=True,
-            help="Private key (PEM) of --pdp-client-cert [in the certificate file].",
-        ),
-        click.option(
-            "--pdp-caller-key-file",
-            type=path,
-            envvar="PDP_MCP_CALLER_KEY_FILE",
-            show_envvar=True,
-            help="File holding this gateway's caller key (`pdpctl callers add`), sent as "
-            "Authorization: Bearer to a PDP with --caller-keys.",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
+#: How `mcp-gateway` authenticates to the PDP as its caller (docs/mcp.md).
+pdp_caller_options = caller_credential_options(
+    "--pdp-",
+    {
+        "ca": "PDP_MCP_PDP_CA",
+        "client-cert": "PDP_MCP_CLIENT_CERT",
+        "client-key": "PDP_MCP_CLIENT_KEY",
+        "caller-key-file": "PDP_MCP_CALLER_KEY_FILE",
+    },
+    who="this gateway",
+)
 
 
 def caller_credentials(
@@ -113,28 +85,33 @@ def caller_credentials(
     cert_file: Path | None,
     key_file: Path | None,
     caller_key_file: Path | None,
+    prefix: str = "--pdp-",
+    url_flag: str = "--pdp",
 ) -> CallerCredentials:
-    """The gateway's caller credentials from :func:`pdp_caller_options` (CLIError, exit 9,
-    when they cannot work: TLS files for a plain-HTTP PDP, a key without its certificate, an
-    unreadable or empty key file, a caller key sent in clear beyond loopback)."""
+    """A client's caller credentials from :func:`~pdpctl.options.caller_credential_options`
+    with flag ``prefix`` (CLIError, exit 9, when they cannot work: TLS files for a
+    plain-HTTP PDP, a key without its certificate, an unreadable or empty key file, a caller
+    key sent in clear beyond loopback)."""
     from pdp.mcp.pdp_client import CallerCredentials
 
     parts = urlsplit(pdp_url)
     if (ca_file or cert_file) and parts.scheme != "https":
-        raise CLIError("--pdp-ca and --pdp-client-cert need an https:// --pdp URL", BAD_INPUT)
+        raise CLIError(
+            f"{prefix}ca and {prefix}client-cert need an https:// {url_flag} URL", BAD_INPUT
+        )
     if key_file is not None and cert_file is None:
-        raise CLIError("--pdp-client-key needs --pdp-client-cert", BAD_INPUT)
+        raise CLIError(f"{prefix}client-key needs {prefix}client-cert", BAD_INPUT)
     caller_key = None
     if caller_key_file is not None:
         try:
             caller_key = caller_key_file.read_text("ascii").strip()
         except (OSError, UnicodeDecodeError) as exc:
-            raise CLIError(f"--pdp-caller-key-file: cannot read it: {exc}", BAD_INPUT) from None
+            raise CLIError(f"{prefix}caller-key-file: cannot read it: {exc}", BAD_INPUT) from None
         if not caller_key or not caller_key.isprintable() or " " in caller_key:
-            raise CLIError("--pdp-caller-key-file: expected one caller key", BAD_INPUT)
+            raise CLIError(f"{prefix}caller-key-file: expected one caller key", BAD_INPUT)
         if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
             raise CLIError(
-                "--pdp-caller-key-file: the PDP is reached over plain http beyond loopback; "
+                f"{prefix}caller-key-file: the PDP is reached over plain http beyond loopback; "
                 "the caller key would travel in clear (use https://)",
                 BAD_INPUT,
             )
@@ -142,7 +119,7 @@ def caller_credentials(
     try:
         credentials.ssl_context()  # a file that is no PEM certificate or key: say so now
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        message = f"--pdp-ca / --pdp-client-cert / --pdp-client-key: {exc}"
+        message = f"{prefix}ca / {prefix}client-cert / {prefix}client-key: {exc}"
         raise CLIError(message, BAD_INPUT) from None
     return credentials
 

@@ -4,7 +4,9 @@ once, so two commands cannot drift apart on a flag they both take.
 - :func:`agent_trust_options`: how agents' JWT-SVIDs are verified (`serve`, `mcp-gateway`),
   read by :func:`agent_trust_settings`;
 - :func:`report_options`: the report flags of `replay` and `shadow report`;
-- :func:`path_option`: an optional file or directory flag.
+- :func:`path_option`: an optional file or directory flag;
+- :func:`caller_credential_options`: how a client authenticates to a PDP as its caller
+  (`mcp-gateway --pdp-*`, `decide`).
 """
 
 from __future__ import annotations
@@ -119,6 +121,49 @@ def report_options(fail_on: tuple[str, ...], fail_on_help: str) -> Callable[[F],
                 default="allow-gained",
                 show_default=True,
                 help=fail_on_help,
+            ),
+        ]
+    )
+
+
+def caller_credential_options(
+    prefix: str, envvars: dict[str, str] | None = None, who: str = "this client"
+) -> Callable[[F], F]:
+    """``{prefix}ca``, ``{prefix}client-cert``, ``{prefix}client-key``,
+    ``{prefix}caller-key-file``: how a client authenticates to a PDP as its caller
+    (docs/security.md); files only, so no secret is on the command line. ``envvars`` maps
+    the suffixes (``ca``, ``client-cert``, ``client-key``, ``caller-key-file``) to
+    environment variables."""
+    env = envvars or {}
+    path = click.Path(dir_okay=False, exists=True, path_type=Path)
+
+    def option(suffix: str, help: str) -> Callable[[F], F]:
+        return click.option(
+            f"{prefix}{suffix}",
+            type=path,
+            envvar=env.get(suffix),
+            show_envvar=suffix in env,
+            help=help,
+        )
+
+    return _apply(
+        [
+            option(
+                "ca",
+                "CA certificates (PEM) the PDP's TLS certificate must chain to [the system's].",
+            ),
+            option(
+                "client-cert",
+                "Client certificate (PEM) to present to a PDP that authenticates callers "
+                "by mTLS (serve --client-ca).",
+            ),
+            option(
+                "client-key", f"Private key (PEM) of {prefix}client-cert [in the certificate file]."
+            ),
+            option(
+                "caller-key-file",
+                f"File holding {who}'s caller key (`pdpctl callers add`), sent as "
+                "Authorization: Bearer to a PDP with --caller-keys.",
             ),
         ]
     )
