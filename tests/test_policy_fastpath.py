@@ -481,3 +481,91 @@ def test_a_bundle_built_from_a_changed_inventory_carries_a_fresh_index(
     assert after["cleared"] is False
     assert after["decision"]["allow"] is False
     assert "action_not_entitled" in [r["code"] for r in after["decision"]["reasons"]]
+
+
+# ------------------------------------------------------------ inventory entries off the schema
+
+#: Agent entries the bundle build ships although the inventory schema refuses them (it does
+#: not validate data): each member set, on every agent, to a value the composition may read
+#: otherwise than a missing member. Red team: "purposes": false was taken for "lists no
+#: purposes" by the fast path, which cleared (allowed) a task purpose the composition
+#: refuses (purpose_not_allowed).
+ODD_AGENT_ENTRIES: list[tuple[str, Any]] = [
+    ("purposes", False),
+    ("purposes", None),
+    ("purposes", []),
+    ("purposes", {}),
+    ("purposes", "triage support tickets"),
+    ("requires_verified_delegation", "true"),
+    ("requires_verified_delegation", 1),
+    ("requires_verified_delegation", None),
+    ("status", None),
+    ("tenant", None),
+    ("entitlements", None),
+]
+
+
+#: The fast path and the composition under another inventory (and the index the bundle build
+#: would derive from it): one OPA for every odd inventory instead of a bundle build each.
+#: data.pdp_index is replaced whole: OPA's `with` on data.pdp_index.entitlements leaves a
+#: read of data.pdp_index (the fast path's binding) with the bundle's own index.
+ODD_CHECK_MODULE = """\
+package fastpath_odd
+
+results := [check(case, inventory, index) |
+\tinventory := input.inventory
+\tentitlements := data.pdp.index.entitlements with data.inventory as inventory
+\tindex := {"fast_reviewed": data.pdp_index.fast_reviewed, "entitlements": entitlements}
+\tsome case in input.cases
+]
+
+check(case, inventory, index) := {
+\t"cleared": cleared(case, inventory, index),
+\t"composed": composed(case, inventory, index),
+}
+
+cleared(case, inventory, index) if {
+\tdata.pdp.fast.cleared with input as case
+\t\twith data.inventory as inventory
+\t\twith data.pdp_index as index
+} else := false
+
+composed(case, inventory, index) := value if {
+\tvalue := data.pdp.composed with input as case
+\t\twith data.inventory as inventory
+\t\twith data.pdp_index as index
+} else := null
+"""
+
+
+@pytest.mark.parametrize(
+    ("member", "value"), ODD_AGENT_ENTRIES, ids=[f"{m}={v!r}" for m, v in ODD_AGENT_ENTRIES]
+)
+def test_an_odd_agent_entry_is_cleared_only_where_the_composition_allows(
+    opa_bin: str, policy_bundle: BuiltBundle, tmp_path: Path, member: str, value: Any
+) -> None:
+    inventory = json.loads((POLICIES / "data" / "inventory" / "data.json").read_text())
+    odd = copy.deepcopy(inventory)
+    for agent in odd["agents"].values():
+        agent[member] = value
+    # The calls the shipped inventory would clear, each alone and with each edge.
+    cases = [copy.deepcopy(base) for base in fast_bases(inventory)]
+    for base in fast_bases(inventory):
+        for path, edge in EDGES:
+            case = copy.deepcopy(base)
+            target = case
+            for key in path[:-1]:
+                target = target[key]
+            target[path[-1]] = copy.deepcopy(edge)
+            cases.append(case)
+    module = tmp_path / "odd.rego"
+    module.write_text(ODD_CHECK_MODULE)
+    with BatchOPA(opa_bin, Path(policy_bundle.path), [module]) as opa:
+        fast_decision = opa.data("pdp/fast/decision")
+        answers = opa.data("fastpath_odd/results", {"cases": cases, "inventory": odd})
+        assert opa.data("pdp_index/fast_reviewed") is True
+
+    assert len(answers) == len(cases)
+    for case, answer in zip(cases, answers, strict=True):
+        if answer["cleared"]:
+            assert answer["composed"] == fast_decision, (case, answer["composed"])

@@ -102,7 +102,7 @@ cleared if { # regal ignore:rule-length
 	principal_cleared
 	verified_delegation_cleared(object.get(agent, "requires_verified_delegation", null))
 	purpose_cleared(
-		object.get(agent, "purposes", false),
+		object.get(agent, "purposes", set()),
 		object.get(inv, ["purposes", object.get(input.task, "purpose", null), "actions"], []),
 	)
 
@@ -167,12 +167,18 @@ verified_delegation_cleared(_) if input.agent.on_behalf_of.verified == true
 # METADATA
 # scope: document
 # description: |
-#   The agent is not purpose-bound (its entry's purposes, passed in, are false when it lists
-#   none), or the task names one of its purposes and that purpose allows the action type
+#   The agent is not purpose-bound (its entry has no purposes member: the set() passed in),
+#   or the task names one of its purposes and that purpose allows the action type
 #   (the purpose's actions in data.inventory.purposes, passed in; none for an unregistered
 #   purpose) (entitlements: purpose_required, purpose_not_allowed,
 #   action_not_allowed_for_purpose).
-purpose_cleared(false, _)
+purpose_cleared(purposes, _) if {
+	# Only an entry without a purposes member is not purpose-bound: object.get's default
+	# here, an empty set, is a value no JSON inventory can hold. An entry with
+	# "purposes": false or null is not cleared (the composition refuses any task purpose
+	# for it: purpose_not_allowed), nor one whose purposes list none.
+	purposes == set()
+}
 
 purpose_cleared(purposes, actions) if {
 	is_string(input.task.purpose)

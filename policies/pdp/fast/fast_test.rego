@@ -217,6 +217,16 @@ refused_cases := {
 		"patch": {"task": {"purpose": "world domination"}},
 		"cleared": false,
 	},
+	# Off-schema entries the composition refuses a task purpose for (purpose_not_allowed):
+	# only a missing purposes member is "not purpose-bound" (red team: false was read so).
+	"an agent whose purposes are false is not cleared": {
+		"inventory": {"agents": {fixtures.support_bot: {"purposes": false}}},
+		"cleared": false,
+	},
+	"an agent whose purposes are null is not cleared": {
+		"inventory": {"agents": {fixtures.support_bot: {"purposes": null}}},
+		"cleared": false,
+	},
 	"a purpose that does not allow the action type is not cleared": {
 		"inventory": {"purposes": {"triage support tickets": {"actions": ["model.invoke"]}}},
 		"cleared": false,
