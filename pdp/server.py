@@ -42,9 +42,9 @@ from .eventloop import new_event_loop
 __all__ = [
     "LISTENERS",
     "Listeners",
+    "check_surface",
     "is_loopback",
     "run",
-    "check_surface",
     "start",
 ]
 
