@@ -15,6 +15,8 @@ as "lists none"), so nothing goes into a bundle whose data does not match its sc
   ``schemas/<name>.schema.json`` (not a source root, so never bundled). A document without
   one is refused, as is a source document named like what the build derives
   (:data:`RESERVED`);
+- a bundle archive (``*.tar.gz``) under a source root is refused: ``opa build`` skips it,
+  but the ``opa eval`` that derives ``data.pdp_index`` loads it (forged index entries);
 - the merged document is validated (JSON Schema draft 2020-12, ``jsonschema``); each
   problem names the file and the JSON pointer inside it.
 
@@ -54,6 +56,10 @@ RESERVED: Final = frozenset({"pdp_index", "system"})
 SCHEMA_DIR: Final = "schemas"
 #: File suffixes OPA loads as data.
 DATA_SUFFIXES: Final = frozenset({".json", ".yaml", ".yml"})
+#: Files ``opa eval --data <root>`` loads as a bundle but ``opa build`` skips: the index the
+#: build derives with ``opa eval`` (pdp.bundle.derived_data) would read modules and data the
+#: bundle does not carry, unchecked and outside the content revision.
+ARCHIVE_SUFFIX: Final = ".tar.gz"
 #: Most problems reported for one build.
 MAX_PROBLEMS: Final = 50
 
@@ -103,6 +109,13 @@ def policy_data_problems(policies_dir: Path, roots: Iterable[Path]) -> list[str]
     # data.<name> -> (merged document, [(file, path of the file's value inside it)])
     documents: dict[str, Any] = {}
     sources: dict[str, list[tuple[Path, tuple[str, ...], Any]]] = {}
+    for root in roots:
+        for path in sorted(p for p in root.rglob("*") if p.name.endswith(ARCHIVE_SUFFIX)):
+            problems.append(
+                f"{_shown(path, policies_dir)}: /: a bundle archive may not be inside a source "
+                "root (opa eval would load it when the build derives data.pdp_index; opa build "
+                "would not ship it)"
+            )
     for file in data_files(roots):
         shown = _shown(file.path, policies_dir)
         if file.path.suffix != ".json":

@@ -506,3 +506,27 @@ def test_an_agent_member_is_accepted_only_in_the_shape_the_policy_reads(
     here = [p for p in problems if f": {BOT_PTR}/{member}" in p]
     assert (problems == []) == AGENT_MEMBERS[member](value), problems
     assert problems == here
+
+
+def test_a_bundle_archive_in_a_source_root_is_refused(policies: Path, tmp_path: Path) -> None:
+    """`opa build` skips a ``*.tar.gz`` under a source root, but the ``opa eval`` that derives
+    the entitlement index (data.pdp_index) loads it as a bundle: an archive carrying a
+    ``package pdp.index`` rule (or data) forged index entries the shipped inventory and
+    modules do not have, unchecked by any schema and outside the content revision."""
+    import tarfile
+
+    forged = (
+        "package pdp.index\n\n"
+        f'entitlements["{BOT}"]["forged-dest"]["tool.call"] contains '
+        '{"action_types": ["tool.call"], "destinations": ["forged-dest"]}\n'
+    )
+    inner = tmp_path / "inner.rego"
+    inner.write_text(forged)
+    with tarfile.open(policies / "data" / "extra.tar.gz", "w:gz") as tar:
+        tar.add(inner, arcname="forged.rego")
+    out = tmp_path / "bundle.tar.gz"
+    result = build(policies, out)
+    assert result.exit_code != 0, result.output
+    assert "data/extra.tar.gz" in result.output
+    assert not out.exists()
+    assert any("extra.tar.gz" in p for p in policy_data_problems(policies, source_roots(policies)))
