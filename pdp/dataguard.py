@@ -29,7 +29,7 @@ import hashlib
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import orjson
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -42,10 +42,13 @@ from .periodic import Periodic
 
 log = logging.getLogger("pdp.bundles")
 
-#: One query, one snapshot: the bundles' manifests and the documents with a shipped schema.
+#: What is active: the bundles' status (manifests, etags), cheap to read every second.
+STATUS_QUERY: Final = "bundles := [b | b := data.system.bundles]"
+#: One query, one snapshot: the bundles' status and the documents with a shipped schema
+#: (read only when the status changed).
 QUERY: Final = (
-    "bundles := [b | b := data.system.bundles]; "
-    "documents := {name: value | some name in "
+    STATUS_QUERY
+    + "; documents := {name: value | some name in "
     + orjson.dumps(sorted(BUILTIN)).decode()
     + "; value := data[name]}"
 )
@@ -96,23 +99,19 @@ class DataGuard(Collector):
         """Read and validate the active bundle's data unless its status is unchanged.
         Raises :class:`EngineUnavailableError` when OPA cannot answer."""
         async with self._lock:
-            bindings = await self.opa.query(QUERY, timeout_s=CHECK_TIMEOUT_S)
-            bundles = bindings.get("bundles") if bindings is not None else None
-            documents = bindings.get("documents") if bindings is not None else None
-            if not isinstance(bundles, list) or not isinstance(documents, dict):
-                raise EngineUnavailableError("policy engine gave no answer to the data check")
-            status = bundles[0] if bundles and isinstance(bundles[0], dict) else {}
-            generation = hashlib.blake2b(
-                orjson.dumps(status, option=orjson.OPT_SORT_KEYS), digest_size=16
-            ).hexdigest()
-            self.error = None
-            if generation == self.generation:
+            status, _ = await self._read(STATUS_QUERY)
+            if _generation(status) == self.generation:
+                self.error = None
                 return
+            status, documents = await self._read(QUERY)
+            generation = _generation(status)
+            self.error = None
             manifests = {
                 n: (b or {}).get("manifest") or {} for n, b in status.items() if isinstance(b, dict)
             }
             revision = provenance_revision({"bundles": manifests})
-            problems = document_problems(documents, self.policies_dir)
+            # off the event loop: a large inventory takes a while to validate
+            problems = await asyncio.to_thread(document_problems, documents, self.policies_dir)
             verdict = "; ".join(problems)[:MAX_PROBLEM_CHARS]
             if verdict:
                 log.error(
@@ -129,6 +128,16 @@ class DataGuard(Collector):
             while len(self.verdicts) > MAX_REVISIONS:
                 del self.verdicts[next(iter(self.verdicts))]
             self.revision, self.generation = revision, generation
+
+    async def _read(self, query: str) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the active bundles' status, the documents) of one query."""
+        bindings = await self.opa.query(query, timeout_s=CHECK_TIMEOUT_S)
+        bundles = bindings.get("bundles") if bindings is not None else None
+        documents = bindings.get("documents", {}) if bindings is not None else None
+        if not isinstance(bundles, list) or not isinstance(documents, dict):
+            raise EngineUnavailableError("policy engine gave no answer to the data check")
+        status = bundles[0] if bundles and isinstance(bundles[0], dict) else {}
+        return status, documents
 
     def vouches(self, revision: str | None) -> bool:
         """Whether the data of ``revision`` was checked and matches (the hot path: a dict
@@ -189,3 +198,10 @@ class DataGuard(Collector):
         for revision, verdict in self.verdicts.items():
             valid.add_metric([revision or ""], 0 if verdict else 1)
         yield valid
+
+
+def _generation(status: dict[str, Any]) -> str:
+    """A digest of the bundles' status: it changes with every activation."""
+    return hashlib.blake2b(
+        orjson.dumps(status, option=orjson.OPT_SORT_KEYS), digest_size=16
+    ).hexdigest()
