@@ -26,10 +26,9 @@ from .bundle import build_bundle
 from .bundlestatus import BundleStatus
 from .callers import (
     CALLER,
-    CALLER_EXEMPT,
     CallerAuthenticator,
     CallerKeys,
-    caller_middleware,
+    authenticate_caller,
     request_caller,
 )
 from .config import Settings, is_loopback
@@ -54,7 +53,7 @@ from .opa import OPAClient
 from .prompthash import resolve_prompt_hasher
 from .routes import RouteTable
 from .schema import validate_request
-from .server import LISTENERS, Listeners, surface_middleware
+from .server import LISTENERS, Listeners, check_surface
 from .sessions import SessionHistory
 from .sidecar import OPASidecar, socket_path
 from .state import (
@@ -84,8 +83,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map every error to a JSON body with ``allow: false``; never leak a traceback."""
+    """The app's one middleware, on every route: which surface may serve the path
+    (:func:`pdp.server.check_surface`), who asks (:func:`pdp.callers.authenticate_caller`;
+    the admin surface has its own credential), then the handler. Maps every error to a JSON
+    body with ``allow: false``; never leaks a traceback. (One layer, not three: each costs
+    a coroutine per request; bench/README.md, lever 17.)"""
     try:
+        app = request.app
+        admin_path = admin.is_admin_path(request.path)
+        check_surface(request, app[LISTENERS], admin_path)
+        authenticate_caller(request, app[CALLER], exempt=admin_path)
         return await handler(request)
     except PDPError as exc:
         if exc.status < 500:
@@ -481,15 +488,14 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
     ``pdp.decisions`` log line).
     """
     app = web.Application(
-        # errors first (they map everything below), then which surface, then who asks
-        middlewares=[error_middleware, surface_middleware, caller_middleware],
+        # one layer: which surface, who asks, then the handler; every error mapped
+        middlewares=[error_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[LISTENERS] = Listeners(
         admin_on_decision=settings.admin_port is None and is_loopback(settings.host)
     )
     app[CALLER] = build_caller_authenticator(settings)
-    app[CALLER_EXEMPT] = admin.is_admin_path  # the admin surface has its own credential
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     # Opened in this order, closed in reverse: each context uses only keys set before it.
