@@ -110,9 +110,9 @@ def policy_data_problems(policies_dir: Path, roots: Iterable[Path]) -> list[str]
     documents: dict[str, Any] = {}
     sources: dict[str, list[tuple[Path, tuple[str, ...], Any]]] = {}
     for root in roots:
-        for path in sorted(p for p in root.rglob("*") if p.name.endswith(ARCHIVE_SUFFIX)):
+        for archive in sorted(p for p in root.rglob("*") if p.name.endswith(ARCHIVE_SUFFIX)):
             problems.append(
-                f"{_shown(path, policies_dir)}: /: a bundle archive may not be inside a source "
+                f"{_shown(archive, policies_dir)}: /: a bundle archive may not be inside a source "
                 "root (opa eval would load it when the build derives data.pdp_index; opa build "
                 "would not ship it)"
             )
