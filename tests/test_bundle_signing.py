@@ -120,3 +120,27 @@ def test_without_key_id_the_signature_names_the_key_serve_expects_by_default(
     out, _ = _signed(tmp_path)  # no --key-id
     doc = json.loads(run("bundle", "inspect", str(out), "--json").output)
     assert doc["signer"]["key_id"] == "pdp-bundle-signing" == Settings().bundle_key_id
+
+
+def test_a_built_bundle_names_its_contents_in_its_manifest_signed_or_not(tmp_path: Path) -> None:
+    # metadata.content_digest: what tells two bundles with one revision apart (the decision
+    # cache keys on it); the signature covers the manifest, so signing keeps it.
+    from pdp.bundle import content_digest
+
+    plain = tmp_path / "plain.tar.gz"
+    assert run("bundle", "build", "-o", str(plain), "--revision", "v1").exit_code == 0
+    signed, _ = _signed(tmp_path)
+    digests = []
+    for bundle in (plain, signed):
+        with tarfile.open(bundle) as tar:
+            files = {}
+            for member in tar.getmembers():
+                fileobj = tar.extractfile(member)
+                if fileobj is not None:
+                    files[member.name] = fileobj.read()
+        manifest = json.loads(next(v for k, v in files.items() if k.endswith(".manifest")))
+        assert manifest["revision"] == "v1"
+        digest = manifest["metadata"]["content_digest"]
+        assert digest == content_digest(files)
+        digests.append(digest)
+    assert digests[0] == digests[1]
