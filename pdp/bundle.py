@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import subprocess
 import tarfile
 import tempfile
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .bundledata import check_policy_data
 from .cache_safety import CONTENT_DIGEST_KEY
 from .errors import BundleError as BundleError
 
@@ -72,11 +74,19 @@ def build_bundle(
     *,
     revision: str | None = None,
 ) -> BuiltBundle:
-    """Run ``opa build`` over the policy sources, tests excluded; return path and revision."""
+    """Run ``opa build`` over the policy sources, tests excluded; return path and revision.
+
+    The data documents are checked against their schemas first (:mod:`pdp.bundledata`):
+    off-schema data raises :class:`~pdp.bundledata.DataSchemaError` and nothing is
+    written. The bundle is built beside ``output`` and renamed onto it only once complete,
+    so a failed build never leaves a partial or stale file at ``output``'s name.
+    """
+    check_policy_data(policies_dir, source_roots(policies_dir))
     revision = revision or content_revision(policies_dir)
     output = output.absolute()
     output.parent.mkdir(parents=True, exist_ok=True)
     roots = [root.name for root in source_roots(policies_dir)]
+    partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
     with tempfile.TemporaryDirectory(prefix="pdp-bundle-") as tmp:
         derived = derived_data(opa, policies_dir, roots)
         (Path(tmp) / "data.json").write_text(json.dumps(derived, sort_keys=True))
@@ -92,14 +102,20 @@ def build_bundle(
             "--revision",
             revision,
             "--output",
-            str(output),
+            str(partial),
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=policies_dir)
-    if proc.returncode != 0:
-        raise BundleError(
-            (proc.stderr or proc.stdout).strip() or f"opa build exited {proc.returncode}"
-        )
-    stamp_content_digest(output)
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, check=False, cwd=policies_dir
+            )
+            if proc.returncode != 0:
+                raise BundleError(
+                    (proc.stderr or proc.stdout).strip() or f"opa build exited {proc.returncode}"
+                )
+            stamp_content_digest(partial)
+            os.replace(partial, output)
+        finally:
+            partial.unlink(missing_ok=True)
     return BuiltBundle(output, revision)
 
 
