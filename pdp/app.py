@@ -33,6 +33,7 @@ from .callers import (
 )
 from .config import Settings, is_loopback
 from .credentials import CredentialService
+from .dataguard import DataGuard
 from .decision import DecisionService
 from .decision_cache import DecisionCache, check_bundles, watch_bundles
 from .delegation import DelegationVerifier
@@ -60,6 +61,7 @@ from .state import (
     AUDIT,
     BUNDLE_STATUS,
     CREDENTIALS,
+    DATA_GUARD,
     DECISION_CACHE,
     DECISIONS,
     METRICS,
@@ -159,6 +161,9 @@ async def get_readyz(request: web.Request) -> web.Response:
             revision = result.revision
     if ready and audit is not None and not audit.available:
         ready, detail = False, f"audit trail unavailable: {audit.error}"
+    refused = request.app[DATA_GUARD].problem()
+    if ready and refused is not None:  # the active bundle's data is off-schema
+        ready, detail = False, refused
     body = {"ready": ready, "detail": detail, "policy": {"revision": revision}}
     bundles = request.app[BUNDLE_STATUS]
     if bundles is not None:  # production mode: OPA's bundle status (pdp.bundlestatus)
@@ -360,6 +365,21 @@ async def _opa_ctx(app: web.Application) -> AsyncIterator[None]:
         await client.close()
 
 
+async def _data_guard_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Whatever bundle OPA activates (registry, directory, built here), no decision is
+    answered from one whose data does not match its schemas (pdp.dataguard)."""
+    s = app[SETTINGS]
+    embedded = s.opa_config is None and s.opa_url is None
+    guard = DataGuard(app[OPA], policies_dir=s.policies_dir if embedded else None)
+    await guard.start()
+    app[METRICS].registry.register(guard)
+    app[DATA_GUARD] = guard
+    try:
+        yield
+    finally:
+        await guard.close()
+
+
 async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
     """The decision cache (PDP_DECISION_CACHE_SIZE > 0; None when off), its bundle watch,
     and its invalidations from the store's channel."""
@@ -417,6 +437,7 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         cache=app[DECISION_CACHE],
         approvals=app[APPROVALS],
         users=_user_verifier(s),
+        data_guard=app[DATA_GUARD],
         gateway_id_prefix=s.client_id_prefix,
     )
     service = app[DECISIONS]
@@ -486,6 +507,7 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
             _verifier_ctx,
             _sidecar_ctx,
             _opa_ctx,
+            _data_guard_ctx,
             _bundle_status_ctx,
             _cache_ctx,
             _decisions_ctx,
