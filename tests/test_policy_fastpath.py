@@ -509,9 +509,9 @@ ODD_AGENT_ENTRIES: list[tuple[str, Any]] = [
 
 
 #: The fast path and the composition under another inventory (and the index and fast-path
-#: entries the bundle build would derive from it): one OPA for every odd inventory instead of a bundle build each.
-#: data.pdp_index is replaced whole: OPA's `with` on data.pdp_index.entitlements leaves a
-#: read of data.pdp_index (the fast path's binding) with the bundle's own index.
+#: entries the bundle build would derive from it): one OPA for every odd inventory instead
+#: of a bundle build each. data.pdp_index is replaced whole, so no read of it sees the
+#: bundle's own derived data.
 ODD_CHECK_MODULE = """\
 package fastpath_odd
 
@@ -519,7 +519,8 @@ results := [check(case, inventory, index) |
 \tinventory := input.inventory
 \tentitlements := data.pdp.index.entitlements with data.inventory as inventory
 \tentries := data.pdp.index.fast with data.inventory as inventory
-\tindex := {"fast_reviewed": data.pdp_index.fast_reviewed, "entitlements": entitlements, "fast": entries}
+\treviewed := data.pdp_index.fast_reviewed
+\tindex := {"fast_reviewed": reviewed, "entitlements": entitlements, "fast": entries}
 \tsome case in input.cases
 ]
 
