@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A/B of two source trees of agent-pdp: the PDP's own CPU per decision, p50 and req/s.
 
-``python bench/ab.py TREE_A TREE_B [--rounds 6] [--slice 3] [--fsync off] [--b-env K=V]``
+``python bench/ab.py TREE_A TREE_B [--rounds 6] [--slice 3] [--fsync off] [--b-env K=V]
+[--env K=V]``
 starts `pdpctl serve` from each tree (``git archive <rev> | tar -x -C TREE`` makes one; each
 needs its ``.tools`` with OPA) with the same settings — audit trail on, the given fsync
 mode, decision cache off — and the request run.py sends, then alternates wrk slices between
@@ -83,6 +84,13 @@ def main() -> None:
     ap.add_argument("--slice", type=int, default=3, help="seconds per wrk slice")
     ap.add_argument("--fsync", choices=["off", "batch", "always"], default="off")
     ap.add_argument("--b-env", action="append", default=[], help="extra KEY=VALUE for B only")
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        help="extra KEY=VALUE for both, e.g. PDP_DECISION_CACHE_SIZE=10000: every decision "
+        "after the first is then a cache hit (the hit's own CPU)",
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("needs wrk on PATH (apt-get install wrk)")
@@ -118,6 +126,7 @@ def main() -> None:
                 "PDP_AUDIT_FSYNC": args.fsync,
                 "PDP_DECISION_CACHE_SIZE": "0",
             }
+            env.update(kv.split("=", 1) for kv in args.env)
             if name == "B":
                 env.update(kv.split("=", 1) for kv in args.b_env)
             cmd = [sys.executable, "-m", "pdpctl", "serve", "--port", str(port)]

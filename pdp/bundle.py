@@ -12,18 +12,28 @@ entitlements for one destination and action type instead of scanning them. Besid
 also evaluate ``data.pdp.index.fast`` and ship it as ``data.pdp_index.fast``, the fast
 path's entries (what it checks that does not depend on the request). Without them the fast
 path clears nothing. Both are derived afresh by every build, so no stale entry can clear.
+
+Content digest: every bundle built here carries ``metadata.content_digest`` in its manifest
+(``sha256:<hex>`` over every file but the manifest, :func:`content_digest`), so two bundles
+with the same revision string but different contents are told apart by whoever reads the
+manifest: the decision cache (pdp/decision_cache.py) keys its entries on it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import os
 import subprocess
+import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .bundledata import check_policy_data
+from .cache_safety import CONTENT_DIGEST_KEY
 from .errors import BundleError as BundleError
 
 #: Folders of a policy directory that go into the bundle, in order.
@@ -66,11 +76,19 @@ def build_bundle(
     *,
     revision: str | None = None,
 ) -> BuiltBundle:
-    """Run ``opa build`` over the policy sources, tests excluded; return path and revision."""
+    """Run ``opa build`` over the policy sources, tests excluded; return path and revision.
+
+    The data documents are checked against their schemas first (:mod:`pdp.bundledata`):
+    off-schema data raises :class:`~pdp.bundledata.DataSchemaError` and nothing is
+    written. The bundle is built beside ``output`` and renamed onto it only once complete,
+    so a failed build never leaves a partial or stale file at ``output``'s name.
+    """
+    check_policy_data(policies_dir, source_roots(policies_dir))
     revision = revision or content_revision(policies_dir)
     output = output.absolute()
     output.parent.mkdir(parents=True, exist_ok=True)
     roots = [root.name for root in source_roots(policies_dir)]
+    partial = output.with_name(f".{output.name}.{os.getpid()}.partial")
     with tempfile.TemporaryDirectory(prefix="pdp-bundle-") as tmp:
         derived = derived_data(opa, policies_dir, roots)
         (Path(tmp) / "data.json").write_text(json.dumps(derived, sort_keys=True))
@@ -86,14 +104,63 @@ def build_bundle(
             "--revision",
             revision,
             "--output",
-            str(output),
+            str(partial),
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=policies_dir)
-    if proc.returncode != 0:
-        raise BundleError(
-            (proc.stderr or proc.stdout).strip() or f"opa build exited {proc.returncode}"
-        )
+        try:
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, check=False, cwd=policies_dir
+            )
+            if proc.returncode != 0:
+                raise BundleError(
+                    (proc.stderr or proc.stdout).strip() or f"opa build exited {proc.returncode}"
+                )
+            stamp_content_digest(partial)
+            os.replace(partial, output)
+        finally:
+            partial.unlink(missing_ok=True)
     return BuiltBundle(output, revision)
+
+
+_MANIFEST = ".manifest"
+
+
+def content_digest(files: dict[str, bytes]) -> str:
+    """``sha256:<hex>`` over the bundle's files (name and bytes, sorted by name), the
+    manifest and signatures left out: the identity of what the bundle decides with."""
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        if name.lstrip("/") in {_MANIFEST, ".signatures.json"}:
+            continue
+        data = files[name]
+        digest.update(f"{name.lstrip('/')}\0{len(data)}\0".encode())
+        digest.update(data)
+    return "sha256:" + digest.hexdigest()
+
+
+def stamp_content_digest(bundle: Path) -> str:
+    """Rewrite the gzipped tarball ``bundle`` with ``metadata.content_digest`` in its
+    manifest (the files and their order kept; deterministic: no timestamps); return it."""
+    with tarfile.open(bundle, "r:gz") as tar:
+        members = [(m, tar.extractfile(m)) for m in tar.getmembers() if m.isfile()]
+        files = {m.name: f.read() for m, f in members if f is not None}
+    manifest_name = next((n for n in files if n.lstrip("/") == _MANIFEST), "/" + _MANIFEST)
+    manifest = json.loads(files.get(manifest_name) or b"{}")
+    digest = content_digest(files)
+    metadata = manifest.get("metadata")
+    metadata = metadata if isinstance(metadata, dict) else {}
+    manifest["metadata"] = {**metadata, CONTENT_DIGEST_KEY: digest}
+    files[manifest_name] = json.dumps(manifest, sort_keys=True).encode()
+    order = [m.name for m, _ in members]
+    if manifest_name not in order:
+        order.append(manifest_name)
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz", format=tarfile.PAX_FORMAT) as out:
+        for name in order:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode, info.mtime = len(files[name]), 0o600, 0
+            out.addfile(info, io.BytesIO(files[name]))
+    bundle.write_bytes(buf.getvalue())
+    return digest
 
 
 #: The rule the build evaluates, and where the bundle carries its value.

@@ -10,6 +10,10 @@ reused when it should not be. The rule (docs/policy-authoring.md, "Decision cach
     ``opa.runtime``) must not declare a TTL: every ``cache.ttl_seconds`` of data.pdp.decision
     must then be the literal 0.
 
+The same goes for a bundle whose contents only its revision string names
+(:func:`unidentified`): entries are keyed on the manifest, so it must carry a content digest
+or come with an etag.
+
 The check works on OPA's own AST (``opa parse --format json`` for `pdpctl policy check`,
 ``GET /v1/policies`` for the running PDP, which ignores the TTLs of a policy that fails it),
 never on Rego text. It is conservative: a bare ``input`` passed anywhere except as
@@ -36,6 +40,9 @@ NON_DETERMINISTIC: Final = frozenset(
         ("opa", "runtime"),
     }
 )
+#: Where a bundle's manifest carries its content digest (``metadata.<this>``,
+#: ``sha256:<hex>``; written by pdp.bundle.build_bundle).
+CONTENT_DIGEST_KEY: Final = "content_digest"
 #: The entrypoint whose ``cache.ttl_seconds`` the PDP honours.
 ENTRYPOINT_PACKAGE: Final = ("pdp",)
 ENTRYPOINT_RULE: Final = "decision"
@@ -253,3 +260,29 @@ def _member(term: Term | None, key: str) -> Term | None:
         if k.get("type") == "string" and k["value"] == key:
             return v  # type: ignore[no-any-return]
     return None
+
+
+def unidentified(bundles: dict[str, Any]) -> list[str]:
+    """Why the active bundles' contents cannot be told apart from others' (empty: they can).
+
+    Entries are keyed on the bundles' generation (their manifests and etags): a bundle
+    rebuilt with other contents under the same revision string, loaded from a file (no
+    etag), would otherwise keep its predecessor's entries. Each bundle needs the content
+    digest `pdpctl bundle build` writes into its manifest (``metadata.content_digest``) or
+    an etag from the server it came from (an OCI digest, an HTTP ETag).
+    """
+    missing = []
+    for name, info in sorted(bundles.items()):
+        info = info if isinstance(info, dict) else {}
+        manifest = info.get("manifest")
+        metadata = manifest.get("metadata") if isinstance(manifest, dict) else None
+        digest = metadata.get(CONTENT_DIGEST_KEY) if isinstance(metadata, dict) else None
+        if not (isinstance(digest, str) and digest) and not info.get("etag"):
+            missing.append(name)
+    if not missing:
+        return []
+    return [
+        "a bundle carries neither a content digest (manifest metadata."
+        f"{CONTENT_DIGEST_KEY}, written by `pdpctl bundle build`) nor an etag, so its "
+        "revision alone would have to identify its contents: " + ", ".join(missing)
+    ]

@@ -26,7 +26,9 @@ Dropped (``evictions`` metric, by reason):
   ``approval`` / ``session``: approval state or a task's session history changed. Replicas
   hear these over the store's invalidation channel (:data:`EVENT_PREFIX` events);
 - ``policy``: the new policy reads the clock or another per-request field and declares a TTL
-  (see :mod:`pdp.cache_safety`): its TTLs are ignored until a safe policy is active.
+  (see :mod:`pdp.cache_safety`), or a bundle's contents are named by its revision string
+  alone (:func:`pdp.cache_safety.unidentified`): its TTLs are ignored until a safe policy
+  is active.
 
 One asyncio loop; not thread-safe.
 """
@@ -340,7 +342,8 @@ async def check_bundles(cache: DecisionCache, opa: OPAClient) -> None:
     if generation == cache.generation:
         return
     modules = await opa.policies()
-    found = cache_safety.problems((str(m.get("id")), m.get("ast") or {}) for m in modules)
+    found = cache_safety.unidentified(doc)
+    found += cache_safety.problems((str(m.get("id")), m.get("ast") or {}) for m in modules)
     cache.policy_safe, cache.policy_problems = not found, found
     if found:
         log.warning(

@@ -113,6 +113,11 @@ def _pointer(path: Any) -> str:
     return "/" + "/".join(str(p).replace("~", "~0").replace("/", "~1") for p in path)
 
 
+def field_errors(err: ValidationError) -> list[FieldError]:
+    """The field errors (JSON pointer, value-free message) of one jsonschema error."""
+    return _field_errors(err)
+
+
 def _field_errors(err: ValidationError) -> list[FieldError]:
     here = list(err.absolute_path)
     val: Any = err.validator_value
@@ -144,6 +149,12 @@ def _message(keyword: str, val: Any) -> str:
             return f"must be at most {val} characters"
         case "maxItems":
             return f"must have at most {val} items"
+        case "minItems":
+            return "must not be empty" if val == 1 else f"must have at least {val} items"
+        case "minimum":
+            return f"must be at least {val}"
+        case "maximum":
+            return f"must be at most {val}"
         case "uniqueItems":
             return "must not contain duplicates"
         case "maxProperties":

@@ -19,11 +19,11 @@ from prometheus_client import CollectorRegistry
 
 from pdp.app import create_app
 from pdp.bundle import BuiltBundle, build_bundle
-from pdp.decision_cache import DecisionCache, event, uncacheable
+from pdp.decision_cache import DecisionCache, check_bundles, event, uncacheable
 from pdp.identity import SVIDVerifier, TrustBundles
 from pdp.opa import OPAResult
 from pdp.schema import load_schema
-from pdp.state import CREDENTIALS, DECISION_CACHE, DECISIONS
+from pdp.state import CREDENTIALS, DECISION_CACHE, DECISIONS, OPA
 
 from .conftest import EXAMPLES, POLICIES, load_example, remote_settings
 from .http_helpers import metric
@@ -169,15 +169,19 @@ async def test_the_cache_can_be_turned_off(
 
 
 @pytest.mark.parametrize(
-    "example",
+    ("example", "stored"),
     [
-        "deny-no-token.json",  # authn.* deny
-        "deny-finance-analyst-vault-secret-approval-required.json",  # approval involved
-        "allow-support-bot-internal-llm-summary.json",  # the library declares no TTL
+        ("deny-no-token.json", 0),  # authn.* deny
+        ("deny-finance-analyst-vault-secret-approval-required.json", 0),  # approval involved
+        ("allow-support-bot-internal-llm-summary.json", 0),  # the library declares no TTL
+        # A low-risk read the library makes cacheable, but of a task: the first call (no
+        # history yet) is stored, and being allowed it changes the task's history, which
+        # every later call is decided on (input.session): none of them is a hit.
+        ("allow-support-bot-jira-search.json", 1),
     ],
 )
 async def test_decisions_the_cache_must_not_keep_always_go_to_opa(
-    start: Callable[..., Any], mint: Callable[..., str], example: str
+    start: Callable[..., Any], mint: Callable[..., str], example: str, stored: int
 ) -> None:
     client = await start()
     doc = load_example(next(p for p in EXAMPLES if p.name == example))
@@ -188,7 +192,7 @@ async def test_decisions_the_cache_must_not_keep_always_go_to_opa(
         await decide(client, request)
     text = await metrics(client)
     assert metric(text, "pdp_decision_cache_hits_total") == 0
-    assert metric(text, "pdp_decision_cache_entries") == 0
+    assert metric(text, "pdp_decision_cache_entries") == stored
     assert metric(text, "pdp_opa_request_duration_seconds_count") == 3
 
 
@@ -553,3 +557,137 @@ async def test_when_opa_cannot_say_which_bundle_is_active_nothing_is_served_from
     assert not cache.serving and len(cache) == 0
     resp = await client.post("/v1/decisions", json=request)
     assert resp.status == 503
+
+
+def _edited_policies(tmp_path: Path) -> Path:
+    """A copy of the shipped policies whose inventory no longer entitles support-bot to
+    read jira (its first entitlement removed)."""
+    import json
+    import shutil
+
+    copy_dir = tmp_path / "edited-policies"
+    shutil.copytree(POLICIES, copy_dir)
+    inventory = copy_dir / "data" / "inventory" / "data.json"
+    doc = json.loads(inventory.read_text())
+    bot = doc["agents"][load_example(ALLOW)["spiffe_id"]]
+    bot["entitlements"] = [e for e in bot["entitlements"] if "jira" not in e["destinations"]]
+    inventory.write_text(json.dumps(doc))
+    return copy_dir
+
+
+async def _serve_swapped_bundle(
+    start: Callable[..., Any],
+    mint: Callable[..., str],
+    opa_bin: str,
+    tmp_path: Path,
+    first: bytes,
+    second: bytes,
+) -> tuple[list[dict[str, Any]], DecisionCache]:
+    """Serve ``first`` to a real OPA, decide the allow example twice, swap in ``second``,
+    wait until OPA has activated it and the cache has checked the bundles, decide again:
+    the three answers and the cache."""
+    server = BundleServer(first)
+    config = tmp_path / "opa.yaml"
+    config.write_text(
+        f"services:\n  b:\n    url: {server.url}\n"
+        "bundles:\n  pdp:\n    service: b\n    resource: bundle.tar.gz\n"
+        "    polling:\n      min_delay_seconds: 1\n      max_delay_seconds: 1\n"
+    )
+    opa = OPAProcess(opa_bin, tmp_path / "opa.sock", "--config-file", str(config)).start()
+    try:
+        client = await start(opa.url)
+        engine = client.app[OPA]
+        request = allow_request(mint)
+        answers = [await decide(client, request), await decide(client, request)]
+        cache = client.app[DECISION_CACHE]
+        assert cache is not None
+        server.payload = second
+        for _ in range(300):  # OPA polls every second
+            if _activated(await engine.data("system/bundles", timeout_s=2), second):
+                break
+            await asyncio.sleep(0.05)
+        await check_bundles(cache, engine)  # what the bundle watch does next
+        answers.append(await decide(client, request))
+        return answers, cache
+    finally:
+        opa.stop()
+        server.close()
+
+
+def _activated(bundles: Any, payload: bytes) -> bool:
+    """Whether OPA's active bundle is the one in ``payload`` (its manifest)."""
+    import io
+    import json
+    import tarfile
+
+    with tarfile.open(fileobj=io.BytesIO(payload), mode="r:gz") as tar:
+        member = next(m for m in tar.getmembers() if m.name.lstrip("/") == ".manifest")
+        fileobj = tar.extractfile(member)
+        assert fileobj is not None
+        manifest = json.loads(fileobj.read())
+    return isinstance(bundles, dict) and any(
+        (b or {}).get("manifest") == manifest for b in bundles.values()
+    )
+
+
+async def test_a_bundle_with_the_same_revision_but_other_facts_drops_every_entry(
+    start: Callable[..., Any], mint: Callable[..., str], opa_bin: str, tmp_path: Path
+) -> None:
+    # The same revision string, the inventory edited: the entries made under the old facts
+    # must not be served (the manifest's content digest tells the two bundles apart).
+    old = build_bundle(opa_bin, POLICIES, tmp_path / "old.tar.gz", revision="same")
+    new = build_bundle(
+        opa_bin, _edited_policies(tmp_path), tmp_path / "new.tar.gz", revision="same"
+    )
+    answers, cache = await _serve_swapped_bundle(
+        start, mint, opa_bin, tmp_path, old.path.read_bytes(), new.path.read_bytes()
+    )
+    assert [a["allow"] for a in answers[:2]] == [True, True]
+    assert answers[2]["allow"] is False
+    assert answers[2]["policy"]["revision"] == "same"
+    assert "credential" not in answers[2]
+    assert cache.metrics.evictions.labels("bundle")._value.get() == 1
+
+
+async def test_a_bundle_whose_revision_alone_names_its_contents_gets_no_entries(
+    start: Callable[..., Any], mint: Callable[..., str], opa_bin: str, tmp_path: Path
+) -> None:
+    # Built by plain `opa build` (no content digest in its manifest) and served with no
+    # etag: nothing could tell a rebuilt bundle with the same revision apart, so nothing
+    # is cached under it.
+    import subprocess
+
+    plain = tmp_path / "plain.tar.gz"
+    built = build_bundle(opa_bin, POLICIES, tmp_path / "stamped.tar.gz", revision="same")
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    subprocess.run(["tar", "-xzf", str(built.path), "-C", str(stage)], check=True)
+    (stage / ".manifest").unlink()
+    subprocess.run(
+        [opa_bin, "build", "pdp", "data.json", "--revision", "same", "-o", str(plain)],
+        cwd=stage,
+        check=True,
+        capture_output=True,
+    )
+    payload = plain.read_bytes()
+    answers, cache = await _serve_swapped_bundle(start, mint, opa_bin, tmp_path, payload, payload)
+    assert [a["allow"] for a in answers] == [True, True, True]
+    assert len(cache) == 0
+    assert not cache.policy_safe
+    assert any("content digest" in p for p in cache.policy_problems)
+    assert cache.metrics.hits._value.get() == 0
+
+
+def test_a_bundle_is_identified_by_its_content_digest_or_its_etag() -> None:
+    from pdp.cache_safety import unidentified
+
+    digest = {"manifest": {"revision": "r", "metadata": {"content_digest": "sha256:ab"}}}
+    assert unidentified({"a": digest, "b": {"manifest": {"revision": "r"}, "etag": "e1"}}) == []
+    for bare in (
+        {"manifest": {"revision": "r"}, "etag": ""},
+        {"manifest": {"revision": "r", "metadata": {"content_digest": ""}}},
+        {"manifest": {"revision": "r", "metadata": "sha256:ab"}},
+        None,
+    ):
+        problems = unidentified({"a": digest, "b": bare})
+        assert len(problems) == 1 and problems[0].endswith(": b")

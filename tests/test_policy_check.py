@@ -73,8 +73,9 @@ def test_an_inventory_that_breaks_its_schema_is_refused(policies: Path) -> None:
     result = check(policies)
 
     assert result.exit_code == errors.DOES_NOT_COMPILE
-    assert f"/agents/{agent}/status: 'retired' is not one of" in result.output
-    assert "'trust' is a required property" in result.output
+    pointer = agent.replace("~", "~0").replace("/", "~1")
+    assert f"{path}: /agents/{pointer}/status: must be one of: active, disabled" in result.output
+    assert f"{path}: /destinations/jira/trust: is required" in result.output
     assert "data documents do not match their schemas" in result.output
 
 

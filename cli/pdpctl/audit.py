@@ -17,6 +17,7 @@ from pdp.audit.checkpoint import CheckpointError, load_public_keys, read_expecte
 from pdp.audit.segment import AuditReadError, iter_lines, iter_records, list_segments, parse
 from pdp.audit.verify import verify as verify_trail
 from pdp.identity import parse_spiffe_id
+from pdp.schema import load_schema
 from pdp.textsafe import safe
 
 from .admin_client import AdminClient, admin_options, echo_json
@@ -65,6 +66,25 @@ format_option = click.option(
     default="table",
     show_default=True,
 )
+
+
+#: The record kinds (the ``type`` member of a record, from the audit-record schema).
+KINDS: tuple[str, ...] = tuple(load_schema("audit-record")["properties"]["type"]["enum"])
+kind_option = click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    type=click.Choice([*KINDS, "all"]),
+    default=("decision",),
+    show_default=True,
+    help="Record kinds to show (repeat for several; all: every record): decision, "
+    "outcome (what the target did with a credential), approval (requested, granted, "
+    "denied, used), checkpoint, and the writer's start, segment, retention, stop markers.",
+)
+
+
+def _kinds(kinds: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(KINDS) if "all" in kinds else frozenset(kinds)
 
 
 def _dir(directory: Path | None) -> Path:
@@ -173,24 +193,46 @@ def verify(
             click.echo(f"expected checkpoint seq {result.expected.seq}: {state}")
 
 
+def _agent_of(rec: dict[str, Any]) -> str | None:
+    """The SPIFFE ID of the agent a record is about: the verified identity of a decision,
+    the agent of an approval or outcome; None for the writer's markers."""
+    if rec.get("type") == "decision":
+        spiffe_id = (rec.get("identity") or {}).get("spiffe_id")
+    else:
+        spiffe_id = rec.get("agent")
+    return spiffe_id if isinstance(spiffe_id, str) else None
+
+
+def _agent_name_of(rec: dict[str, Any]) -> str | None:
+    if rec.get("type") == "decision":
+        name = (rec.get("agent") or {}).get("id")
+        return name if isinstance(name, str) else None
+    spiffe_id = _agent_of(rec)
+    return spiffe_id.rstrip("/").rsplit("/", 1)[-1] if spiffe_id else None
+
+
 def _matches(
     rec: dict[str, Any],
+    kinds: frozenset[str],
     agent: str | None,
     agent_name: str | None,
     tenant: str | None,
     allow: bool | None,
     since: datetime | None,
 ) -> bool:
-    if rec.get("type") != "decision":
+    """Whether ``rec`` is of one of ``kinds`` and passes every filter given. A filter a
+    kind has nothing for (--allow on an outcome, --tenant on a checkpoint) excludes it."""
+    if rec.get("type") not in kinds:
         return False
     if tenant is not None and rec.get("tenant") != tenant:
         return False
-    decision = rec.get("decision") or {}
-    if allow is not None and (decision.get("allow") is True) != allow:
+    if allow is not None:
+        decision = rec.get("decision") if rec.get("type") == "decision" else None
+        if not isinstance(decision, dict) or (decision.get("allow") is True) != allow:
+            return False
+    if agent is not None and _agent_of(rec) != agent:
         return False
-    if agent is not None and (rec.get("identity") or {}).get("spiffe_id") != agent:
-        return False
-    if agent_name is not None and (rec.get("agent") or {}).get("id") != agent_name:
+    if agent_name is not None and _agent_name_of(rec) != agent_name:
         return False
     if since is not None:
         when = rec.get("time")
@@ -228,11 +270,60 @@ def _row(rec: dict[str, Any]) -> tuple[str, ...]:
     )
 
 
-def print_table(records: Iterable[dict[str, Any]], header: bool = True) -> None:
-    rows = [_row(r) for r in records]
-    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(_COLUMNS)]
+def _other_row(rec: dict[str, Any]) -> tuple[str, ...]:
+    """A non-decision record in the decision table's columns (RESULT says what it is)."""
+    kind = rec.get("type")
+    raw_action = rec.get("action")
+    action: dict[str, Any] = raw_action if isinstance(raw_action, dict) else {}
+    destination: Any = rec.get("destination") or rec.get("target") or "-"
+    result: str
+    if kind == "approval":
+        result = f"{rec.get('event')} ({rec.get('status')}) {rec.get('approval_id')}"
+    elif kind == "outcome":
+        result = str(rec.get("status")) + (f" {rec['error']}" if rec.get("error") else "")
+    elif kind == "checkpoint":
+        result = f"seals seq {(rec.get('checkpoint') or {}).get('seq')}"
+    elif kind == "start":
+        result = str(rec.get("reason") or "start")
+    elif kind == "retention":
+        result = "pruned " + json.dumps(rec.get("pruned"), sort_keys=True)
+    elif kind == "segment":
+        result = "next segment " + json.dumps(rec.get("segment"), sort_keys=True)
+    else:
+        result = "-"
+    return tuple(
+        safe(cell)
+        for cell in (
+            str(rec.get("time") or "-"),
+            str(rec.get("seq", "-")),
+            str(rec.get("decision_id") or "-"),
+            _agent_of(rec) or "-",
+            str(rec.get("tenant") or "-"),
+            " ".join(str(action[k]) for k in ("type", "name") if action.get(k)) or "-",
+            str(destination),
+            result,
+        )
+    )
+
+
+def _cells(rec: dict[str, Any], with_kind: bool) -> tuple[str, ...]:
+    row = _row(rec) if rec.get("type") == "decision" else _other_row(rec)
+    return (*row[:2], safe(str(rec.get("type"))), *row[2:]) if with_kind else row
+
+
+def _with_kind(kinds: frozenset[str]) -> bool:
+    """The table has a KIND column unless it shows decisions only (the default)."""
+    return kinds != {"decision"}
+
+
+def print_table(
+    records: Iterable[dict[str, Any]], header: bool = True, *, with_kind: bool = False
+) -> None:
+    columns = (*_COLUMNS[:2], "KIND", *_COLUMNS[2:]) if with_kind else _COLUMNS
+    rows = [_cells(r, with_kind) for r in records]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
     if header:
-        click.echo("  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths, strict=True)).rstrip())
+        click.echo("  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
     for r in rows:
         click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
@@ -257,8 +348,9 @@ def _records(d: Path) -> Iterator[dict[str, Any]]:
 )
 @click.option("--tenant", help="Tenant the request was made in.")
 @click.option("--allow/--deny", "allow", default=None, help="Only allowed / only denied decisions.")
-@click.option("--since", help="Only decisions since: a duration back (30m, 24h, 7d) or a time.")
+@click.option("--since", help="Only records since: a duration back (30m, 24h, 7d) or a time.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="At most this many (newest).")
+@kind_option
 @format_option
 def query(
     directory: Path | None,
@@ -268,9 +360,11 @@ def query(
     allow: bool | None,
     since: str | None,
     limit: int | None,
+    kinds: tuple[str, ...],
     fmt: str,
 ) -> None:
-    """List the decisions that match every filter, oldest first."""
+    """List the records (decisions unless --kind says otherwise) that match every filter,
+    oldest first."""
     d = _dir(directory)
     if agent is not None:
         try:
@@ -282,13 +376,14 @@ def query(
                 BAD_INPUT,
             ) from None
     when = parse_since(since)
-    found = [r for r in _records(d) if _matches(r, agent, agent_name, tenant, allow, when)]
+    wanted = _kinds(kinds)
+    found = [r for r in _records(d) if _matches(r, wanted, agent, agent_name, tenant, allow, when)]
     if limit is not None:
         found = found[-limit:]
     if fmt == "json":
         click.echo(json.dumps(found, indent=2))
     else:
-        print_table(found)
+        print_table(found, with_kind=_with_kind(wanted))
 
 
 def _end(d: Path) -> tuple[Path | None, int]:
@@ -304,8 +399,10 @@ def _end(d: Path) -> tuple[Path | None, int]:
     return seg, offset
 
 
-def _tail_records(d: Path, n: int, end: tuple[Path | None, int]) -> list[dict[str, Any]]:
-    """The last ``n`` decision records before ``end``, reading segments from the newest."""
+def _tail_records(
+    d: Path, n: int, end: tuple[Path | None, int], kinds: frozenset[str]
+) -> list[dict[str, Any]]:
+    """The last ``n`` records of ``kinds`` before ``end``, reading segments from the newest."""
     found: list[dict[str, Any]] = []
     for seg in reversed(list_segments(d)):
         if end[0] is not None and seg.path.name > end[0].name:
@@ -318,7 +415,7 @@ def _tail_records(d: Path, n: int, end: tuple[Path | None, int]) -> list[dict[st
                 rec = parse(line.raw)
             except AuditReadError as exc:
                 raise CLIError(f"{seg.path}:{line.number}: {exc}", BAD_INPUT) from None
-            if rec.get("type") == "decision":
+            if rec.get("type") in kinds:
                 recs.append(rec)
         found = recs + found
         if len(found) >= n:
@@ -326,8 +423,10 @@ def _tail_records(d: Path, n: int, end: tuple[Path | None, int]) -> list[dict[st
     return found[-n:] if n else []
 
 
-def _follow(d: Path, start: tuple[Path | None, int], fmt: str, interval: float) -> None:
-    """Print decision records from ``start`` as the writer makes them durable."""
+def _follow(
+    d: Path, start: tuple[Path | None, int], fmt: str, interval: float, kinds: frozenset[str]
+) -> None:
+    """Print records of ``kinds`` from ``start`` as the writer makes them durable."""
     seg, offset = start
     while True:
         if seg is None:
@@ -339,8 +438,8 @@ def _follow(d: Path, start: tuple[Path | None, int], fmt: str, interval: float) 
                     break
                 offset = line.offset + len(line.raw) + 1
                 rec = parse(line.raw)
-                if rec.get("type") == "decision":
-                    _emit(rec, fmt)
+                if rec.get("type") in kinds:
+                    _emit(rec, fmt, _with_kind(kinds))
             later = [s for s in list_segments(d) if s.path.name > seg.name]
             if later:
                 seg, offset = later[0].path, 0
@@ -348,11 +447,11 @@ def _follow(d: Path, start: tuple[Path | None, int], fmt: str, interval: float) 
         time.sleep(interval)
 
 
-def _emit(rec: dict[str, Any], fmt: str) -> None:
+def _emit(rec: dict[str, Any], fmt: str, with_kind: bool = False) -> None:
     if fmt == "json":
         click.echo(json.dumps(rec, separators=(",", ":")))
     else:
-        click.echo("  ".join(_row(rec)))
+        click.echo("  ".join(_cells(rec, with_kind)))
 
 
 @audit.command()
@@ -360,20 +459,30 @@ def _emit(rec: dict[str, Any], fmt: str) -> None:
 @click.option("-n", "--lines", "n", type=click.IntRange(0), default=10, show_default=True)
 @click.option("-f", "--follow", is_flag=True, help="Keep printing new decisions as they land.")
 @click.option("--interval", type=click.FloatRange(0.05), default=0.5, hidden=True)
+@kind_option
 @format_option
-def tail(directory: Path | None, n: int, follow: bool, interval: float, fmt: str) -> None:
-    """Print the newest decisions (json: one record per line); --follow keeps going."""
+def tail(
+    directory: Path | None,
+    n: int,
+    follow: bool,
+    interval: float,
+    kinds: tuple[str, ...],
+    fmt: str,
+) -> None:
+    """Print the newest records (decisions unless --kind says otherwise; json: one record
+    per line); --follow keeps going."""
     d = _dir(directory)
+    wanted = _kinds(kinds)
     end = _end(d)
-    recent = _tail_records(d, n, end)
+    recent = _tail_records(d, n, end, wanted)
     if fmt == "json":
         for rec in recent:
             _emit(rec, fmt)
     else:
-        print_table(recent)
+        print_table(recent, with_kind=_with_kind(wanted))
     if follow:
         try:
-            _follow(d, end, fmt, interval)
+            _follow(d, end, fmt, interval, wanted)
         except KeyboardInterrupt:  # pragma: no cover - interactive
             pass
 

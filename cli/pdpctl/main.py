@@ -15,6 +15,7 @@ from typing import Any
 import click
 
 from pdp.bundle import BundleError
+from pdp.bundledata import DataSchemaError
 from pdp.config import ConfigError, Settings
 from pdp.devtrust import mint_svid
 from pdp.errors import PDPError
@@ -341,7 +342,12 @@ def serve(
     except ToolNotFoundError as exc:
         raise CLIError(str(exc), exc.exit_code) from None
     except BundleError as exc:
-        message = f"could not start: policies do not compile: {exc}"
+        what = (
+            "data documents do not match their schemas"
+            if isinstance(exc, DataSchemaError)
+            else "policies do not compile"
+        )
+        message = f"could not start: {what}: {exc}"
         raise CLIError(message, exc.exit_code) from None
     except PDPError as exc:  # start-up failures: one line, no traceback
         raise CLIError(f"could not start: {exc}", exc.exit_code) from None

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import click
-from jsonschema import Draft202012Validator
 
 from pdp import cache_safety
-from pdp.bundle import FAST_REVIEW_FILE, BundleError, build_bundle, fast_review
+from pdp.bundle import FAST_REVIEW_FILE, BundleError, build_bundle, fast_review, source_roots
+from pdp.bundledata import DataSchemaError, policy_data_problems
 from pdp.bundlesign import SIGNING_ALGS, BundleSigningError, sign_bundle
 from pdp.config import DEFAULT_BUNDLE_KEY_ID
 from pdp.schema import load_schema
@@ -65,8 +65,6 @@ def fmt(project: Project, check: bool) -> None:
 #: schema.<name> in the type-checking annotation -> the pdp/schemas/<file>.schema.json it
 #: may be (several: any of them, e.g. the agent input or a PEP-asserted subject's).
 TYPE_SCHEMAS = {"input": ("opa-input", "opa-input-asserted"), "inventory": ("inventory",)}
-#: Data documents validated against a schema: path under the policy dir -> schema file.
-DATA_SCHEMAS = {Path("data/inventory/data.json"): "inventory"}
 # Given to `opa check` only (never bundled, so it adds nothing to the annotation chains
 # reasons are built from): every module under pdp is type-checked against the schemas.
 _TYPES_MODULE = """# METADATA
@@ -99,7 +97,10 @@ def check(project: Project) -> None:
     if proc.returncode != 0:
         _echo_output(proc.stdout, proc.stderr)
         raise CLIError("policies do not compile", DOES_NOT_COMPILE)
-    problems = _data_problems(project.policies_dir)
+    try:
+        problems = policy_data_problems(project.policies_dir, source_roots(project.policies_dir))
+    except DataSchemaError as exc:  # a schema of the policy directory is not one
+        problems = exc.problems
     if problems:
         _echo_output("", "\n".join(problems))
         raise CLIError("data documents do not match their schemas", DOES_NOT_COMPILE)
@@ -175,24 +176,6 @@ def _any_of(files: tuple[str, ...]) -> dict[str, Any]:
         bodies.append(body)
     schema: dict[str, Any] = bodies[0] if len(bodies) == 1 else {"anyOf": bodies}
     return {**schema, "$defs": defs} if defs else schema
-
-
-def _data_problems(policies_dir: Path) -> list[str]:
-    """One line per schema violation of the data documents that have a schema."""
-    problems = []
-    for relative, schema in DATA_SCHEMAS.items():
-        path = policies_dir / relative
-        if not path.is_file():
-            continue
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except ValueError as exc:
-            problems.append(f"{path}: not JSON: {exc}")
-            continue
-        for error in Draft202012Validator(load_schema(schema)).iter_errors(doc):
-            where = "/" + "/".join(str(p) for p in error.absolute_path)
-            problems.append(f"{path}: {where}: {error.message}")
-    return problems
 
 
 @policy.command()
@@ -305,6 +288,12 @@ def build(
         raise CLIError("--key-id needs --signing-key", BAD_INPUT)
     try:
         built = build_bundle(project.opa(), src, output, revision=revision)
+    except DataSchemaError as exc:
+        click.echo(str(exc), err=True)
+        raise CLIError(
+            "bundle build failed: data documents do not match their schemas (nothing written)",
+            DOES_NOT_COMPILE,
+        ) from None
     except BundleError as exc:
         click.echo(str(exc), err=True)
         if exc.missing_sources:

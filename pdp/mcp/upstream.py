@@ -125,6 +125,11 @@ class Upstream:
         self.ttl_s = ttl_s
         #: "legacy" or a modern protocol version, once probed.
         self.mode: str = "auto"
+        #: What the probe's ``server/discover`` answered (modern era): every later client
+        #: adopts it, capabilities included. A client pinned to a version without it would
+        #: synthesize a discover result with no capabilities, and the next listing would
+        #: find no tools, resources or prompts at all.
+        self.discover: types.DiscoverResult | None = None
         self.catalog = Catalog()
         self._pool = _SharedPool()
         self._lock = asyncio.Lock()
@@ -152,7 +157,9 @@ class Upstream:
                 transport = streamable_http_client(
                     self.url, http_client=http, terminate_on_close=False
                 )
-                async with Client(transport, mode=self.mode) as client:
+                async with Client(
+                    transport, mode=self.mode, prior_discover=self.discover
+                ) as client:
                     ready.set_result(client if _per_request_credentials(client) else None)
                     await asyncio.Event().wait()  # until cancelled by _drop_shared
         except asyncio.CancelledError:
@@ -210,11 +217,21 @@ class Upstream:
         )
         async with http:
             transport = streamable_http_client(self.url, http_client=http)
-            async with Client(transport, mode=self.mode) as client:
+            async with Client(transport, mode=self.mode, prior_discover=self.discover) as client:
                 if self.mode == "auto":
-                    version = client.protocol_version
-                    self.mode = version if version in MODERN_PROTOCOL_VERSIONS else "legacy"
+                    self._pin(client)
                 yield client
+
+    def _pin(self, client: Client) -> None:
+        """Speak to this upstream from now on in the era the probe found: legacy, or the
+        modern version whose discover result (capabilities included) later clients adopt."""
+        version = client.protocol_version
+        if version not in MODERN_PROTOCOL_VERSIONS:
+            self.mode = "legacy"
+            return
+        discover = client.session.discover_result
+        if discover is not None:  # else: probe again next time, never pin without it
+            self.discover, self.mode = discover, version
 
     async def list(self) -> Catalog:
         """The catalog, listed again when older than ``ttl_s``."""
