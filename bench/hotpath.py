@@ -5,7 +5,8 @@
 bench/README.md ("Python-side levers, second pass") touched on run.py's request — the
 strict JSON read of the body, the body read itself (a body already received), the URL's
 canonical reading, the RFC 3339 timestamp, the task/session serialisation of a decision
-that names neither, the decision log line — in a fresh interpreter per tree (``TREE`` is a
+that names neither, the decision log line, the app's middleware layers and routing around a
+constant handler — in a fresh interpreter per tree (``TREE`` is a
 source tree, e.g. ``git archive <rev> | tar -x -C TREE``; default: this one), the trees
 interleaved for ``--rounds`` rounds, and prints per tree and piece the best µs per call
 (``time.process_time``: CPU, not wall time, so other processes' load matters less). These
@@ -81,6 +82,21 @@ class _Request:
 
 async def aio():
     loop = asyncio.get_running_loop()
+    # The app's middleware layers and routing around a handler that returns a constant.
+    import tempfile
+    from aiohttp import web
+    from aiohttp.test_utils import make_mocked_request
+    from pdp.app import create_app
+    from pdp.config import Settings
+    app = create_app(Settings.from_env({}, state_dir=Path(tempfile.mkdtemp())))
+    constant = web.Response(body=b"{}")
+    async def bench_handler(request):
+        return constant
+    app.router.add_post("/v1/bench", bench_handler)
+    app.freeze()
+    mocked = make_mocked_request("POST", "/v1/bench", app=app)
+    async def dispatch():
+        await app._handle(mocked)
     history = SessionHistory.__new__(SessionHistory)
     history._locks = {}
     async def serialized():
@@ -93,7 +109,8 @@ async def aio():
         await httpio._read(_Request(content), 1 << 20, 10.0)
     async def empty_reader():
         StreamReader(_Proto(), 2**16, loop=loop).feed_eof()
-    for name, coro in (("sessions.serialized (no task)", serialized),
+    for name, coro in (("app middlewares + routing", dispatch),
+                       ("sessions.serialized (no task)", serialized),
                        ("httpio._read (body already in)", read),
                        ("(harness: a StreamReader)", empty_reader)):
         out = None

@@ -26,14 +26,14 @@ from .bundle import build_bundle
 from .bundlestatus import BundleStatus
 from .callers import (
     CALLER,
-    CALLER_EXEMPT,
     CallerAuthenticator,
     CallerKeys,
-    caller_middleware,
+    authenticate_caller,
     request_caller,
 )
 from .config import Settings, is_loopback
 from .credentials import CredentialService
+from .dataguard import DataGuard
 from .decision import DecisionService
 from .decision_cache import DecisionCache, check_bundles, watch_bundles
 from .delegation import DelegationVerifier
@@ -53,7 +53,7 @@ from .opa import OPAClient
 from .prompthash import resolve_prompt_hasher
 from .routes import RouteTable
 from .schema import validate_request
-from .server import LISTENERS, Listeners, surface_middleware
+from .server import LISTENERS, Listeners, check_surface
 from .sessions import SessionHistory
 from .sidecar import OPASidecar, socket_path
 from .state import (
@@ -61,6 +61,7 @@ from .state import (
     AUDIT,
     BUNDLE_STATUS,
     CREDENTIALS,
+    DATA_GUARD,
     DECISION_CACHE,
     DECISIONS,
     METRICS,
@@ -82,8 +83,16 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Map every error to a JSON body with ``allow: false``; never leak a traceback."""
+    """The app's one middleware, on every route: which surface may serve the path
+    (:func:`pdp.server.check_surface`), who asks (:func:`pdp.callers.authenticate_caller`;
+    the admin surface has its own credential), then the handler. Maps every error to a JSON
+    body with ``allow: false``; never leaks a traceback. (One layer, not three: each costs
+    a coroutine per request; bench/README.md, lever 17.)"""
     try:
+        app = request.app
+        admin_path = admin.is_admin_path(request.path)
+        check_surface(request, app[LISTENERS], admin_path)
+        authenticate_caller(request, app[CALLER], exempt=admin_path)
         return await handler(request)
     except PDPError as exc:
         if exc.status < 500:
@@ -152,6 +161,9 @@ async def get_readyz(request: web.Request) -> web.Response:
             revision = result.revision
     if ready and audit is not None and not audit.available:
         ready, detail = False, f"audit trail unavailable: {audit.error}"
+    refused = request.app[DATA_GUARD].problem()
+    if ready and refused is not None:  # the active bundle's data is off-schema
+        ready, detail = False, refused
     body = {"ready": ready, "detail": detail, "policy": {"revision": revision}}
     bundles = request.app[BUNDLE_STATUS]
     if bundles is not None:  # production mode: OPA's bundle status (pdp.bundlestatus)
@@ -353,6 +365,21 @@ async def _opa_ctx(app: web.Application) -> AsyncIterator[None]:
         await client.close()
 
 
+async def _data_guard_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Whatever bundle OPA activates (registry, directory, built here), no decision is
+    answered from one whose data does not match its schemas (pdp.dataguard)."""
+    s = app[SETTINGS]
+    embedded = s.opa_config is None and s.opa_url is None
+    guard = DataGuard(app[OPA], policies_dir=s.policies_dir if embedded else None)
+    await guard.start()
+    app[METRICS].registry.register(guard)
+    app[DATA_GUARD] = guard
+    try:
+        yield
+    finally:
+        await guard.close()
+
+
 async def _cache_ctx(app: web.Application) -> AsyncIterator[None]:
     """The decision cache (PDP_DECISION_CACHE_SIZE > 0; None when off), its bundle watch,
     and its invalidations from the store's channel."""
@@ -410,6 +437,7 @@ async def _decisions_ctx(app: web.Application) -> AsyncIterator[None]:
         cache=app[DECISION_CACHE],
         approvals=app[APPROVALS],
         users=_user_verifier(s),
+        data_guard=app[DATA_GUARD],
         gateway_id_prefix=s.client_id_prefix,
     )
     service = app[DECISIONS]
@@ -460,15 +488,14 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
     ``pdp.decisions`` log line).
     """
     app = web.Application(
-        # errors first (they map everything below), then which surface, then who asks
-        middlewares=[error_middleware, surface_middleware, caller_middleware],
+        # one layer: which surface, who asks, then the handler; every error mapped
+        middlewares=[error_middleware],
         client_max_size=settings.max_body_bytes,
     )
     app[LISTENERS] = Listeners(
         admin_on_decision=settings.admin_port is None and is_loopback(settings.host)
     )
     app[CALLER] = build_caller_authenticator(settings)
-    app[CALLER_EXEMPT] = admin.is_admin_path  # the admin surface has its own credential
     app[SETTINGS] = settings
     app[METRICS] = Metrics()
     # Opened in this order, closed in reverse: each context uses only keys set before it.
@@ -480,6 +507,7 @@ def create_app(settings: Settings, *, recorder: Recorder | None = None) -> web.A
             _verifier_ctx,
             _sidecar_ctx,
             _opa_ctx,
+            _data_guard_ctx,
             _bundle_status_ctx,
             _cache_ctx,
             _decisions_ctx,

@@ -32,7 +32,7 @@ import logging
 import re
 import secrets
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, NoReturn
@@ -311,31 +311,26 @@ def peercert_of_pem(pem: bytes) -> dict[str, Any]:
 
 
 CALLER: Final = web.AppKey("caller_authenticator", CallerAuthenticator)
-#: Where the middleware leaves the request's Caller.
+#: Where :func:`authenticate_caller` leaves the request's Caller.
 CALLER_KEY: Final = web.RequestKey("caller", Caller)
-#: Which paths are not the decision API's (the admin surface has its own credential).
-CALLER_EXEMPT: Final[web.AppKey[Callable[[str], bool]]] = web.AppKey("caller_exempt")
 
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def caller_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Authenticate the caller of every request that needs one; store it on the request."""
-    authenticator = request.app.get(CALLER)
-    exempt = request.app.get(CALLER_EXEMPT)
+def authenticate_caller(
+    request: web.Request, authenticator: CallerAuthenticator, *, exempt: bool
+) -> None:
+    """Authenticate the caller of every request that needs one (raises CallerAuthError);
+    store it on the request. ``exempt``: a path with its own credential (the admin
+    surface); public paths need none either. Called for every route by the app's one
+    middleware (:func:`pdp.app.error_middleware`)."""
     path = request.path
     if (
-        authenticator is None
+        exempt
         or path in PUBLIC_PATHS
         or path == "/.well-known/authzen-configuration"  # public metadata
-        or (exempt is not None and exempt(path))
     ):
         request[CALLER_KEY] = ANONYMOUS
     else:
         request[CALLER_KEY] = authenticator.authenticate(request)
-    return await handler(request)
 
 
 def request_caller(request: web.Request) -> Caller:

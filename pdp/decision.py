@@ -19,6 +19,7 @@ from .approvals import ApprovalService, Binding, Unbindable
 from .audit.record import DEFAULT_VALUE_LIMIT, Recorder, build_record
 from .callers import ANONYMOUS, Caller
 from .credentials import CredentialService
+from .dataguard import DataGuard
 from .decision_cache import CacheEntry, DecisionCache
 from .delegation import DelegationVerifier
 from .errors import (
@@ -66,6 +67,7 @@ class DecisionService:
         cache: DecisionCache | None = None,
         approvals: ApprovalService | None = None,
         users: UserAssertionVerifier | None = None,
+        data_guard: DataGuard | None = None,
         max_in_flight: int = 32,
         audit_value_limit: int = DEFAULT_VALUE_LIMIT,
         gateway_id_prefix: str | None = None,
@@ -106,6 +108,8 @@ class DecisionService:
         self.approvals = approvals
         #: Verifies agent.user_assertion (None: no user assertion is accepted).
         self.users = users
+        #: Refuses decisions of a bundle whose data is off-schema (None: not checked).
+        self.data_guard = data_guard
 
     async def decide(
         self,
@@ -246,6 +250,9 @@ class DecisionService:
                 raise EngineUnavailableError(
                     exc.message, kind=exc.kind, decision_id=decision_id
                 ) from exc
+            guard = self.data_guard
+            if guard is not None and not guard.vouches(result.revision):
+                result = await guard.vet(result)  # off-schema data: a policy error
             if hit is None:
                 self.metrics.opa_latency.observe(result.duration_s)
             if result.decision is None:

@@ -149,6 +149,29 @@ class OPAClient:
             raise EngineUnavailableError(f"policy engine answered {status} reading data.{path}")
         return doc.get("result")
 
+    async def query(self, query: str, *, timeout_s: float) -> dict[str, Any] | None:
+        """The first set of bindings of an ad-hoc Rego query (``POST /v1/query``: one
+        evaluation, so one snapshot of the data), or None when it has none. Raises
+        :class:`EngineUnavailableError` when OPA cannot be reached in time or does not
+        answer 200 with JSON."""
+        pool = self.pool
+        with _unavailable(timeout_s):
+            async with asyncio.timeout(timeout_s):
+                status, raw = await pool.request(
+                    pool.head("POST", "/v1/query", "application/json"),
+                    orjson.dumps({"query": query}),
+                )
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = None
+        if status != 200 or not isinstance(doc, dict):
+            raise EngineUnavailableError(f"policy engine answered {status} to a query")
+        result = doc.get("result")
+        if isinstance(result, list) and result and isinstance(result[0], dict):
+            return result[0]
+        return None
+
     async def policies(self) -> list[dict[str, Any]]:
         """The loaded policy modules (``GET /v1/policies``: id, raw text and AST each), for
         the decision cache's safety check of a newly activated bundle. Raises

@@ -26,7 +26,7 @@ import asyncio
 import logging
 import signal
 import ssl
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -42,10 +42,10 @@ from .eventloop import new_event_loop
 __all__ = [
     "LISTENERS",
     "Listeners",
+    "check_surface",
     "is_loopback",
     "run",
     "start",
-    "surface_middleware",
 ]
 
 log = logging.getLogger("pdp.server")
@@ -78,8 +78,6 @@ class Listeners:
 
 LISTENERS: Final = web.AppKey("listeners", Listeners)
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
 
 def _local_port(request: web.Request) -> int | None:
     if request.transport is None:
@@ -90,21 +88,15 @@ def _local_port(request: web.Request) -> int | None:
     return None
 
 
-@web.middleware
-async def surface_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Serve admin paths only where the admin surface lives, decision paths only on the
-    decision listener; elsewhere answer 404 (the JSON one of the error middleware)."""
-    listeners = request.app.get(LISTENERS)
-    if listeners is not None:
-        from .admin import is_admin_path as admin_path
-
-        on_admin = bool(listeners.admin_ports) and _local_port(request) in listeners.admin_ports
-        is_admin_path = admin_path(request.path)
-        if is_admin_path and not (on_admin or listeners.admin_on_decision):
-            raise web.HTTPNotFound()
-        if on_admin and not is_admin_path and request.path not in {"/healthz", "/readyz"}:
-            raise web.HTTPNotFound()
-    return await handler(request)
+def check_surface(request: web.Request, listeners: Listeners, admin_path: bool) -> None:
+    """Serve admin paths (``admin_path``: ``request`` is for one) only where the admin
+    surface lives, decision paths only on the decision listener; elsewhere raise 404 (the
+    JSON one of the app's middleware, :func:`pdp.app.error_middleware`)."""
+    on_admin = bool(listeners.admin_ports) and _local_port(request) in listeners.admin_ports
+    if admin_path and not (on_admin or listeners.admin_on_decision):
+        raise web.HTTPNotFound()
+    if on_admin and not admin_path and request.path not in {"/healthz", "/readyz"}:
+        raise web.HTTPNotFound()
 
 
 class _JSONErrors(RequestHandler):

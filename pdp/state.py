@@ -16,6 +16,7 @@ from .audit.trail import AuditTrail
 from .bundlestatus import BundleStatus
 from .config import Settings
 from .credentials import CredentialService
+from .dataguard import DataGuard
 from .decision import DecisionService
 from .decision_cache import DecisionCache
 from .identity import SVIDVerifier
@@ -29,6 +30,7 @@ __all__ = [
     "AUDIT",
     "BUNDLE_STATUS",
     "CREDENTIALS",
+    "DATA_GUARD",
     "DECISION_CACHE",
     "DECISIONS",
     "METRICS",
@@ -60,6 +62,8 @@ BUNDLE_STATUS: web.AppKey[BundleStatus | None] = web.AppKey("bundle_status")
 SHADOW: web.AppKey[ShadowEvaluator | None] = web.AppKey("shadow")
 #: The one OPA client.
 OPA = web.AppKey("opa", OPAClient)
+#: Fails closed on a bundle whose data does not match its schemas (pdp.dataguard).
+DATA_GUARD = web.AppKey("data_guard", DataGuard)
 #: The policy-declared decision cache; None when PDP_DECISION_CACHE_SIZE=0.
 DECISION_CACHE: web.AppKey[DecisionCache | None] = web.AppKey("decision_cache")
 #: The decision path every front door calls.

@@ -204,7 +204,7 @@ def test_tail_kind_prints_the_newest_of_those_kinds(trail: Path) -> None:
     assert [json.loads(line)["type"] for line in default.output.splitlines()] == ["decision"]
 
 
-def readline(stream: Any, timeout_s: float = 20.0) -> str:
+def readline(stream: Any, timeout_s: float = 120.0) -> str:
     """One line of ``stream``, failing (not hanging) when none comes in time."""
     ready, _, _ = select.select([stream], [], [], timeout_s)
     assert ready, "no line from audit tail --follow"

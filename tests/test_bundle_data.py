@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,7 @@ from pdpctl.main import cli
 
 from pdp.bundle import source_roots
 from pdp.bundledata import BUILTIN, policy_data_problems
-from tests.conftest import POLICIES
+from tests.conftest import POLICIES, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BOT = "spiffe://acme.example/agents/support-bot"
@@ -506,3 +509,22 @@ def test_an_agent_member_is_accepted_only_in_the_shape_the_policy_reads(
     here = [p for p in problems if f": {BOT_PTR}/{member}" in p]
     assert (problems == []) == AGENT_MEMBERS[member](value), problems
     assert problems == here
+
+
+def test_serve_with_off_schema_data_does_not_start(policies: Path, tmp_path: Path) -> None:
+    # the embedded build (pdpctl serve with no config) checks the data like bundle build
+    edit(policies, INVENTORY, setter("agents", BOT, "purposes", value=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PDP_")}
+    cmd = [
+        sys.executable, "-m", "pdpctl", "--policies", str(policies), "serve",
+        "--port", str(free_port()), "--state-dir", str(tmp_path / "state"),
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    assert proc.returncode == errors.DOES_NOT_COMPILE, proc.stderr
+    assert (
+        "error: could not start: data documents do not match their schemas: "
+        f"{policies / INVENTORY}: {BOT_PTR}/purposes: must be of type array"
+    ) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "state" / "bundles" / "policies.tar.gz").exists()

@@ -4,6 +4,7 @@ verifies; exit 12 when it does not), `bundle inspect`. Keys are generated per te
 from __future__ import annotations
 
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,26 @@ def test_inspect_shows_revision_roots_files_and_signer(tmp_path: Path) -> None:
     assert doc["signer"]["alg"] == "ES256" and doc["signer"]["key_id"] == "team-key"
     assert "pdp/decision.rego" in doc["files"] and ".signatures.json" in doc["files"]
     assert doc["roots"] == [""]
+    digest = doc["content_digest"]
+    assert isinstance(digest, str) and digest.startswith("sha256:") and len(digest) == 71
+    assert f"content:  {digest}" in text.output
+
+
+def test_inspect_says_when_a_bundle_has_no_content_digest(tmp_path: Path) -> None:
+    out = tmp_path / "plain.tar.gz"
+    opa = str(POLICIES.parent / ".tools" / "bin" / "opa")
+    pdp, data = str(POLICIES / "pdp"), str(POLICIES / "data")
+    subprocess.run(
+        [opa, "build", "-o", str(out), "--ignore", "*_test.rego", pdp, data],
+        check=True,
+        capture_output=True,
+    )
+
+    text = run("bundle", "inspect", str(out))
+    doc = json.loads(run("bundle", "inspect", str(out), "--json").output)
+
+    assert doc["content_digest"] is None
+    assert "content:  no content digest" in text.output
 
 
 def test_key_id_without_a_signing_key_is_a_usage_error(tmp_path: Path) -> None:

@@ -257,6 +257,27 @@ async def test_public_paths_need_no_caller_and_admin_paths_keep_their_own_creden
             assert resp.status == 401
 
 
+async def test_the_surface_is_checked_before_the_caller_is_asked(
+    serve: Serve, keys_file: tuple[Path, str]
+) -> None:
+    # One middleware does both (pdp.app.error_middleware): a path this listener does not
+    # serve is a JSON 404 without a caller key, never a 401 that says the path exists.
+    from tests.conftest import free_port
+
+    url, started = await serve(caller_keys=keys_file[0], admin_port=free_port())
+    admin_url = f"http://127.0.0.1:{started.admin_port}"
+    not_found = {"allow": False, "error": {"code": "not_found", "message": "Not Found"}}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(admin_url + "/v1/decisions", json={}) as resp:
+            assert (resp.status, await resp.json()) == (404, not_found)
+        async with session.get(
+            url + "/v1/agents", headers={"Authorization": f"Bearer {ADMIN}"}
+        ) as resp:
+            assert (resp.status, await resp.json()) == (404, not_found)
+        async with session.post(url + "/v1/decisions", json={}) as resp:
+            assert (resp.status, await resp.json()) == (401, KEY_ONLY)
+
+
 def test_caller_keys_file_holds_hashes_only() -> None:
     key = new_key()
     keys = CallerKeys.parse(f"gw-1 {hash_key(key)}")

@@ -179,8 +179,23 @@ class FakeOPA:
     async def health(self, request: web.Request) -> web.Response:
         return web.json_response({})
 
+    async def query(self, request: web.Request) -> web.Response:
+        """The data check of pdp.dataguard: the canned answer's bundle revision as the
+        active bundle, and no data document (nothing off-schema)."""
+        try:
+            provenance = json.loads(self.body).get("provenance") or {}
+        except (ValueError, AttributeError):
+            provenance = {}
+        bundles = {
+            name: {"manifest": {"revision": b.get("revision", "")}}
+            for name, b in (provenance.get("bundles") or {}).items()
+        }
+        binding = {"bundles": [bundles] if bundles else [], "documents": {}}
+        return web.json_response({"result": [binding]})
+
     def app(self) -> web.Application:
         app = web.Application()
+        app.router.add_post("/v1/query", self.query)
         app.router.add_post("/v1/data/pdp/decision", self.evaluate)
         app.router.add_get("/health", self.health)
         return app
