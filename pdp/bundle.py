@@ -8,8 +8,10 @@ the build evaluates it once with ``opa eval`` over the same sources and ships th
 as the data document ``data.pdp_index.entitlements``, so a decision looks up the agent's
 entitlements for one destination and action type instead of scanning them. Beside it,
 ``data.pdp_index.fast_reviewed``: whether the policy modules are the ones the fast path
-(policies/pdp/fast) was reviewed against (:func:`fast_review`); the fast path clears
-nothing otherwise.
+(policies/pdp/fast) was reviewed against (:func:`fast_review`); only then does the build
+also evaluate ``data.pdp.index.fast`` and ship it as ``data.pdp_index.fast``, the fast
+path's entries (what it checks that does not depend on the request). Without them the fast
+path clears nothing. Both are derived afresh by every build, so no stale entry can clear.
 
 Content digest: every bundle built here carries ``metadata.content_digest`` in its manifest
 (``sha256:<hex>`` over every file but the manifest, :func:`content_digest`), so two bundles
@@ -164,6 +166,10 @@ def stamp_content_digest(bundle: Path) -> str:
 #: The rule the build evaluates, and where the bundle carries its value.
 INDEX_RULE = "data.pdp.index.entitlements"
 INDEX_DOCUMENT = ("pdp_index", "entitlements")
+#: The fast path's entries (policies/pdp/index: pdp.index.fast), shipped beside the index as
+#: data.pdp_index.fast; absent (nothing cleared) when the policy defines none.
+FAST_INDEX_RULE = "data.pdp.index.fast"
+FAST_INDEX_DOCUMENT = ("pdp_index", "fast")
 
 
 #: The digest of the policy modules a fast path (policies/pdp/fast) was reviewed against,
@@ -204,19 +210,32 @@ def fast_review(policies_dir: Path) -> tuple[bool, str, str | None]:
 
 def derived_data(opa: str, policies_dir: Path, roots: list[str]) -> dict[str, Any]:
     """The data the build derives from the sources: whether the fast path's review holds
-    (``data.pdp_index.fast_reviewed``, always present) and the entitlement index, absent
-    when the policy defines no index or it cannot be evaluated (decisions then scan the
-    inventory: same answers; `opa build` reports what is wrong with the sources)."""
-    derived: dict[str, Any] = {
-        FAST_REVIEWED_DOCUMENT[0]: {FAST_REVIEWED_DOCUMENT[1]: fast_review(policies_dir)[0]}
-    }
+    (``data.pdp_index.fast_reviewed``, always present), the fast path's entries (only when
+    it holds) and the entitlement index, each absent when the policy does not define it or
+    it cannot be evaluated (decisions then scan the inventory, or are all composed: same
+    answers; `opa build` reports what is wrong with the sources)."""
+    reviewed = fast_review(policies_dir)[0]
+    derived: dict[str, Any] = {FAST_REVIEWED_DOCUMENT[0]: {FAST_REVIEWED_DOCUMENT[1]: reviewed}}
+    rules = [(INDEX_RULE, INDEX_DOCUMENT)]
+    if reviewed:
+        # The fast path's entries only for the modules it was reviewed against: without
+        # them it clears nothing, and every decision is composed.
+        rules.append((FAST_INDEX_RULE, FAST_INDEX_DOCUMENT))
+    for rule, (document, key) in rules:
+        value = _evaluate(opa, policies_dir, roots, rule)
+        if value is not None:
+            derived[document][key] = value
+    return derived
+
+
+def _evaluate(opa: str, policies_dir: Path, roots: list[str], rule: str) -> Any:
+    """The value of ``rule`` over the policy sources (tests excluded); None when it is
+    undefined or cannot be evaluated."""
     data_args = [arg for root in roots for arg in ("--data", root)]
-    cmd = [opa, "eval", "--format", "json", *data_args, "--ignore", "*_test.rego", INDEX_RULE]
+    cmd = [opa, "eval", "--format", "json", *data_args, "--ignore", "*_test.rego", rule]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=policies_dir)
     try:
         results = json.loads(proc.stdout).get("result") or [] if proc.returncode == 0 else []
     except (ValueError, AttributeError):
         results = []
-    if results:
-        derived[INDEX_DOCUMENT[0]][INDEX_DOCUMENT[1]] = results[0]["expressions"][0]["value"]
-    return derived
+    return results[0]["expressions"][0]["value"] if results else None

@@ -121,6 +121,9 @@ class BundleInfo:
     signed: bool
     #: From the signature's JWT (not verified here): alg, kid/keyid, iss, iat, scope.
     signer: dict[str, Any]
+    #: The manifest's ``metadata.content_digest`` (``sha256:<hex>``, written by
+    #: ``pdpctl bundle build``), the bundle's identity for the decision cache; None when absent.
+    content_digest: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -129,6 +132,7 @@ class BundleInfo:
             "files": self.files,
             "signed": self.signed,
             "signer": self.signer,
+            "content_digest": self.content_digest,
         }
 
 
@@ -167,4 +171,11 @@ def inspect_bundle(opa: str, bundle: Path) -> BundleInfo:
         files=files,
         signed=bool(signatures),
         signer=signer,
+        content_digest=_content_digest(manifest),
     )
+
+
+def _content_digest(manifest: dict[str, Any]) -> str | None:
+    metadata = manifest.get("metadata")
+    digest = metadata.get("content_digest") if isinstance(metadata, dict) else None
+    return digest if isinstance(digest, str) else None

@@ -345,12 +345,11 @@ async def check_bundles(cache: DecisionCache, opa: OPAClient) -> None:
     found = cache_safety.unidentified(doc)
     found += cache_safety.problems((str(m.get("id")), m.get("ast") or {}) for m in modules)
     cache.policy_safe, cache.policy_problems = not found, found
+    shown = revision if revision is not None else "(no revision)"
     if found:
-        log.warning(
-            "decision cache: ignoring the TTLs of bundle %s: %s", revision, "; ".join(found)
-        )
+        log.warning("decision cache: ignoring the TTLs of bundle %s: %s", shown, "; ".join(found))
     cache.bundle_activated(revision, generation)
-    log.info("decision cache: bundle %s active", revision)
+    log.info("decision cache: bundle %s active", shown)
 
 
 async def watch_bundles(cache: DecisionCache, opa: OPAClient, interval_s: float) -> None:

@@ -4,6 +4,7 @@ verifies; exit 12 when it does not), `bundle inspect`. Keys are generated per te
 from __future__ import annotations
 
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 from typing import Any
@@ -107,6 +108,26 @@ def test_inspect_shows_revision_roots_files_and_signer(tmp_path: Path) -> None:
     assert doc["signer"]["alg"] == "ES256" and doc["signer"]["key_id"] == "team-key"
     assert "pdp/decision.rego" in doc["files"] and ".signatures.json" in doc["files"]
     assert doc["roots"] == [""]
+    digest = doc["content_digest"]
+    assert isinstance(digest, str) and digest.startswith("sha256:") and len(digest) == 71
+    assert f"content:  {digest}" in text.output
+
+
+def test_inspect_says_when_a_bundle_has_no_content_digest(tmp_path: Path) -> None:
+    out = tmp_path / "plain.tar.gz"
+    opa = str(POLICIES.parent / ".tools" / "bin" / "opa")
+    pdp, data = str(POLICIES / "pdp"), str(POLICIES / "data")
+    subprocess.run(
+        [opa, "build", "-o", str(out), "--ignore", "*_test.rego", pdp, data],
+        check=True,
+        capture_output=True,
+    )
+
+    text = run("bundle", "inspect", str(out))
+    doc = json.loads(run("bundle", "inspect", str(out), "--json").output)
+
+    assert doc["content_digest"] is None
+    assert "content:  no content digest" in text.output
 
 
 def test_key_id_without_a_signing_key_is_a_usage_error(tmp_path: Path) -> None:
@@ -120,3 +141,27 @@ def test_without_key_id_the_signature_names_the_key_serve_expects_by_default(
     out, _ = _signed(tmp_path)  # no --key-id
     doc = json.loads(run("bundle", "inspect", str(out), "--json").output)
     assert doc["signer"]["key_id"] == "pdp-bundle-signing" == Settings().bundle_key_id
+
+
+def test_a_built_bundle_names_its_contents_in_its_manifest_signed_or_not(tmp_path: Path) -> None:
+    # metadata.content_digest: what tells two bundles with one revision apart (the decision
+    # cache keys on it); the signature covers the manifest, so signing keeps it.
+    from pdp.bundle import content_digest
+
+    plain = tmp_path / "plain.tar.gz"
+    assert run("bundle", "build", "-o", str(plain), "--revision", "v1").exit_code == 0
+    signed, _ = _signed(tmp_path)
+    digests = []
+    for bundle in (plain, signed):
+        with tarfile.open(bundle) as tar:
+            files = {}
+            for member in tar.getmembers():
+                fileobj = tar.extractfile(member)
+                if fileobj is not None:
+                    files[member.name] = fileobj.read()
+        manifest = json.loads(next(v for k, v in files.items() if k.endswith(".manifest")))
+        assert manifest["revision"] == "v1"
+        digest = manifest["metadata"]["content_digest"]
+        assert digest == content_digest(files)
+        digests.append(digest)
+    assert digests[0] == digests[1]

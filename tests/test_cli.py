@@ -128,6 +128,7 @@ def test_check_passes_on_repo_policies() -> None:
     assert (result.exit_code, result.output) == (
         errors.OK,
         "policies compile (opa check --strict)\n"
+        "data documents: valid (every one against its JSON Schema)\n"
         "decision-cache TTLs: safe (no TTL depends on time or other per-request input)\n"
         f"fast path: reviewed against these modules ({review_digest(POLICIES)})\n",
     )

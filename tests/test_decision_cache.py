@@ -691,3 +691,59 @@ def test_a_bundle_is_identified_by_its_content_digest_or_its_etag() -> None:
     ):
         problems = unidentified({"a": digest, "b": bare})
         assert len(problems) == 1 and problems[0].endswith(": b")
+
+
+async def test_a_trust_bundle_rotation_seen_by_the_watcher_drops_every_entry(
+    start: Callable[..., Any], mint: Callable[..., str], dev_state: Path, tmp_path: Path
+) -> None:
+    # The path a rotation takes in a running PDP: the watched file changes, the watcher
+    # reloads it, and the decision cache follows (pdp.app wires it to BundleWatcher).
+    import json
+
+    from pdp.trustwatch import BUNDLE_WATCHER
+
+    bundle = tmp_path / "acme.json"
+    jwks = json.loads((dev_state / "dev-trust" / "acme.example" / "bundle.json").read_text())
+    bundle.write_text(json.dumps(jwks))
+    client = await start(
+        dev_trust_domains=(),
+        trust_bundles={"acme.example": bundle},
+        trust_bundle_refresh_s=0,  # no poller: the test runs the watcher's check itself
+    )
+    request = allow_request(mint)
+    await decide(client, request)
+    await decide(client, request)
+    cache = client.app[DECISION_CACHE]
+    assert cache is not None and len(cache) == 1
+
+    bundle.write_text(json.dumps(jwks, indent=2))  # the same keys, rewritten: a new bundle
+    assert client.app[BUNDLE_WATCHER].check() == {"acme.example"}
+
+    assert len(cache) == 0
+    after = await decide(client, request)
+    assert after["allow"] is True
+    text = await metrics(client)
+    assert metric(text, "pdp_decision_cache_evictions_total", reason="trust_bundle") == 1
+    assert metric(text, "pdp_decision_cache_hits_total") == 1
+
+
+@pytest.mark.parametrize(
+    "member",
+    ["spiffe_id", "trust_domain", "path", "expires_at", "jti", "authenticated", "error"],
+)
+def test_tokens_whose_verified_identities_differ_in_any_member_have_other_keys(
+    member: str,
+) -> None:
+    # Everything the verified token contributes to the input (identity.to_input) is in the
+    # key: two tokens the policy could tell apart never share an entry.
+    from pdp.identity import Identity
+
+    identity = Identity(
+        True, "spiffe://acme.example/agents/a", "acme.example", ("agents", "a"), 1_900_000_000,
+        "jti-1", "kid-1",
+    ).to_input()  # fmt: skip
+    assert member in identity
+    other = {**identity, member: {"changed": member}}
+    cache = _cache()
+    base = {**AUTHENTICATED_INPUT, "identity": identity}
+    assert cache.key({**base, "identity": other}) != cache.key(base)

@@ -438,6 +438,7 @@ def test_a_deny_rule_added_after_the_review_is_never_skipped(
     module.write_text(CHECK_MODULE)
     with BatchOPA(opa_bin, built.path, [module]) as opa:
         assert opa.data("pdp_index/fast_reviewed") is False
+        assert opa.data("pdp_index/fast") is None  # no entries: nothing can be cleared
         [after] = evaluate(opa, [case])
 
     assert after["cleared"] is False
@@ -476,6 +477,8 @@ def test_a_bundle_built_from_a_changed_inventory_carries_a_fresh_index(
         assert opa.data("pdp_index/fast_reviewed") is True
         index = opa.data("pdp_index/entitlements")
         assert kind not in index.get(bot, {}).get(destination, {})
+        entries = opa.data("pdp_index/fast")
+        assert kind not in entries.get(bot, {}).get(destination, {})
         [after] = evaluate(opa, [case])
 
     assert after["cleared"] is False
@@ -505,17 +508,19 @@ ODD_AGENT_ENTRIES: list[tuple[str, Any]] = [
 ]
 
 
-#: The fast path and the composition under another inventory (and the index the bundle build
-#: would derive from it): one OPA for every odd inventory instead of a bundle build each.
-#: data.pdp_index is replaced whole: OPA's `with` on data.pdp_index.entitlements leaves a
-#: read of data.pdp_index (the fast path's binding) with the bundle's own index.
+#: The fast path and the composition under another inventory (and the index and fast-path
+#: entries the bundle build would derive from it): one OPA for every odd inventory instead
+#: of a bundle build each. data.pdp_index is replaced whole, so no read of it sees the
+#: bundle's own derived data.
 ODD_CHECK_MODULE = """\
 package fastpath_odd
 
 results := [check(case, inventory, index) |
 \tinventory := input.inventory
 \tentitlements := data.pdp.index.entitlements with data.inventory as inventory
-\tindex := {"fast_reviewed": data.pdp_index.fast_reviewed, "entitlements": entitlements}
+\tentries := data.pdp.index.fast with data.inventory as inventory
+\treviewed := data.pdp_index.fast_reviewed
+\tindex := {"fast_reviewed": reviewed, "entitlements": entitlements, "fast": entries}
 \tsome case in input.cases
 ]
 
@@ -564,6 +569,9 @@ def test_an_odd_agent_entry_is_cleared_only_where_the_composition_allows(
         fast_decision = opa.data("pdp/fast/decision")
         answers = opa.data("fastpath_odd/results", {"cases": cases, "inventory": odd})
         assert opa.data("pdp_index/fast_reviewed") is True
+        # The harness itself clears under the shipped inventory (it derives the entries).
+        shipped = opa.data("fastpath_odd/results", {"cases": cases, "inventory": inventory})
+        assert any(answer["cleared"] for answer in shipped)
 
     assert len(answers) == len(cases)
     for case, answer in zip(cases, answers, strict=True):

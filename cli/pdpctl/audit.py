@@ -457,7 +457,12 @@ def _emit(rec: dict[str, Any], fmt: str, with_kind: bool = False) -> None:
 @audit.command()
 @dir_option
 @click.option("-n", "--lines", "n", type=click.IntRange(0), default=10, show_default=True)
-@click.option("-f", "--follow", is_flag=True, help="Keep printing new decisions as they land.")
+@click.option(
+    "-f",
+    "--follow",
+    is_flag=True,
+    help="Keep printing new records of the chosen kinds as they become durable.",
+)
 @click.option("--interval", type=click.FloatRange(0.05), default=0.5, hidden=True)
 @kind_option
 @format_option

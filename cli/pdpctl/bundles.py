@@ -64,8 +64,8 @@ def verify_command(project: Project, file: Path, verification_key: Path, signing
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON object.")
 @pass_project
 def inspect_command(project: Project, file: Path, as_json: bool) -> None:
-    """Show FILE's revision, roots, files and signer (the signature is not verified here:
-    use `bundle verify`)."""
+    """Show FILE's revision, content digest, roots, files and signer (the signature is not
+    verified here: use `bundle verify`)."""
     try:
         info = inspect_bundle(project.opa(), file)
     except BundleSigningError as exc:
@@ -74,6 +74,9 @@ def inspect_command(project: Project, file: Path, as_json: bool) -> None:
         click.echo(json.dumps(info.to_json(), indent=2))
         return
     click.echo(f"revision: {safe(info.revision)}")
+    click.echo(
+        f"content:  {safe(info.content_digest) if info.content_digest else 'no content digest'}"
+    )
     click.echo(f"roots:    {', '.join(safe(r) or '(all)' for r in info.roots)}")
     if info.signed:
         signer = ", ".join(f"{k} {safe(v)}" for k, v in info.signer.items())

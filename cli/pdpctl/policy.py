@@ -83,7 +83,8 @@ def check(project: Project) -> None:
     """Compile the policies with `opa check --strict`, type-checked against the OPA input
     schema and the inventory data schema (--schema); validate the data documents against
     their schemas; then check that a policy reading time declares no decision-cache TTL
-    (exit 4 for any)."""
+    (exit 4 for any); last, say whether the fast path's review (pdp/fast/REVIEWED) still
+    holds (a stale one is a warning: the fast path is then off, every decision composed)."""
     opa, roots = project.opa(), project.roots()
     with tempfile.TemporaryDirectory(prefix="pdpctl-check-") as tmp:
         schemas = Path(tmp) / "schemas"
@@ -105,6 +106,7 @@ def check(project: Project) -> None:
         _echo_output("", "\n".join(problems))
         raise CLIError("data documents do not match their schemas", DOES_NOT_COMPILE)
     click.echo("policies compile (opa check --strict)")
+    click.echo("data documents: valid (every one against its JSON Schema)")
     found = cache_safety.problems(_module_asts(project))
     if found:
         click.echo("\n".join(found), err=True)

@@ -238,47 +238,33 @@ cases := object.union(cleared_cases, refused_cases)
 test_clears[note] if {
 	some note, tc in cleared_cases
 
-	# The entitlement index the bundle build would ship for the case's inventory (pdp.index).
-	index := data.pdp.index.entitlements with data.inventory as fixtures.inventory_for(tc)
+	# The fast path's entries the bundle build would ship for the case's inventory (pdp.index).
+	entries := data.pdp.index.fast with data.inventory as fixtures.inventory_for(tc)
 	fast.cleared with input as fixtures.input_for(tc)
 		with data.inventory as fixtures.inventory_for(tc)
-		with data.pdp_index.fast_reviewed as true
-		with data.pdp_index.entitlements as index
+		with data.pdp_index.fast as entries
 }
 
 test_does_not_clear[note] if {
 	some note, tc in refused_cases
 
-	# The entitlement index the bundle build would ship for the case's inventory (pdp.index).
-	index := data.pdp.index.entitlements with data.inventory as fixtures.inventory_for(tc)
+	# The fast path's entries the bundle build would ship for the case's inventory (pdp.index).
+	entries := data.pdp.index.fast with data.inventory as fixtures.inventory_for(tc)
 	not fast.cleared with input as fixtures.input_for(tc)
 		with data.inventory as fixtures.inventory_for(tc)
-		with data.pdp_index.fast_reviewed as true
-		with data.pdp_index.entitlements as index
+		with data.pdp_index.fast as entries
 }
 
-# The fast path reads entitlements only from the bundle's index: a bundle without one (a
-# plain `opa build`), or whose index does not list the call, clears nothing.
-test_clears_nothing_without_the_entitlement_index if {
+# The fast path reads what it checks that does not depend on the request only from the
+# bundle's entries (data.pdp_index.fast): a bundle without them (a plain `opa build`, or a
+# build from modules other than the reviewed ones), or whose entries do not list the call,
+# clears nothing.
+test_clears_nothing_without_the_bundles_entries if {
 	every tc in cleared_cases {
-		not fast.cleared with input as fixtures.input_for(tc)
-			with data.inventory as fixtures.inventory_for(tc)
-			with data.pdp_index.fast_reviewed as true
-		not fast.cleared with input as fixtures.input_for(tc)
-			with data.inventory as fixtures.inventory_for(tc)
-			with data.pdp_index.fast_reviewed as true
-			with data.pdp_index.entitlements as {}
-	}
-}
-
-# A bundle whose modules are not the reviewed ones (or built without the review, by a
-# plain `opa build`) clears nothing: every decision is composed.
-test_clears_nothing_unless_the_bundle_says_the_review_holds if {
-	every tc in cleared_cases {
-		not fast.cleared with input as fixtures.input_for(tc)
-			with data.inventory as fixtures.inventory_for(tc)
-			with data.pdp_index.fast_reviewed as false
 		not fast.cleared with input as fixtures.input_for(tc) with data.inventory as fixtures.inventory_for(tc)
+		not fast.cleared with input as fixtures.input_for(tc)
+			with data.inventory as fixtures.inventory_for(tc)
+			with data.pdp_index.fast as {}
 	}
 }
 
