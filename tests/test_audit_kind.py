@@ -4,9 +4,10 @@
 from __future__ import annotations
 
 import json
-import select
+import queue
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -204,12 +205,25 @@ def test_tail_kind_prints_the_newest_of_those_kinds(trail: Path) -> None:
     assert [json.loads(line)["type"] for line in default.output.splitlines()] == ["decision"]
 
 
-def readline(stream: Any, timeout_s: float = 120.0) -> str:
-    """One line of ``stream``, failing (not hanging) when none comes in time."""
-    ready, _, _ = select.select([stream], [], [], timeout_s)
-    assert ready, "no line from audit tail --follow"
-    line: str = stream.readline()
-    return line
+def lines_of(stream: Any) -> queue.Queue[str]:
+    """The lines of ``stream`` as a reader thread sees them. (``select`` on the pipe, then
+    ``readline``, misses a line already read into the text wrapper's buffer.)"""
+    lines: queue.Queue[str] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def readline(lines: queue.Queue[str], timeout_s: float = 120.0) -> str:
+    """The next line, failing (not hanging) when none comes in time."""
+    try:
+        return lines.get(timeout=timeout_s)
+    except queue.Empty:
+        raise AssertionError("no line from audit tail --follow") from None
 
 
 def test_tail_follow_kind_prints_only_those_kinds(tmp_path: Path) -> None:
@@ -223,11 +237,12 @@ def test_tail_follow_kind_prints_only_those_kinds(tmp_path: Path) -> None:
     )  # fmt: skip
     try:
         assert proc.stdout is not None
+        lines = lines_of(proc.stdout)
         # the newest outcome before it started (not the decision after it): it follows now
-        assert json.loads(readline(proc.stdout))["decision_id"] == "d-0000"
+        assert json.loads(readline(lines))["decision_id"] == "d-0000"
         log.append([decision_of(1, BOT, "acme"), outcome(1)])
         log.append([approval(2, "requested"), outcome(3, status="timeout")])
-        first, second = (json.loads(readline(proc.stdout)) for _ in range(2))
+        first, second = (json.loads(readline(lines)) for _ in range(2))
     finally:
         proc.kill()
         proc.wait()
