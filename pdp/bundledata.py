@@ -17,6 +17,10 @@ as "lists none"), so nothing goes into a bundle whose data does not match its sc
   (:data:`RESERVED`);
 - a bundle archive (``*.tar.gz``) under a source root is refused: ``opa build`` skips it,
   but the ``opa eval`` that derives ``data.pdp_index`` loads it (forged index entries);
+- a symbolic link under a source root (or a source root that is one) is refused: ``opa
+  build`` follows it, while the checks here, the content revision and the fast-path review
+  digest walk the tree without following links, so what it points at would be bundled
+  unchecked and uncounted;
 - the merged document is validated (JSON Schema draft 2020-12, ``jsonschema``); each
   problem names the file and the JSON pointer inside it.
 
@@ -30,6 +34,7 @@ from __future__ import annotations
 import copy
 import functools
 import json
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,7 +114,14 @@ def policy_data_problems(policies_dir: Path, roots: Iterable[Path]) -> list[str]
     # data.<name> -> (merged document, [(file, path of the file's value inside it)])
     documents: dict[str, Any] = {}
     sources: dict[str, list[tuple[Path, tuple[str, ...], Any]]] = {}
+    roots = list(roots)
     for root in roots:
+        for link in _symlinks(root):
+            problems.append(
+                f"{_shown(link, policies_dir)}: /: a symbolic link may not be inside a source "
+                "root (opa build follows it; these checks, the revision and the fast-path "
+                "review do not)"
+            )
         for archive in sorted(p for p in root.rglob("*") if p.name.endswith(ARCHIVE_SUFFIX)):
             problems.append(
                 f"{_shown(archive, policies_dir)}: /: a bundle archive may not be inside a source "
@@ -164,6 +176,16 @@ def policy_data_problems(policies_dir: Path, roots: Iterable[Path]) -> list[str]
             shown, inside = _locate(path, sources[name], policies_dir, name)
             problems.append(f"{shown}: {dumps_pointer(inside)}: {message}")
     return problems
+
+
+def _symlinks(root: Path) -> list[Path]:
+    """Every symbolic link at or under ``root`` (files and directories; links not followed)."""
+    if root.is_symlink():
+        return [root]
+    found: list[Path] = []
+    for top, dirs, files in os.walk(root, followlinks=False):
+        found += [Path(top) / name for name in (*dirs, *files) if (Path(top) / name).is_symlink()]
+    return sorted(found)
 
 
 def document_problems(documents: Mapping[str, Any], policies_dir: Path | None = None) -> list[str]:

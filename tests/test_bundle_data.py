@@ -535,6 +535,52 @@ def test_a_bundle_archive_in_a_source_root_is_refused(policies: Path, tmp_path: 
     assert any("extra.tar.gz" in p for p in policy_data_problems(policies, source_roots(policies)))
 
 
+@pytest.mark.parametrize(
+    ("link", "target_kind"),
+    [
+        ("data/extra", "dir"),  # a directory of data OPA would load as data.extra
+        ("data/inventory/more", "dir"),  # inside a shipped document's directory
+        ("data/sessions/data.json", "file"),  # a shipped document read through a link
+        ("pdp/rules/linked.rego", "rego"),  # a module outside the review digest
+    ],
+)
+def test_a_symbolic_link_in_a_source_root_is_refused(
+    policies: Path, tmp_path: Path, link: str, target_kind: str
+) -> None:
+    """`opa build` follows symbolic links; the schema check, the content revision and the
+    fast-path review digest walk the tree without following them. A link would bundle what
+    it points at unchecked (here an off-schema agent) and outside the revision."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    path = policies / link
+    if target_kind == "dir":
+        (outside / "data.json").write_text('{"agents": {"x": {"purposes": false}}}')
+        target = outside
+    elif target_kind == "file":
+        real = policies / link
+        target = outside / "data.json"
+        target.write_text(real.read_text())
+        real.unlink()
+    else:
+        target = outside / "linked.rego"
+        target.write_text("package pdp.rules.linked\n\ndeny contains {} if false\n")
+    path.symlink_to(target)
+    out = tmp_path / "bundle.tar.gz"
+    result = build(policies, out)
+    assert result.exit_code != 0, result.output
+    assert "symbolic link" in result.output and link in result.output
+    assert not out.exists()
+
+
+def test_a_source_root_that_is_a_symbolic_link_is_refused(tmp_path: Path) -> None:
+    real = tmp_path / "real-data"
+    real.mkdir()
+    root = tmp_path / "data"
+    root.symlink_to(real)
+    problems = policy_data_problems(tmp_path, [root])
+    assert len(problems) == 1 and "symbolic link" in problems[0]
+
+
 def test_serve_with_off_schema_data_does_not_start(policies: Path, tmp_path: Path) -> None:
     # the embedded build (pdpctl serve with no config) checks the data like bundle build
     edit(policies, INVENTORY, setter("agents", BOT, "purposes", value=False))
