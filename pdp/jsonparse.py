@@ -9,6 +9,10 @@ Every JSON body the service accepts goes through :func:`loads`. Compared with a 
                            so JavaScript, Go's float64 and orjson (which turns a 30-digit
                            integer into a float) read another number
     non-finite numbers     NaN, Infinity, 1e400 (overflows to infinity)
+    over-precise numbers   a fraction or exponent with more digits than a double holds
+                           (9007199254740993.0, 1.00000000000000000001): a double reader
+                           (Python, Go's float64, JavaScript) rounds it, an exact reader
+                           (OPA reading bundle data, BigDecimal) does not
     lone surrogates        "\\ud800" escapes that are not half of a surrogate pair: not
                            Unicode, unencodable as UTF-8, read as U+FFFD by some parsers
     deep nesting           more than MAX_DEPTH nested arrays/objects
@@ -28,6 +32,7 @@ import json
 import math
 import re
 import threading
+from decimal import Decimal
 from typing import Any, Final
 
 from .errors import FieldError, MalformedJSONError
@@ -89,9 +94,13 @@ def _int(text: str) -> int | _BadNumber:
 
 def _float(text: str) -> float | _BadNumber:
     value = float(text)
-    if math.isfinite(value):
-        return value
-    return _BadNumber("numbers must be finite (this one overflows a double)")
+    if not math.isfinite(value):
+        return _BadNumber("numbers must be finite (this one overflows a double)")
+    # The shortest text of the double (repr) must denote the same number as the literal: else
+    # the literal carries digits a double reader drops and an exact reader keeps.
+    if text != repr(value) and Decimal(text) != Decimal(repr(value)):
+        return _BadNumber("numbers must not carry more precision than a double holds")
+    return value
 
 
 def _constant(name: str) -> _BadNumber:

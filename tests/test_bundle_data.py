@@ -572,6 +572,22 @@ def test_a_symbolic_link_in_a_source_root_is_refused(
     assert not out.exists()
 
 
+def test_a_number_more_precise_than_a_double_is_refused(policies: Path, tmp_path: Path) -> None:
+    """OPA reads bundle data exactly; the schema check reads doubles. A budget written
+    ``20.00000000000000001`` is 20 to the check (an integer within bounds) and more than 20
+    to OPA (a 21st state-changing call under budget): the two must not disagree."""
+    path = policies / SESSIONS
+    text = path.read_text()
+    assert '"default": 20,' in text
+    path.write_text(text.replace('"default": 20,', '"default": 20.00000000000000001,', 1))
+    out = tmp_path / "bundle.tar.gz"
+    result = build(policies, out)
+    assert result.exit_code != 0, result.output
+    assert "data/sessions/data.json" in result.output
+    assert "more precision than a double holds" in result.output
+    assert not out.exists()
+
+
 def test_a_source_root_that_is_a_symbolic_link_is_refused(tmp_path: Path) -> None:
     real = tmp_path / "real-data"
     real.mkdir()

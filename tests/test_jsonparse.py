@@ -13,6 +13,7 @@ DUP = "member appears more than once"
 BIG = "integers must be within +-9007199254740991 (2^53 - 1)"
 SURROGATE = "contains a lone surrogate (not Unicode)"
 DEEP = "nesting is deeper than 32"
+PRECISE = "numbers must not carry more precision than a double holds"
 
 
 @pytest.mark.parametrize(
@@ -33,6 +34,10 @@ DEEP = "nesting is deeper than 32"
         (b'{"n": NaN}', "/n", "NaN is not JSON"),
         (b'{"n": -Infinity}', "/n", "-Infinity is not JSON"),
         (b"9007199254740993", "/", BIG),
+        # more digits than a double holds: a double reader rounds, an exact one (OPA) does not
+        (b'{"n": 9007199254740993.0}', "/n", PRECISE),
+        (b'{"n": 20.00000000000000001}', "/n", PRECISE),
+        (b'{"n": [0.1000000000000000000001]}', "/n/0", PRECISE),
         # lone surrogates (values, names, at the top)
         (b'{"r": "r\\ud800"}', "/r", SURROGATE),
         (b'{"r": ["\\udfff"]}', "/r/0", SURROGATE),
@@ -64,6 +69,11 @@ def test_ambiguous_json_is_refused_naming_the_member(raw: bytes, path: str, mess
         (b'{"n": 9007199254740991}', {"n": MAX_SAFE_INTEGER}),
         (b'{"n": -9007199254740991}', {"n": -MAX_SAFE_INTEGER}),
         (b'{"n": 1.5e300}', {"n": 1.5e300}),
+        # as precise as a double: written the double's shortest way, or with trailing zeros
+        (b'{"n": 0.1}', {"n": 0.1}),
+        (b'{"n": 0.30000000000000004}', {"n": 0.30000000000000004}),
+        (b'{"n": [20.0, 20.000, 2E1, 1e20, 5e-324]}', {"n": [20.0, 20.0, 20.0, 1e20, 5e-324]}),
+        (b'{"n": 1.00000000000000000000e0}', {"n": 1.0}),
         (b'{"s": "\\ud83d\\ude00 caf\\u00e9"}', {"s": "\U0001f600 caf\u00e9"}),
         (b'{"s": "\\\\ud800"}', {"s": "\\ud800"}),  # an escaped backslash, not an escape
         ('{"s": "h\u00e9"}'.encode(), {"s": "h\u00e9"}),
