@@ -184,6 +184,15 @@ OFF_SCHEMA: list[tuple[str, str, Callable[[Any], Any], str]] = [
     ("sequence name glob not ASCII", SESSIONS,
      lambda d: d["forbidden_sequences"][1]["earlier"].__setitem__("names", ["v\u0430ult.*"]),
      "/forbidden_sequences/1/earlier/names/0: has characters or a form that is not allowed here"),
+    # an action type or operation no request has (decision-request.schema.json) matches
+    # nothing, so the sequence would never be denied
+    ("sequence action type misspelt", SESSIONS,
+     lambda d: d["forbidden_sequences"][0]["then"].__setitem__("action_types", ["tool_call"]),
+     "/forbidden_sequences/0/then/action_types/0: must be one of: tool.call, model.invoke, "
+     "data.read, data.write, data.export, secret.read, http.request"),
+    ("sequence operation misspelt", SESSIONS,
+     lambda d: d["forbidden_sequences"][0]["then"].__setitem__("operations", ["Write"]),
+     "/forbidden_sequences/0/then/operations/0: must be one of: read, write, delete, execute"),
     ("sequence pattern misspelt", SESSIONS,
      lambda d: d["forbidden_sequences"][0]["then"].__setitem__("action_type", ["x"]),
      "/forbidden_sequences/0/then/action_type: is not a known field"),
